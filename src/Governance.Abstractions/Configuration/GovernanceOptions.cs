@@ -1,0 +1,31 @@
+namespace Governance.Configuration;
+
+/// <summary>
+/// Root of the MeshGovernance configuration, bound from the <c>MeshGovernance</c> section by default.
+/// </summary>
+public sealed class GovernanceOptions
+{
+    /// <summary>The default configuration section name, <c>MeshGovernance</c>.</summary>
+    public const string SectionName = "MeshGovernance";
+
+    /// <summary>Gets or sets who this application is (name, zone). Default: empty.</summary>
+    public ApplicationOptions Application { get; set; } = new();
+
+    /// <summary>
+    /// Gets or sets the per-service settings applied to every service; a service's own settings override them key by key.
+    /// <see cref="ServiceOptions.Endpoints"/> is not allowed here. Default: empty (built-in defaults apply).
+    /// </summary>
+    public ServiceOptions Defaults { get; set; } = new();
+
+    /// <summary>
+    /// Gets the governed services by logical name (case-insensitive). A request whose host is one of these names is
+    /// governed; any other host passes through untouched. Default: empty.
+    /// </summary>
+    public IDictionary<string, ServiceOptions> Services { get; } = new Dictionary<string, ServiceOptions>(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Gets the configuration path the options were bound from, used to name keys in validation messages.</summary>
+    internal string SectionPath { get; set; } = SectionName;
+
+    /// <summary>Gets the errors found while reading raw configuration (unknown keys, malformed values), if any.</summary>
+    internal List<string> ConfigurationErrors { get; } = [];
+}

@@ -1,0 +1,23 @@
+namespace Governance.Configuration;
+
+/// <summary>
+/// Settings of one logical service (<c>MeshGovernance:Services:{name}</c>), and the shape of
+/// <c>MeshGovernance:Defaults</c>. Unset values inherit from <c>Defaults</c>, then from the built-in defaults.
+/// </summary>
+public sealed class ServiceOptions
+{
+    /// <summary>
+    /// Gets or sets the discovery provider that supplies the endpoints, for example <c>Static</c> or <c>Consul</c>.
+    /// Default: <c>Static</c> when <see cref="Endpoints"/> is set; required otherwise.
+    /// </summary>
+    public string? Discovery { get; set; }
+
+    /// <summary>
+    /// Gets the static endpoints. In configuration each item is either an object (<c>Address</c>, <c>Weight</c>,
+    /// <c>Zone</c>, <c>Metadata</c>) or a bare address string. Default: empty.
+    /// </summary>
+    public IList<EndpointOptions> Endpoints { get; } = new List<EndpointOptions>();
+
+    /// <summary>Gets or sets the load-balancing settings. Default: <see langword="null"/> (inherited).</summary>
+    public LoadBalancerOptions? LoadBalancer { get; set; }
+}

@@ -1,0 +1,20 @@
+namespace Governance;
+
+/// <summary>
+/// Thrown without any network I/O when a governed service has no endpoint that can take the call: discovery returned
+/// none, or every endpoint is excluded. Catch it to fail over or degrade; it is never retried against the same service.
+/// </summary>
+public sealed class NoAvailableEndpointException : GovernanceException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="serviceName">Logical service that has no usable endpoint.</param>
+    /// <param name="reason">Why no endpoint is usable, appended to the message.</param>
+    public NoAvailableEndpointException(string serviceName, string reason)
+        : base(serviceName, $"Service '{serviceName}' has no available endpoint: {reason}")
+    {
+        Reason = reason;
+    }
+
+    /// <summary>Gets why no endpoint is usable.</summary>
+    public string Reason { get; }
+}

@@ -1,0 +1,181 @@
+using System.Globalization;
+using Governance.Configuration;
+using Microsoft.Extensions.Configuration;
+
+namespace Governance.Configuration;
+
+/// <summary>
+/// Reads a <c>MeshGovernance</c> configuration section into <see cref="GovernanceOptions"/>. The configuration binder
+/// does the binding; this type first checks the raw section against the schema so that a misspelled key or a malformed
+/// number becomes a validation message naming the key instead of being dropped or throwing on the first problem, and it
+/// expands the bare-string shorthand of endpoints, which the binder would silently skip.
+/// </summary>
+internal static class GovernanceConfigurationReader
+{
+    public static void Read(IConfiguration section, GovernanceOptions options)
+    {
+        var path = section is IConfigurationSection s ? s.Path : GovernanceOptions.SectionName;
+        options.SectionPath = path;
+        var errors = options.ConfigurationErrors;
+        var before = errors.Count;
+        GovernanceConfigurationSchema.Root.Check(section, path, errors);
+        if (errors.Count != before)
+        {
+            // Binding malformed values would throw on the first one; the validator reports all of them instead.
+            return;
+        }
+
+        section.Bind(options);
+        ReadEndpoints(section.GetSection("Defaults"), options.Defaults);
+        foreach (var service in section.GetSection("Services").GetChildren())
+        {
+            if (options.Services.TryGetValue(service.Key, out var serviceOptions))
+            {
+                ReadEndpoints(service, serviceOptions);
+            }
+        }
+    }
+
+    private static void ReadEndpoints(IConfigurationSection service, ServiceOptions options)
+    {
+        var items = service.GetSection("Endpoints").GetChildren();
+        options.Endpoints.Clear();
+        foreach (var item in items)
+        {
+            var endpoint = new EndpointOptions();
+            if (item.Value is { } address)
+            {
+                endpoint.Address = address;
+                endpoint.IsShorthand = true;
+            }
+            else
+            {
+                item.Bind(endpoint);
+            }
+
+            options.Endpoints.Add(endpoint);
+        }
+    }
+}
+
+/// <summary>The shape of the configuration section: which keys exist and what kind of value each takes.</summary>
+internal sealed class GovernanceConfigurationSchema
+{
+    private readonly Kind _kind;
+    private readonly Dictionary<string, GovernanceConfigurationSchema>? _children;
+    private readonly GovernanceConfigurationSchema? _item;
+
+    private GovernanceConfigurationSchema(Kind kind, Dictionary<string, GovernanceConfigurationSchema>? children = null, GovernanceConfigurationSchema? item = null)
+    {
+        _kind = kind;
+        _children = children;
+        _item = item;
+    }
+
+    private enum Kind
+    {
+        Text,
+        Integer,
+        Object,
+        Map,
+        List,
+        TextOrObject,
+    }
+
+    public static GovernanceConfigurationSchema Root { get; } = CreateRoot();
+
+    public void Check(IConfiguration node, string path, List<string> errors)
+    {
+        var value = (node as IConfigurationSection)?.Value;
+        switch (_kind)
+        {
+            case Kind.Text:
+                ExpectLeaf(node, path, "a text value", errors);
+                break;
+            case Kind.Integer:
+                if (ExpectLeaf(node, path, "a whole number", errors) && value is not null
+                    && !long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
+                {
+                    errors.Add($"{path} '{value}' is not a whole number");
+                }
+
+                break;
+            case Kind.TextOrObject when value is not null:
+                break;
+            case Kind.Object or Kind.TextOrObject:
+                // An empty JSON object or array arrives as an empty value.
+                if (!string.IsNullOrEmpty(value))
+                {
+                    errors.Add($"{path} '{value}' must be a section with the keys {string.Join(", ", _children!.Keys)}");
+                    break;
+                }
+
+                foreach (var child in node.GetChildren())
+                {
+                    if (_children!.TryGetValue(child.Key, out var schema))
+                    {
+                        schema.Check(child, child.Path, errors);
+                    }
+                    else
+                    {
+                        errors.Add($"{child.Path} is not a known setting ({string.Join(", ", _children.Keys)})");
+                    }
+                }
+
+                break;
+            case Kind.Map or Kind.List:
+                if (!string.IsNullOrEmpty(value))
+                {
+                    errors.Add($"{path} '{value}' must be a {(_kind == Kind.List ? "list" : "section")}");
+                    break;
+                }
+
+                foreach (var child in node.GetChildren())
+                {
+                    if (_kind == Kind.List && !int.TryParse(child.Key, NumberStyles.None, CultureInfo.InvariantCulture, out _))
+                    {
+                        errors.Add($"{child.Path} is not a list item: {path} must be a list");
+                        continue;
+                    }
+
+                    _item!.Check(child, child.Path, errors);
+                }
+
+                break;
+        }
+    }
+
+    private static bool ExpectLeaf(IConfiguration node, string path, string what, List<string> errors)
+    {
+        using var children = node.GetChildren().GetEnumerator();
+        if (children.MoveNext())
+        {
+            errors.Add($"{path} must be {what}, not a section");
+            return false;
+        }
+
+        return true;
+    }
+
+    private static GovernanceConfigurationSchema Object(params (string Key, GovernanceConfigurationSchema Schema)[] keys) =>
+        new(Kind.Object, keys.ToDictionary(k => k.Key, k => k.Schema, StringComparer.OrdinalIgnoreCase));
+
+    private static GovernanceConfigurationSchema CreateRoot()
+    {
+        var text = new GovernanceConfigurationSchema(Kind.Text);
+        var integer = new GovernanceConfigurationSchema(Kind.Integer);
+        var textMap = new GovernanceConfigurationSchema(Kind.Map, item: text);
+        var endpoint = new GovernanceConfigurationSchema(
+            Kind.TextOrObject,
+            Object(("Address", text), ("Weight", integer), ("Zone", text), ("Metadata", textMap))._children);
+        var loadBalancer = Object(("Policy", text), ("HashHeader", text));
+        var service = Object(
+            ("Discovery", text),
+            ("Endpoints", new GovernanceConfigurationSchema(Kind.List, item: endpoint)),
+            ("LoadBalancer", loadBalancer));
+        return Object(
+            ("Application", Object(("Name", text), ("Zone", text))),
+            ("Defaults", service),
+            ("Services", new GovernanceConfigurationSchema(Kind.Map, item: service)));
+    }
+}

@@ -1,0 +1,147 @@
+using Governance.Configuration;
+using Governance.Discovery;
+using Governance.LoadBalancing;
+using Governance.Pipeline;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+
+namespace Governance.DependencyInjection;
+
+/// <summary>
+/// What has been registered in one service collection, kept as a singleton instance so that repeated
+/// <c>AddMeshGovernance</c> calls add nothing twice.
+/// </summary>
+internal sealed class GovernanceRegistration
+{
+    private readonly List<(IConfiguration? Configuration, string Path)> _sources = [];
+    private bool _governsAllClients;
+
+    public bool HasConfigurationSource { get; private set; }
+
+    public static GovernanceRegistration AddCore(IServiceCollection services)
+    {
+        foreach (var descriptor in services)
+        {
+            if (descriptor.ServiceType == typeof(GovernanceRegistration) && descriptor.ImplementationInstance is GovernanceRegistration existing)
+            {
+                return existing;
+            }
+        }
+
+        var registration = new GovernanceRegistration();
+        services.AddSingleton(registration);
+        services.AddOptions();
+        services.AddLogging();
+        services.AddHttpClient();
+        services.TryAddSingleton(TimeProvider.System);
+
+        // Built-in policies and providers, in the order their names are listed in messages.
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, RoundRobinLoadBalancingPolicy>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, RandomLoadBalancingPolicy>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, PowerOfTwoChoicesLoadBalancingPolicy>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, MaglevLoadBalancingPolicy>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceDiscoveryProvider, StaticServiceDiscoveryProvider>());
+
+        services.TryAddSingleton<LoadBalancingPolicyRegistry>();
+        services.TryAddSingleton<ServiceDiscoveryProviderRegistry>();
+        services.TryAddSingleton<GovernanceOptionsValidator>();
+        services.TryAddSingleton<GovernanceRuntime>();
+
+        // Validation at startup goes through a marker options type: GovernanceOptions itself carries no validator, so an
+        // invalid reload never throws inside IOptionsMonitor; GovernanceRuntime logs it and keeps the last good state.
+        services.AddOptions<GovernanceStartupValidation>().ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<GovernanceStartupValidation>, GovernanceStartupValidator>());
+        return registration;
+    }
+
+    public void AddDefaultConfiguration(IServiceCollection services) =>
+        AddSource(services, configuration: null, GovernanceOptions.SectionName);
+
+    public void AddConfiguration(IServiceCollection services, IConfiguration configuration) =>
+        AddSource(services, configuration, (configuration as IConfigurationSection)?.Path ?? GovernanceOptions.SectionName);
+
+    public void AddCodeConfiguration(IServiceCollection services, Action<GovernanceOptions> configure)
+    {
+        HasConfigurationSource = true;
+        services.Configure(configure);
+    }
+
+    public void GovernAllClients(IServiceCollection services)
+    {
+        if (!_governsAllClients)
+        {
+            _governsAllClients = true;
+            services.ConfigureHttpClientDefaults(static builder => AddHandler(builder));
+        }
+    }
+
+    public static void AddHandler(IHttpClientBuilder builder) =>
+        builder.ConfigureAdditionalHttpMessageHandlers(static (handlers, services) =>
+        {
+            foreach (var handler in handlers)
+            {
+                if (handler is GovernanceHandler)
+                {
+                    return;
+                }
+            }
+
+            // Outermost, so that tracing and rate limiting see the logical call before any other handler of the client.
+            handlers.Insert(0, new GovernanceHandler(services.GetRequiredService<GovernanceRuntime>()));
+        });
+
+    private void AddSource(IServiceCollection services, IConfiguration? configuration, string path)
+    {
+        foreach (var source in _sources)
+        {
+            if (ReferenceEquals(source.Configuration, configuration) && string.Equals(source.Path, path, StringComparison.OrdinalIgnoreCase))
+            {
+                return;
+            }
+        }
+
+        _sources.Add((configuration, path));
+        HasConfigurationSource = true;
+        var resolve = configuration is null
+            ? sp => (IConfiguration?)sp.GetService<IConfiguration>()?.GetSection(path)
+            : new Func<IServiceProvider, IConfiguration?>(_ => configuration);
+        services.AddSingleton<IConfigureOptions<GovernanceOptions>>(sp => new ConfigureFromConfiguration(resolve(sp)));
+        services.AddSingleton<IOptionsChangeTokenSource<GovernanceOptions>>(sp =>
+            resolve(sp) is { } section
+                ? new ConfigurationChangeTokenSource<GovernanceOptions>(section)
+                : new ConfigurationChangeTokenSource<GovernanceOptions>(new ConfigurationBuilder().Build()));
+    }
+
+    private sealed class ConfigureFromConfiguration(IConfiguration? section) : IConfigureOptions<GovernanceOptions>
+    {
+        public void Configure(GovernanceOptions options)
+        {
+            if (section is not null)
+            {
+                GovernanceConfigurationReader.Read(section, options);
+            }
+        }
+    }
+}
+
+/// <summary>Marker options type whose startup validation builds the governance runtime.</summary>
+internal sealed class GovernanceStartupValidation;
+
+/// <summary>Builds <see cref="GovernanceRuntime"/> at host start, turning an invalid configuration into a startup failure listing every error.</summary>
+internal sealed class GovernanceStartupValidator(IServiceProvider services) : IValidateOptions<GovernanceStartupValidation>
+{
+    public ValidateOptionsResult Validate(string? name, GovernanceStartupValidation options)
+    {
+        try
+        {
+            _ = services.GetRequiredService<GovernanceRuntime>();
+            return ValidateOptionsResult.Success;
+        }
+        catch (OptionsValidationException ex)
+        {
+            return ValidateOptionsResult.Fail(ex.Failures);
+        }
+    }
+}

@@ -1,0 +1,126 @@
+using Governance.Configuration;
+using Governance.LoadBalancing;
+
+namespace Governance.Pipeline;
+
+/// <summary>
+/// An immutable view of one service's endpoints with the pickers built over them, swapped atomically whenever the
+/// endpoints or the settings change. Zone-aware routing lives here, above the policy.
+/// </summary>
+/// <remarks>
+/// Zone rule (Envoy's priority spill-over with its default overprovisioning factor of 1.4, applied with the local zone
+/// as the preferred level): when <c>Application:Zone</c> is set and some endpoints are in that zone, the local zone
+/// takes min(1, 1.4 x available local / all local) of the requests and the other zones share the rest. So while at
+/// least 72% (1 / 1.4) of the local endpoints are available every request stays local; below that, traffic spills over
+/// in proportion. With no local endpoint, or none available, all traffic goes to the other zones; with no other zone
+/// available, everything stays local.
+/// </remarks>
+internal sealed class EndpointSet
+{
+    public const double OverprovisioningFactor = 1.4;
+
+    private readonly EndpointGroup? _local;
+    private readonly EndpointGroup? _remote;
+
+    private EndpointSet(EndpointState[] all, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason)
+    {
+        All = all;
+        _local = local;
+        _remote = remote;
+        LocalShare = localShare;
+        EmptyReason = emptyReason;
+    }
+
+    public EndpointState[] All { get; }
+
+    /// <summary>Gets the share of requests that go to the local zone (1 when zone-aware routing is off).</summary>
+    public double LocalShare { get; }
+
+    public string EmptyReason { get; }
+
+    public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, string? emptyReason = null)
+    {
+        var available = new List<EndpointState>(all.Length);
+        foreach (var state in all)
+        {
+            if (state.IsAvailable)
+            {
+                available.Add(state);
+            }
+        }
+
+        string reason = emptyReason ?? (all.Length == 0
+            ? "discovery returned no endpoints"
+            : $"all {all.Length} endpoints are unavailable");
+        if (available.Count == 0)
+        {
+            return new EndpointSet(all, null, null, 0, reason);
+        }
+
+        if (localZone is null)
+        {
+            return new EndpointSet(all, EndpointGroup.Create(serviceName, available, policy, options), null, 1, reason);
+        }
+
+        var localTotal = 0;
+        var local = new List<EndpointState>();
+        var remote = new List<EndpointState>();
+        foreach (var state in all)
+        {
+            var isLocal = string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase);
+            localTotal += isLocal ? 1 : 0;
+        }
+
+        foreach (var state in available)
+        {
+            (string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase) ? local : remote).Add(state);
+        }
+
+        double share = local.Count == 0 ? 0 : remote.Count == 0 ? 1 : Math.Min(1.0, OverprovisioningFactor * local.Count / localTotal);
+        return new EndpointSet(
+            all,
+            local.Count == 0 ? null : EndpointGroup.Create(serviceName, local, policy, options),
+            remote.Count == 0 || share >= 1 ? null : EndpointGroup.Create(serviceName, remote, policy, options),
+            share,
+            reason);
+    }
+
+    public EndpointState? Pick(in PickContext context)
+    {
+        var share = LocalShare;
+        var group = share >= 1 ? _local
+            : share <= 0 ? _remote
+            : Random.Shared.NextDouble() < share ? _local : _remote;
+        return group?.Pick(context);
+    }
+
+    private sealed class EndpointGroup : IEndpointLoad
+    {
+        private readonly EndpointState[] _states;
+        private readonly IEndpointPicker _picker;
+
+        private EndpointGroup(string serviceName, EndpointState[] states, ILoadBalancingPolicy policy, LoadBalancerOptions options)
+        {
+            _states = states;
+            var endpoints = new ServiceEndpoint[states.Length];
+            for (var i = 0; i < states.Length; i++)
+            {
+                endpoints[i] = states[i].Endpoint;
+            }
+
+            _picker = policy.CreatePicker(new EndpointPickerContext(serviceName, endpoints, this, options));
+        }
+
+        public static EndpointGroup Create(string serviceName, List<EndpointState> states, ILoadBalancingPolicy policy, LoadBalancerOptions options) =>
+            new(serviceName, states.ToArray(), policy, options);
+
+        public int GetActiveRequests(int index) => _states[index].ActiveRequests;
+
+        public EndpointState? Pick(in PickContext context)
+        {
+            var index = _picker.Pick(context);
+            var states = _states;
+            return (uint)index < (uint)states.Length ? states[index] : null;
+        }
+    }
+}

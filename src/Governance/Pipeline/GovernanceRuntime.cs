@@ -1,0 +1,163 @@
+using System.Collections.Frozen;
+using System.Diagnostics.CodeAnalysis;
+using Governance.Configuration;
+using Governance.Discovery;
+using Governance.LoadBalancing;
+using Governance.Telemetry;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Governance.Pipeline;
+
+/// <summary>
+/// The live state of every governed service, built from <see cref="GovernanceOptions"/> and rebuilt on reload.
+/// An invalid first configuration throws <see cref="OptionsValidationException"/> with every error; an invalid reload
+/// is logged and the last good configuration stays in force. Requests read one immutable dictionary.
+/// </summary>
+internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
+{
+    private readonly object _gate = new();
+    private readonly GovernanceOptionsValidator _validator;
+    private readonly LoadBalancingPolicyRegistry _policies;
+    private readonly ServiceDiscoveryProviderRegistry _discovery;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly ILogger _logger;
+    private readonly IDisposable? _subscription;
+    private volatile FrozenDictionary<string, ServiceRuntime> _services = FrozenDictionary<string, ServiceRuntime>.Empty;
+    private bool _disposed;
+
+    public GovernanceRuntime(
+        IOptionsMonitor<GovernanceOptions> options,
+        GovernanceOptionsValidator validator,
+        LoadBalancingPolicyRegistry policies,
+        ServiceDiscoveryProviderRegistry discovery,
+        ILoggerFactory loggerFactory)
+    {
+        _validator = validator;
+        _policies = policies;
+        _discovery = discovery;
+        _loggerFactory = loggerFactory;
+        _logger = loggerFactory.CreateLogger("Governance.Configuration");
+
+        var initial = options.CurrentValue;
+        var errors = validator.Validate(initial);
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(Options.DefaultName, typeof(GovernanceOptions), errors);
+        }
+
+        Apply(initial);
+        _subscription = options.OnChange(OnChange);
+    }
+
+    /// <summary>Gets the governed services by logical name (case-insensitive).</summary>
+    public FrozenDictionary<string, ServiceRuntime> Services => _services;
+
+    public bool TryGetService(string host, [NotNullWhen(true)] out ServiceRuntime? service) => _services.TryGetValue(host, out service);
+
+    public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
+
+    public async ValueTask DisposeAsync()
+    {
+        FrozenDictionary<string, ServiceRuntime> services;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            _subscription?.Dispose();
+            services = _services;
+        }
+
+        foreach (var service in services.Values)
+        {
+            await service.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    private void OnChange(GovernanceOptions options, string? name)
+    {
+        if (name is not null && name != Options.DefaultName)
+        {
+            return;
+        }
+
+        try
+        {
+            var errors = _validator.Validate(options);
+            if (errors.Count > 0)
+            {
+                LogReloadRejected(_logger, errors.Count, string.Join(Environment.NewLine, errors));
+                return;
+            }
+
+            Apply(options);
+        }
+#pragma warning disable CA1031 // A reload runs on the configuration's change callback: never let it tear that down.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogReloadRejected(_logger, 1, ex.ToString());
+        }
+    }
+
+    private void Apply(GovernanceOptions options)
+    {
+        // Build every service's settings first so that a failure leaves the running configuration untouched.
+        var settings = new List<ServiceSettings>(options.Services.Count);
+        foreach (var (name, service) in options.Services)
+        {
+            settings.Add(ServiceSettings.Create(name, service, options, _policies, _discovery));
+        }
+
+        List<ServiceRuntime> removed = [];
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            var current = _services;
+            var next = new Dictionary<string, ServiceRuntime>(StringComparer.OrdinalIgnoreCase);
+            foreach (var setting in settings)
+            {
+                if (current.TryGetValue(setting.Name, out var existing))
+                {
+                    existing.Reconfigure(setting);
+                    next[setting.Name] = existing;
+                }
+                else
+                {
+                    next[setting.Name] = new ServiceRuntime(setting, _loggerFactory.CreateLogger("Governance.Discovery"));
+                }
+            }
+
+            foreach (var (name, service) in current)
+            {
+                if (!next.ContainsKey(name))
+                {
+                    removed.Add(service);
+                }
+            }
+
+            _services = next.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        }
+
+        foreach (var service in removed)
+        {
+            _ = service.DisposeAsync().AsTask();
+        }
+
+        LogApplied(_logger, settings.Count, string.Join(", ", settings.ConvertAll(static s => $"{s.Name} ({s.Policy.Name}, {s.Discovery.Name})")));
+    }
+
+    [LoggerMessage(GovernanceEventIds.ConfigurationApplied, LogLevel.Information, "MeshGovernance configuration applied: {Count} services: {Services}")]
+    private static partial void LogApplied(ILogger logger, int count, string services);
+
+    [LoggerMessage(GovernanceEventIds.ConfigurationReloadRejected, LogLevel.Warning, "MeshGovernance configuration change rejected with {Count} errors; the last good configuration stays in force.\n{Errors}")]
+    private static partial void LogReloadRejected(ILogger logger, int count, string errors);
+}

@@ -1,0 +1,66 @@
+using Governance.Configuration;
+using Governance.Discovery;
+using Governance.LoadBalancing;
+
+namespace Governance.Pipeline;
+
+/// <summary>One service's effective settings: its own keys over <c>Defaults</c> over the built-in defaults.</summary>
+internal sealed class ServiceSettings
+{
+    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone)
+    {
+        Name = name;
+        Options = options;
+        Discovery = discovery;
+        Policy = policy;
+        LoadBalancer = loadBalancer;
+        LocalZone = localZone;
+    }
+
+    public string Name { get; }
+
+    /// <summary>Gets the service's options with <c>Defaults</c> merged in.</summary>
+    public ServiceOptions Options { get; }
+
+    public IServiceDiscoveryProvider Discovery { get; }
+
+    public ILoadBalancingPolicy Policy { get; }
+
+    public LoadBalancerOptions LoadBalancer { get; }
+
+    public string? HashHeader => LoadBalancer.HashHeader;
+
+    public string? LocalZone { get; }
+
+    /// <summary>Merges a validated service's options with the defaults.</summary>
+    public static ServiceSettings Create(
+        string name,
+        ServiceOptions service,
+        GovernanceOptions root,
+        LoadBalancingPolicyRegistry policies,
+        ServiceDiscoveryProviderRegistry discovery)
+    {
+        var defaults = root.Defaults ?? new ServiceOptions();
+        var loadBalancer = new LoadBalancerOptions
+        {
+            Policy = service.LoadBalancer?.Policy ?? defaults.LoadBalancer?.Policy ?? LoadBalancingPolicyNames.LeastRequest,
+            HashHeader = NullIfEmpty(service.LoadBalancer?.HashHeader ?? defaults.LoadBalancer?.HashHeader),
+        };
+        var discoveryName = service.Discovery ?? defaults.Discovery ?? ServiceDiscoveryNames.Static;
+        var merged = new ServiceOptions { Discovery = discoveryName, LoadBalancer = loadBalancer };
+        foreach (var endpoint in service.Endpoints)
+        {
+            merged.Endpoints.Add(endpoint);
+        }
+
+        return new ServiceSettings(
+            name,
+            merged,
+            discovery.Get(discoveryName),
+            policies.Get(loadBalancer.Policy),
+            loadBalancer,
+            NullIfEmpty(root.Application?.Zone));
+    }
+
+    private static string? NullIfEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
+}

@@ -1,0 +1,17 @@
+namespace Governance.Telemetry;
+
+/// <summary>
+/// Every log event id MeshGovernance emits, in one place. Ranges per concern; ids are stable once shipped.
+/// 1000-1099 configuration, 1100-1199 discovery, 1200-1299 load balancing, 1300-1399 resilience,
+/// 1400-1499 rate limiting, 1500-1599 routing, 1600-1699 registration.
+/// </summary>
+internal static class GovernanceEventIds
+{
+    public const int ConfigurationApplied = 1000;
+    public const int ConfigurationReloadRejected = 1001;
+
+    public const int EndpointsChanged = 1100;
+    public const int DiscoveryWatcherFailed = 1101;
+
+    public const int NoAvailableEndpoint = 1200;
+}
