@@ -1,4 +1,9 @@
+using System.Net;
+using Governance.Configuration;
+using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Governance.Tests.DependencyInjection;
 
@@ -14,5 +19,166 @@ public sealed class AddMeshGovernanceTests
 
         Assert.Equal("a", answeredBy);
         Assert.Equal(1, server.RequestCount);
+    }
+
+    [Fact]
+    public async Task SendAsync_GovernedRequest_PreservesPathQueryMethodHeadersAndBodyAndRestoresUri()
+    {
+        await using var server = await LoopbackServer.StartAsync("a", handler: null, record: true);
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        var logical = new Uri("http://catalog/items/42?id=1&name=a%20b");
+        using var request = new HttpRequestMessage(HttpMethod.Put, logical) { Content = new StringContent("{\"n\":1}") };
+        request.Headers.Add("x-custom", "value-1");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var received = Assert.Single(server.Received);
+        Assert.Equal("PUT", received.Method);
+        Assert.Equal("/items/42?id=1&name=a%20b", received.PathAndQuery);
+        Assert.Equal("value-1", received.Headers["x-custom"]);
+        Assert.Equal("{\"n\":1}", received.Body);
+        Assert.Equal($"127.0.0.1:{server.Port}", received.Headers["Host"]);
+        Assert.Same(logical, request.RequestUri);
+        Assert.Same(logical, response.RequestMessage!.RequestUri);
+    }
+
+    [Fact]
+    public async Task SendAsync_UnknownHost_PassesThroughUntouched()
+    {
+        await using var server = await LoopbackServer.StartAsync("direct", handler: null, record: true);
+        await using var other = await LoopbackServer.StartAsync("other");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, other));
+        var direct = new Uri(server.Address, "/path?q=1");
+
+        using var response = await governed.Client.GetAsync(direct).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("direct", Assert.Single(response.Headers.GetValues("x-server")));
+        Assert.Equal("/path?q=1", Assert.Single(server.Received).PathAndQuery);
+        Assert.Same(direct, response.RequestMessage!.RequestUri);
+        Assert.Equal(0, other.RequestCount);
+    }
+
+    [Fact]
+    public async Task Send_Synchronous_IsGovernedToo()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        var logical = new Uri("http://catalog/sync");
+        using var request = new HttpRequestMessage(HttpMethod.Get, logical);
+
+        using var response = await Task.Run(() => governed.Client.Send(request)).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+        Assert.Same(logical, request.RequestUri);
+    }
+
+    [Fact]
+    public async Task AddMeshGovernance_CalledTwice_GovernsOnceWithoutDuplicatingConfiguration()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = server.Address.ToString(),
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        services.AddMeshGovernance();
+        services.AddMeshGovernance();
+        services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
+        services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
+        services.AddHttpClient("named").AddMeshGovernance();
+        await using var provider = services.BuildServiceProvider();
+
+        using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient("named");
+        using var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+
+        response.EnsureSuccessStatusCode();
+        Assert.Equal(1, server.RequestCount);
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+
+        // The default section and the explicit section are the same data: bound twice, endpoints would repeat.
+        Assert.Single(service.Endpoints.All);
+    }
+
+    [Fact]
+    public async Task HttpClientBuilderAddMeshGovernance_GovernsOnlyThatClient()
+    {
+        // "localhost" is the governed service name here, so an ungoverned client resolves it normally (no DNS needed).
+        await using var direct = await LoopbackServer.StartAsync("direct");
+        await using var endpoint = await LoopbackServer.StartAsync("endpoint");
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:localhost:Endpoints:0"] = endpoint.Address.ToString(),
+        }).Build());
+        services.AddHttpClient("governed").AddMeshGovernance();
+        services.AddHttpClient("plain");
+        await using var provider = services.BuildServiceProvider();
+        var factory = provider.GetRequiredService<IHttpClientFactory>();
+        var url = $"http://localhost:{direct.Port}/";
+
+        using var governed = factory.CreateClient("governed");
+        using var plain = factory.CreateClient("plain");
+        using var governedResponse = await governed.GetAsync(url).WaitAsync(TimeSpan.FromSeconds(30));
+        using var plainResponse = await plain.GetAsync(url).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("endpoint", Assert.Single(governedResponse.Headers.GetValues("x-server")));
+        Assert.Equal("direct", Assert.Single(plainResponse.Headers.GetValues("x-server")));
+    }
+
+    [Fact]
+    public async Task AddMeshGovernance_CodeFirst_Works()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(options =>
+        {
+            var catalog = new ServiceOptions { LoadBalancer = new LoadBalancerOptions { Policy = "RoundRobin" } };
+            catalog.Endpoints.Add(new EndpointOptions { Address = server.Address.ToString(), Weight = 2 });
+            options.Services["catalog"] = catalog;
+        });
+        await using var provider = services.BuildServiceProvider();
+        using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
+
+        using var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        Assert.Equal(2, service.Endpoints.All[0].Endpoint.Weight);
+    }
+
+    [Fact]
+    public async Task TypedClient_IsGovernedByDefault()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", null, server),
+            services => services.AddHttpClient<CatalogClient>());
+
+        var body = await governed.Services.GetRequiredService<CatalogClient>().GetAsync();
+
+        Assert.Equal("a", body);
+    }
+
+    [Fact]
+    public async Task GetAsync_NoAvailableEndpoint_FailsFastWithExceptionNamingService()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        Assert.True(governed.Services.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        service.Endpoints.All[0].SetAvailable(false);
+        service.Refresh();
+
+        var ex = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal("catalog", ex.ServiceName);
+        Assert.Equal("Service 'catalog' has no available endpoint: all 1 endpoints are unavailable", ex.Message);
+        Assert.Equal(0, server.RequestCount);
+    }
+
+    public sealed class CatalogClient(HttpClient client)
+    {
+        public Task<string> GetAsync() => client.GetStringAsync("http://catalog/items").WaitAsync(TimeSpan.FromSeconds(30));
     }
 }

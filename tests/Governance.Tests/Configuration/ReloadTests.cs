@@ -1,0 +1,166 @@
+using Governance.Pipeline;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Governance.Tests.Configuration;
+
+public sealed class ReloadTests
+{
+    private static async Task<bool> EventuallyAsync(Func<bool> condition)
+    {
+        // Polls a condition that a background reload makes true; the deadline turns a bug into a failure, not a hang.
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(20);
+        }
+
+        return true;
+    }
+
+    [Fact]
+    public async Task Reload_ValidEdit_TakesEffectWithoutRestart()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(Governed.Service("catalog", "RoundRobin", a));
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
+
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0"] = b.Address.ToString();
+        governed.Configuration.Reload();
+
+        Assert.Equal("b", await governed.GetServerAsync("http://catalog/"));
+        Assert.Equal(1, a.RequestCount);
+    }
+
+    [Fact]
+    public async Task Reload_PolicyAndWeightEdit_TakesEffect()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(Governed.Service("catalog", "RoundRobin", a, b));
+        var runtime = governed.Services.GetRequiredService<GovernanceRuntime>();
+
+        governed.Configuration["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Random";
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1"] = null;
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1:Address"] = b.Address.ToString();
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1:Weight"] = "7";
+        governed.Configuration.Reload();
+
+        Assert.True(runtime.TryGetService("catalog", out var service));
+        Assert.Equal("Random", service.Settings.Policy.Name);
+        Assert.Equal(7, service.Endpoints.All.Single(e => e.Authority == b.Address.GetLeftPart(UriPartial.Authority)).Endpoint.Weight);
+    }
+
+    [Fact]
+    public async Task Reload_InvalidEdit_IsLoggedAndLastGoodConfigurationStays()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        var logs = new CapturingLoggerProvider();
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", "RoundRobin", a),
+            services => services.AddLogging(l => l.AddProvider(logs)));
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
+
+        governed.Configuration["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "RoundRobbin";
+        governed.Configuration.Reload();
+
+        var rejected = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationReloadRejected);
+        Assert.Equal(LogLevel.Warning, rejected.Level);
+        Assert.Contains("MeshGovernance:Services:catalog:LoadBalancer:Policy 'RoundRobbin' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)", rejected.Message, StringComparison.Ordinal);
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
+        Assert.True(governed.Services.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        Assert.Equal("RoundRobin", service.Settings.Policy.Name);
+
+        // A later valid edit is applied again.
+        governed.Configuration["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Random";
+        governed.Configuration.Reload();
+        Assert.Equal("Random", service.Settings.Policy.Name);
+    }
+
+    [Fact]
+    public async Task Reload_MalformedValue_IsLoggedAndLastGoodConfigurationStays()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        var logs = new CapturingLoggerProvider();
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", null, a),
+            services => services.AddLogging(l => l.AddProvider(logs)));
+
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0"] = null;
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0:Address"] = a.Address.ToString();
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "lots";
+        governed.Configuration.Reload();
+
+        var rejected = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationReloadRejected);
+        Assert.Contains("MeshGovernance:Services:catalog:Endpoints:0:Weight 'lots' is not a whole number", rejected.Message, StringComparison.Ordinal);
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
+    }
+
+    [Fact]
+    public async Task Reload_WhileRequestInFlight_DoesNotDropIt()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var slow = await LoopbackServer.StartAsync("slow", async context =>
+        {
+            arrived.TrySetResult();
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await context.Response.WriteAsync("slow");
+        });
+        await using var fast = await LoopbackServer.StartAsync("fast");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, slow));
+
+        var inFlight = governed.GetServerAsync("http://catalog/held");
+        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0"] = fast.Address.ToString();
+        governed.Configuration.Reload();
+
+        Assert.Equal("fast", await governed.GetServerAsync("http://catalog/new"));
+        release.SetResult();
+        Assert.Equal("slow", await inFlight);
+    }
+
+    [Fact]
+    public async Task Reload_JsonFileEditedOnDisk_TakesEffect()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        var directory = Directory.CreateTempSubdirectory("meshgovernance-reload-");
+        try
+        {
+            var file = Path.Combine(directory.FullName, "appsettings.json");
+            await File.WriteAllTextAsync(file, Json(a));
+            var configuration = new ConfigurationBuilder().AddJsonFile(file, optional: false, reloadOnChange: true).Build();
+            var services = new ServiceCollection();
+            services.AddSingleton<IConfiguration>(configuration);
+            services.AddMeshGovernance();
+            await using var provider = services.BuildServiceProvider();
+            using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
+            var runtime = provider.GetRequiredService<GovernanceRuntime>();
+            Assert.True(runtime.TryGetService("catalog", out var service));
+
+            await File.WriteAllTextAsync(file, Json(b));
+
+            Assert.True(await EventuallyAsync(() => service.Endpoints.All.Length == 1 && service.Endpoints.All[0].Authority == b.Address.GetLeftPart(UriPartial.Authority)));
+            using var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal("b", Assert.Single(response.Headers.GetValues("x-server")));
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+
+        static string Json(LoopbackServer server) =>
+            $$"""{ "MeshGovernance": { "Services": { "catalog": { "Endpoints": [ "{{server.Address}}" ] } } } }""";
+    }
+}

@@ -1,0 +1,279 @@
+using Governance.Pipeline;
+using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Governance.Tests.Configuration;
+
+/// <summary>Every validation message is public contract: pinned here word for word.</summary>
+public sealed class ValidationTests
+{
+    private static OptionsValidationException Validate(Dictionary<string, string?> settings)
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+    }
+
+    private static string Single(Dictionary<string, string?> settings) => Assert.Single(Validate(settings).Failures);
+
+    [Fact]
+    public void Validate_UnknownPolicy_NamesKeyValueAndAllowedPolicies()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "RoundRobbin",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancer:Policy 'RoundRobbin' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)", message);
+    }
+
+    [Fact]
+    public void Validate_PolicyNameInOtherCase_IsAccepted()
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "roundrobin",
+        }).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        Assert.True(runtime.TryGetService("catalog", out var service));
+        Assert.Equal("RoundRobin", service.Settings.Policy.Name);
+    }
+
+    [Fact]
+    public void Validate_UnknownDefaultPolicy_NamesDefaultsKey()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Defaults:LoadBalancer:Policy"] = "Fastest",
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+        });
+
+        Assert.Equal("MeshGovernance:Defaults:LoadBalancer:Policy 'Fastest' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)", message);
+    }
+
+    [Theory]
+    [InlineData("htp:/x", "is not an absolute http or https URI, such as http://10.0.0.5:8080")]
+    [InlineData("ftp://127.0.0.1:21", "is not an absolute http or https URI, such as http://10.0.0.5:8080")]
+    [InlineData("127.0.0.1:5001", "is not an absolute http or https URI, such as http://10.0.0.5:8080")]
+    [InlineData("http://127.0.0.1:5001/api", "must be only scheme://host:port: requests keep their own path and query, so a path, query, fragment or user info here would be ignored")]
+    public void Validate_MalformedShorthandAddress_NamesItemAndValue(string address, string problem)
+    {
+        var message = Single(new() { ["MeshGovernance:Services:catalog:Endpoints:0"] = address });
+
+        Assert.Equal($"MeshGovernance:Services:catalog:Endpoints:0 '{address}' {problem}", message);
+    }
+
+    [Fact]
+    public void Validate_MalformedObjectAddress_NamesAddressKey()
+    {
+        var message = Single(new() { ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "not a uri" });
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints:0:Address 'not a uri' is not an absolute http or https URI, such as http://10.0.0.5:8080", message);
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-3")]
+    [InlineData("65536")]
+    public void Validate_WeightOutOfRange_NamesKeyValueAndRange(string weight)
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = weight,
+        });
+
+        Assert.Equal($"MeshGovernance:Services:catalog:Endpoints:0:Weight '{weight}' must be between 1 and 65535", message);
+    }
+
+    [Fact]
+    public void Validate_WeightNotANumber_NamesKeyAndValue()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "heavy",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints:0:Weight 'heavy' is not a whole number", message);
+    }
+
+    [Fact]
+    public void Validate_NoEndpointsAndNoDiscovery_NamesServiceAndProviders()
+    {
+        var message = Single(new() { ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Random" });
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static)", message);
+    }
+
+    [Fact]
+    public void Validate_EmptyJsonEndpointList_IsReportedAsEmpty()
+    {
+        var json = """{ "MeshGovernance": { "Services": { "catalog": { "Endpoints": [] } } } }""";
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddJsonStream(new MemoryStream(System.Text.Encoding.UTF8.GetBytes(json))).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static)", Assert.Single(ex.Failures));
+    }
+
+    [Fact]
+    public void Validate_UnknownKey_IsReportedWithKnownKeys()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancr:Policy"] = "Random",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancr is not a known setting (Discovery, Endpoints, LoadBalancer)", message);
+    }
+
+    [Fact]
+    public void Validate_UnknownDiscovery_NamesKeyAndProviders()
+    {
+        var message = Single(new() { ["MeshGovernance:Services:catalog:Discovery"] = "Eureka" });
+
+        Assert.Contains("MeshGovernance:Services:catalog:Discovery 'Eureka' is not a known discovery provider (Static)", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_ConsistentHashWithoutHeader_AsksForHashHeader()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "ConsistentHash",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancer:HashHeader is required when the policy of service 'catalog' is ConsistentHash: name the request header that carries the affinity key, for example x-user-id", message);
+    }
+
+    [Fact]
+    public void Validate_InvalidHashHeader_NamesKeyAndValue()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "ConsistentHash",
+            ["MeshGovernance:Services:catalog:LoadBalancer:HashHeader"] = "x user",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancer:HashHeader 'x user' is not a valid HTTP header name", message);
+    }
+
+    [Fact]
+    public void Validate_DuplicateEndpoint_NamesBothItems()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:1:Address"] = "http://127.0.0.1:5001/",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints:1:Address 'http://127.0.0.1:5001/' duplicates endpoint 0 of the same service", message);
+    }
+
+    [Fact]
+    public void Validate_EndpointsInDefaults_AreRejected()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Defaults:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+        });
+
+        Assert.Equal("MeshGovernance:Defaults:Endpoints is not allowed: endpoints belong to a service under MeshGovernance:Services", message);
+    }
+
+    [Fact]
+    public void Validate_ServiceNameNotAHostName_IsRejected()
+    {
+        var message = Single(new() { ["MeshGovernance:Services:my catalog:Endpoints:0"] = "http://127.0.0.1:5001" });
+
+        Assert.StartsWith("MeshGovernance:Services:my catalog: 'my catalog' is not a valid service name", message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Validate_SeveralErrors_AreAllReportedAtOnce()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "0",
+            ["MeshGovernance:Services:catalog:Endpoints:1"] = "nope",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "RoundRobbin",
+            ["MeshGovernance:Services:orders:LoadBalancer:Policy"] = "Random",
+        }).Failures.ToList();
+
+        Assert.Equal(4, failures.Count);
+        Assert.Contains(failures, f => f.StartsWith("MeshGovernance:Services:catalog:Endpoints:0:Weight '0'", StringComparison.Ordinal));
+        Assert.Contains(failures, f => f.StartsWith("MeshGovernance:Services:catalog:Endpoints:1 'nope'", StringComparison.Ordinal));
+        Assert.Contains(failures, f => f.StartsWith("MeshGovernance:Services:catalog:LoadBalancer:Policy 'RoundRobbin'", StringComparison.Ordinal));
+        Assert.Contains(failures, f => f.StartsWith("MeshGovernance:Services:orders:Endpoints must list", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Validate_CustomSectionPath_IsUsedInMessages()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Platform:Mesh:Services:catalog:Endpoints:0:Weight"] = "0",
+            ["Platform:Mesh:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration.GetSection("Platform:Mesh"));
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal("Platform:Mesh:Services:catalog:Endpoints:0:Weight '0' must be between 1 and 65535", Assert.Single(ex.Failures));
+    }
+
+    [Fact]
+    public async Task StartAsync_InvalidConfiguration_FailsHostStartWithEveryError()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "nope",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "RoundRobbin",
+        });
+        builder.Services.AddMeshGovernance();
+        using var host = builder.Build();
+
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal(2, ex.Failures.Count());
+        Assert.Contains("MeshGovernance:Services:catalog:LoadBalancer:Policy 'RoundRobbin' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)", ex.Failures);
+    }
+
+    [Fact]
+    public async Task StartAsync_ValidConfiguration_BuildsRuntimeBeforeFirstRequest()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?> { ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001" });
+        builder.Services.AddMeshGovernance();
+        using var host = builder.Build();
+
+        await host.StartAsync().WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.True(host.Services.GetRequiredService<GovernanceRuntime>().TryGetService("CATALOG", out _));
+        await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
+    }
+}
