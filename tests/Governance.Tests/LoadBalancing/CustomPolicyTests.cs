@@ -1,0 +1,71 @@
+using Governance.LoadBalancing;
+using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Governance.Tests.LoadBalancing;
+
+public sealed class CustomPolicyTests
+{
+    [Fact]
+    public async Task Pick_CustomPolicySelectedByNameInAnyCase_DecidesTheEndpoint()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        var settings = Governed.Service("catalog", "last-endpoint", a, b);
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy, LastEndpointPolicy>());
+
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal("b", await governed.GetServerAsync("http://catalog/"));
+        }
+
+        Assert.Equal(0, a.RequestCount);
+    }
+
+    [Fact]
+    public async Task Pick_CustomPolicyWithBuiltInName_ReplacesBuiltIn()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", "RoundRobin", a, b),
+            services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy("RoundRobin")));
+
+        for (var i = 0; i < 4; i++)
+        {
+            Assert.Equal("b", await governed.GetServerAsync("http://catalog/"));
+        }
+    }
+
+    [Fact]
+    public void Validate_UnknownPolicy_ListsCustomPoliciesToo()
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["Services:catalog:LoadBalancer:Policy"] = "first-endpoint",
+        };
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() =>
+            Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy, LastEndpointPolicy>()));
+
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancer:Policy 'first-endpoint' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash, Last-Endpoint)", Assert.Single(ex.Failures));
+    }
+
+    private sealed class LastEndpointPolicy(string name) : ILoadBalancingPolicy
+    {
+        public LastEndpointPolicy()
+            : this("Last-Endpoint")
+        {
+        }
+
+        public string Name => name;
+
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) => new Picker(context.Endpoints.Count - 1);
+
+        private sealed class Picker(int index) : IEndpointPicker
+        {
+            public int Pick(in PickContext context) => index;
+        }
+    }
+}
