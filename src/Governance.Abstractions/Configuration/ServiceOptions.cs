@@ -20,4 +20,25 @@ public sealed class ServiceOptions
 
     /// <summary>Gets or sets the load-balancing settings. Default: <see langword="null"/> (inherited).</summary>
     public LoadBalancerOptions? LoadBalancer { get; set; }
+
+    /// <summary>Gets or sets the retry settings. Default: <see langword="null"/> (inherited).</summary>
+    public RetryOptions? Retry { get; set; }
+
+    /// <summary>Gets or sets the timeouts. Default: <see langword="null"/> (inherited).</summary>
+    public TimeoutOptions? Timeout { get; set; }
+
+    /// <summary>Gets or sets the per-endpoint circuit breaker. Default: <see langword="null"/> (inherited).</summary>
+    public CircuitBreakerOptions? CircuitBreaker { get; set; }
+
+    /// <summary>Gets or sets passive outlier detection. Default: <see langword="null"/> (inherited).</summary>
+    public OutlierDetectionOptions? OutlierDetection { get; set; }
+
+    /// <summary>Gets or sets active health checks. Default: <see langword="null"/> (inherited; off).</summary>
+    public HealthCheckOptions? HealthCheck { get; set; }
+
+    /// <summary>Gets or sets the client-side rate limit. Default: <see langword="null"/> (inherited; off).</summary>
+    public RateLimitOptions? RateLimit { get; set; }
+
+    /// <summary>Gets or sets hedging. Default: <see langword="null"/> (inherited; off).</summary>
+    public HedgingOptions? Hedging { get; set; }
 }

@@ -76,6 +76,9 @@ internal sealed class GovernanceConfigurationSchema
     {
         Text,
         Integer,
+        Number,
+        Boolean,
+        Duration,
         Object,
         Map,
         List,
@@ -94,9 +97,32 @@ internal sealed class GovernanceConfigurationSchema
                 break;
             case Kind.Integer:
                 if (ExpectLeaf(node, path, "a whole number", errors) && value is not null
-                    && !long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
+                    && !int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
                 {
                     errors.Add($"{path} '{value}' is not a whole number");
+                }
+
+                break;
+            case Kind.Number:
+                if (ExpectLeaf(node, path, "a number", errors) && value is not null
+                    && !double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
+                {
+                    errors.Add($"{path} '{value}' is not a number");
+                }
+
+                break;
+            case Kind.Boolean:
+                if (ExpectLeaf(node, path, "true or false", errors) && value is not null && !bool.TryParse(value, out _))
+                {
+                    errors.Add($"{path} '{value}' is not true or false");
+                }
+
+                break;
+            case Kind.Duration:
+                if (ExpectLeaf(node, path, "a duration", errors) && value is not null
+                    && !TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out _))
+                {
+                    errors.Add($"{path} '{value}' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250");
                 }
 
                 break;
@@ -164,15 +190,50 @@ internal sealed class GovernanceConfigurationSchema
     {
         var text = new GovernanceConfigurationSchema(Kind.Text);
         var integer = new GovernanceConfigurationSchema(Kind.Integer);
+        var number = new GovernanceConfigurationSchema(Kind.Number);
+        var boolean = new GovernanceConfigurationSchema(Kind.Boolean);
+        var duration = new GovernanceConfigurationSchema(Kind.Duration);
         var textMap = new GovernanceConfigurationSchema(Kind.Map, item: text);
+        var textList = new GovernanceConfigurationSchema(Kind.List, item: text);
         var endpoint = new GovernanceConfigurationSchema(
             Kind.TextOrObject,
             Object(("Address", text), ("Weight", integer), ("Zone", text), ("Metadata", textMap))._children);
-        var loadBalancer = Object(("Policy", text), ("HashHeader", text));
         var service = Object(
             ("Discovery", text),
             ("Endpoints", new GovernanceConfigurationSchema(Kind.List, item: endpoint)),
-            ("LoadBalancer", loadBalancer));
+            ("LoadBalancer", Object(("Policy", text), ("HashHeader", text))),
+            ("Retry", Object(
+                ("MaxRetries", integer),
+                ("Backoff", text),
+                ("BaseDelay", duration),
+                ("MaxDelay", duration),
+                ("Jitter", boolean),
+                ("RetryNonIdempotent", boolean),
+                ("RetryOn", textList),
+                ("Budget", Object(("RetryPercent", number), ("MinRetriesPerSecond", integer))))),
+            ("Timeout", Object(("Total", duration), ("PerAttempt", duration))),
+            ("CircuitBreaker", Object(
+                ("Enabled", boolean),
+                ("FailureRatio", number),
+                ("MinimumThroughput", integer),
+                ("SamplingDuration", duration),
+                ("BreakDuration", duration))),
+            ("OutlierDetection", Object(
+                ("Enabled", boolean),
+                ("Consecutive5xx", integer),
+                ("ConsecutiveGatewayFailure", integer),
+                ("BaseEjectionTime", duration),
+                ("MaxEjectionTime", duration),
+                ("MaxEjectionPercent", integer),
+                ("PanicThreshold", integer))),
+            ("HealthCheck", Object(
+                ("Path", text),
+                ("Interval", duration),
+                ("Timeout", duration),
+                ("UnhealthyThreshold", integer),
+                ("HealthyThreshold", integer))),
+            ("RateLimit", Object(("Enabled", boolean), ("Algorithm", text), ("PermitsPerSecond", integer), ("Burst", integer), ("QueueLimit", integer))),
+            ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))));
         return Object(
             ("Application", Object(("Name", text), ("Zone", text))),
             ("Defaults", service),

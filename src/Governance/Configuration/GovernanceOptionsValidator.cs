@@ -8,7 +8,7 @@ namespace Governance.Configuration;
 /// Checks a whole <see cref="GovernanceOptions"/> and returns every problem at once, each naming the full key path,
 /// the bad value and the allowed values or range. Used at startup and on every reload.
 /// </summary>
-internal sealed class GovernanceOptionsValidator
+internal sealed partial class GovernanceOptionsValidator
 {
     public const int MaxWeight = 65535;
 
@@ -39,6 +39,7 @@ internal sealed class GovernanceOptionsValidator
 
         ValidateDiscoveryName(defaults.Discovery, $"{root}:Defaults:Discovery", errors);
         ValidateLoadBalancer(defaults.LoadBalancer, $"{root}:Defaults:LoadBalancer", errors);
+        ValidateResilience(defaults, $"{root}:Defaults", errors);
 
         foreach (var (name, service) in options.Services)
         {
@@ -96,6 +97,13 @@ internal sealed class GovernanceOptionsValidator
         if (string.Equals(policy, LoadBalancingPolicyNames.ConsistentHash, StringComparison.OrdinalIgnoreCase) && string.IsNullOrWhiteSpace(hashHeader))
         {
             errors.Add($"{path}:LoadBalancer:HashHeader is required when the policy of service '{name}' is ConsistentHash: name the request header that carries the affinity key, for example x-user-id");
+        }
+
+        var before = errors.Count;
+        ValidateResilience(service, path, errors);
+        if (errors.Count == before)
+        {
+            ValidateEffective(service, defaults, path, errors);
         }
     }
 

@@ -1,0 +1,164 @@
+using System.Collections.Frozen;
+using System.Globalization;
+using Governance.Configuration;
+using Polly;
+
+namespace Governance.Resilience;
+
+/// <summary>What makes an outcome retryable (<c>Retry:RetryOn</c>).</summary>
+[Flags]
+internal enum RetryConditions
+{
+    None = 0,
+    ServerError = 1,
+    GatewayError = 2,
+    ConnectFailure = 4,
+    Reset = 8,
+    Timeout = 16,
+    Retriable4xx = 32,
+}
+
+internal sealed record RetrySettings(
+    int MaxRetries,
+    DelayBackoffType Backoff,
+    TimeSpan BaseDelay,
+    TimeSpan MaxDelay,
+    bool Jitter,
+    bool RetryNonIdempotent,
+    RetryConditions Conditions,
+    FrozenSet<int> StatusCodes,
+    double BudgetPercent,
+    int MinRetriesPerSecond);
+
+internal sealed record TimeoutSettings(TimeSpan Total, TimeSpan PerAttempt);
+
+internal sealed record CircuitBreakerSettings(double FailureRatio, int MinimumThroughput, TimeSpan SamplingDuration, TimeSpan BreakDuration);
+
+internal sealed record OutlierSettings(int Consecutive5xx, int ConsecutiveGatewayFailure, TimeSpan BaseEjectionTime, TimeSpan MaxEjectionTime, int MaxEjectionPercent);
+
+internal sealed record HealthCheckSettings(string Path, TimeSpan Interval, TimeSpan Timeout, int UnhealthyThreshold, int HealthyThreshold);
+
+internal sealed record RateLimitSettings(string Algorithm, int PermitsPerSecond, int Burst, int QueueLimit);
+
+internal sealed record HedgingSettings(TimeSpan Delay, int MaxHedgedAttempts);
+
+/// <summary>A service's effective resilience settings: its keys over <c>Defaults</c> over <see cref="ResilienceConstants"/>. Null parts are off.</summary>
+internal sealed record ResilienceSettings(
+    RetrySettings Retry,
+    TimeoutSettings Timeout,
+    CircuitBreakerSettings? CircuitBreaker,
+    OutlierSettings? Outlier,
+    int PanicThreshold,
+    HealthCheckSettings? HealthCheck,
+    RateLimitSettings? RateLimit,
+    HedgingSettings? Hedging)
+{
+    public static ResilienceSettings Create(ServiceOptions service, ServiceOptions defaults)
+    {
+        var r = service.Retry;
+        var dr = defaults.Retry;
+        var retryOn = r is { RetryOn.Count: > 0 } ? r.RetryOn : dr is { RetryOn.Count: > 0 } ? dr.RetryOn : (IList<string>)ResilienceConstants.RetryOn;
+        var conditions = RetryConditions.None;
+        var codes = new HashSet<int>();
+        foreach (var item in retryOn)
+        {
+            conditions |= item.Trim().ToUpperInvariant() switch
+            {
+                "5XX" => RetryConditions.ServerError,
+                "GATEWAY-ERROR" => RetryConditions.GatewayError,
+                "CONNECT-FAILURE" => RetryConditions.ConnectFailure,
+                "RESET" => RetryConditions.Reset,
+                "TIMEOUT" => RetryConditions.Timeout,
+                "RETRIABLE-4XX" => RetryConditions.Retriable4xx,
+                _ => RetryConditions.None,
+            };
+            if (int.TryParse(item, NumberStyles.None, CultureInfo.InvariantCulture, out var code))
+            {
+                codes.Add(code);
+            }
+        }
+
+        var retry = new RetrySettings(
+            r?.MaxRetries ?? dr?.MaxRetries ?? ResilienceConstants.MaxRetries,
+            Enum.Parse<DelayBackoffType>(r?.Backoff ?? dr?.Backoff ?? ResilienceConstants.Backoff, ignoreCase: true),
+            r?.BaseDelay ?? dr?.BaseDelay ?? ResilienceConstants.BaseDelay,
+            r?.MaxDelay ?? dr?.MaxDelay ?? ResilienceConstants.MaxDelay,
+            r?.Jitter ?? dr?.Jitter ?? ResilienceConstants.Jitter,
+            r?.RetryNonIdempotent ?? dr?.RetryNonIdempotent ?? ResilienceConstants.RetryNonIdempotent,
+            conditions,
+            codes.ToFrozenSet(),
+            r?.Budget?.RetryPercent ?? dr?.Budget?.RetryPercent ?? ResilienceConstants.RetryBudgetPercent,
+            r?.Budget?.MinRetriesPerSecond ?? dr?.Budget?.MinRetriesPerSecond ?? ResilienceConstants.MinRetriesPerSecond);
+
+        var timeout = new TimeoutSettings(
+            service.Timeout?.Total ?? defaults.Timeout?.Total ?? ResilienceConstants.TotalTimeout,
+            service.Timeout?.PerAttempt ?? defaults.Timeout?.PerAttempt ?? ResilienceConstants.AttemptTimeout);
+
+        var cb = service.CircuitBreaker;
+        var dcb = defaults.CircuitBreaker;
+        var breaker = (cb?.Enabled ?? dcb?.Enabled ?? ResilienceConstants.CircuitBreakerEnabled)
+            ? new CircuitBreakerSettings(
+                cb?.FailureRatio ?? dcb?.FailureRatio ?? ResilienceConstants.FailureRatio,
+                cb?.MinimumThroughput ?? dcb?.MinimumThroughput ?? ResilienceConstants.MinimumThroughput,
+                cb?.SamplingDuration ?? dcb?.SamplingDuration ?? ResilienceConstants.SamplingDuration,
+                cb?.BreakDuration ?? dcb?.BreakDuration ?? ResilienceConstants.BreakDuration)
+            : null;
+
+        var od = service.OutlierDetection;
+        var dod = defaults.OutlierDetection;
+        var outlier = (od?.Enabled ?? dod?.Enabled ?? ResilienceConstants.OutlierDetectionEnabled)
+            ? new OutlierSettings(
+                od?.Consecutive5xx ?? dod?.Consecutive5xx ?? ResilienceConstants.Consecutive5xx,
+                od?.ConsecutiveGatewayFailure ?? dod?.ConsecutiveGatewayFailure ?? ResilienceConstants.ConsecutiveGatewayFailure,
+                od?.BaseEjectionTime ?? dod?.BaseEjectionTime ?? ResilienceConstants.BaseEjectionTime,
+                od?.MaxEjectionTime ?? dod?.MaxEjectionTime ?? ResilienceConstants.MaxEjectionTime,
+                od?.MaxEjectionPercent ?? dod?.MaxEjectionPercent ?? ResilienceConstants.MaxEjectionPercent)
+            : null;
+
+        var hc = service.HealthCheck;
+        var dhc = defaults.HealthCheck;
+        var path = hc?.Path ?? dhc?.Path;
+        var health = string.IsNullOrWhiteSpace(path)
+            ? null
+            : new HealthCheckSettings(
+                path,
+                hc?.Interval ?? dhc?.Interval ?? ResilienceConstants.HealthCheckInterval,
+                hc?.Timeout ?? dhc?.Timeout ?? ResilienceConstants.HealthCheckTimeout,
+                hc?.UnhealthyThreshold ?? dhc?.UnhealthyThreshold ?? ResilienceConstants.UnhealthyThreshold,
+                hc?.HealthyThreshold ?? dhc?.HealthyThreshold ?? ResilienceConstants.HealthyThreshold);
+
+        var rl = service.RateLimit;
+        var drl = defaults.RateLimit;
+        RateLimitSettings? rateLimit = null;
+        if (rl?.Enabled ?? drl?.Enabled ?? (IsSet(rl) || IsSet(drl)))
+        {
+            var permits = rl?.PermitsPerSecond ?? drl?.PermitsPerSecond ?? ResilienceConstants.PermitsPerSecond;
+            rateLimit = new RateLimitSettings(
+                rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm,
+                permits,
+                rl?.Burst ?? drl?.Burst ?? permits,
+                rl?.QueueLimit ?? drl?.QueueLimit ?? ResilienceConstants.QueueLimit);
+        }
+
+        var h = service.Hedging;
+        var dh = defaults.Hedging;
+        var hedging = (h?.Enabled ?? dh?.Enabled ?? ResilienceConstants.HedgingEnabled)
+            ? new HedgingSettings(
+                h?.Delay ?? dh?.Delay ?? ResilienceConstants.HedgingDelay,
+                h?.MaxHedgedAttempts ?? dh?.MaxHedgedAttempts ?? ResilienceConstants.MaxHedgedAttempts)
+            : null;
+
+        return new ResilienceSettings(
+            retry,
+            timeout,
+            breaker,
+            outlier,
+            od?.PanicThreshold ?? dod?.PanicThreshold ?? ResilienceConstants.PanicThreshold,
+            health,
+            rateLimit,
+            hedging);
+    }
+
+    private static bool IsSet(RateLimitOptions? options) =>
+        options is not null && (options.Algorithm is not null || options.PermitsPerSecond is not null || options.Burst is not null || options.QueueLimit is not null);
+}
