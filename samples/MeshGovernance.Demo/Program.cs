@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using System.Globalization;
+using Governance.LoadBalancing;
+using MeshGovernance.Demo;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+// Three local backends of one logical service, "catalog" (backend-c is slow), and one governed HttpClient that calls
+// http://catalog/items?id=N. Each run switches the load-balancing policy by a live configuration reload and sends the
+// same load; the last run changes an endpoint's weight the same way.
+
+const string Service = "catalog";
+const string ServiceSection = "MeshGovernance:Services:" + Service;
+const string PolicyKey = ServiceSection + ":LoadBalancer:Policy";
+const int WarmUpRequests = 300;
+const int RequestsPerRun = 3000;
+const int Concurrency = 16;
+const int Users = 250;
+var slowDelay = TimeSpan.FromMilliseconds(10);
+
+var started = Stopwatch.GetTimestamp();
+var sent = 0;
+var redirected = Console.IsOutputRedirected;
+using var cancel = new CancellationTokenSource();
+Console.CancelKeyPress += (_, e) =>
+{
+    // Stop the runs, not the process: the backends shut down cleanly and the exit code says what happened.
+    e.Cancel = true;
+    cancel.Cancel();
+};
+
+int exitCode;
+try
+{
+    exitCode = await RunAsync(cancel.Token) ? 0 : 1;
+}
+catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+{
+    Console.WriteLine();
+    Console.WriteLine("Cancelled.");
+    return 130;
+}
+catch (OptionsValidationException ex)
+{
+    // Startup validation lists every configuration error at once.
+    Console.Error.WriteLine("Invalid MeshGovernance configuration:");
+    foreach (var failure in ex.Failures)
+    {
+        Console.Error.WriteLine("  " + failure);
+    }
+
+    return 2;
+}
+
+Console.WriteLine();
+Console.WriteLine(Invariant($"{(exitCode == 0 ? "All checks passed" : "FAILED")} in {Stopwatch.GetElapsedTime(started).TotalSeconds:0.0} s ({sent:N0} requests, including startup and shutdown)."));
+return exitCode;
+
+async Task<bool> RunAsync(CancellationToken cancellationToken)
+{
+    await using var a = await Backend.StartAsync("backend-a", TimeSpan.Zero, cancellationToken);
+    await using var b = await Backend.StartAsync("backend-b", TimeSpan.Zero, cancellationToken);
+    await using var c = await Backend.StartAsync("backend-c", slowDelay, cancellationToken);
+    string[] endpoints = [a.Name, b.Name, c.Name];
+
+    Console.WriteLine(Invariant($"MeshGovernance demo: GET http://{Service}/items?id=N, {RequestsPerRun:N0} requests per run, {Concurrency} in flight"));
+    foreach (var backend in (Backend[])[a, b, c])
+    {
+        var speed = backend.Delay == TimeSpan.Zero ? "fast" : Invariant($"slow: +{backend.Delay.TotalMilliseconds:0} ms per request");
+        Console.WriteLine(Invariant($"  {backend.Name}  {Authority(backend)}  {speed}"));
+    }
+
+    // appsettings.json holds the documented configuration; the real (ephemeral) addresses go over it. Endpoints 0 and
+    // 1 are objects there (address, weight, zone, metadata), endpoint 2 is a bare address string.
+    var overrides = new RuntimeOverrides(new Dictionary<string, string?>
+    {
+        [ServiceSection + ":Endpoints:0:Address"] = Authority(a),
+        [ServiceSection + ":Endpoints:1:Address"] = Authority(b),
+        [ServiceSection + ":Endpoints:2"] = Authority(c),
+    });
+
+    var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
+    builder.Configuration.Sources.Add(overrides);
+    builder.Services.AddMeshGovernance();
+    builder.Services.AddHttpClient(Service, static client => client.Timeout = TimeSpan.FromSeconds(10));
+
+    using var host = builder.Build();
+    await host.StartAsync(cancellationToken); // Validates the MeshGovernance section.
+    // SIGTERM (and Ctrl+C) reach the host's lifetime too: stop the runs the same way.
+    var stopping = host.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping.Register(cancel.Cancel);
+
+    // One client for the whole demo: every policy and weight change below reaches it through configuration reload.
+    var client = host.Services.GetRequiredService<IHttpClientFactory>().CreateClient(Service);
+    var ok = true;
+
+    Console.WriteLine();
+    Console.WriteLine("Warm-up with appsettings.json as it is (RoundRobin): connections, JIT");
+    ok &= Check(await RunOnceAsync(client, users: 0, WarmUpRequests, cancellationToken));
+
+    (string Policy, string What, int Users)[] runs =
+    [
+        (LoadBalancingPolicyNames.RoundRobin, "each endpoint in turn, however slow it is", 0),
+        (LoadBalancingPolicyNames.Random, "each request independently at random", 0),
+        (LoadBalancingPolicyNames.LeastRequest, "the less busy of two random endpoints, so the slow one gets less", 0),
+        (LoadBalancingPolicyNames.ConsistentHash, Invariant($"by the x-user-id header ({Users} users): each user sticks to one endpoint"), Users),
+    ];
+
+    foreach (var run in runs)
+    {
+        Console.WriteLine();
+        Console.WriteLine($"{run.Policy}: {run.What}");
+        overrides.Apply(KeyValuePair.Create<string, string?>(PolicyKey, run.Policy));
+        var result = await RunOnceAsync(client, run.Users, RequestsPerRun, cancellationToken);
+        ResultTable.Print(result, endpoints);
+        ok &= Check(result);
+        if (run.Users > 0)
+        {
+            var (users, moved) = result.Affinity();
+            Console.WriteLine(Invariant($"    affinity: {users} users, {moved} answered by more than one endpoint"));
+            ok &= Expect(moved == 0, "every user should stay on one endpoint");
+        }
+    }
+
+    Console.WriteLine();
+    Console.WriteLine(Invariant($"Live reload: {ServiceSection}:Endpoints:0:Weight 1 -> 6 with RoundRobin (same client, no restart)"));
+    overrides.Apply(
+        KeyValuePair.Create<string, string?>(PolicyKey, LoadBalancingPolicyNames.RoundRobin),
+        KeyValuePair.Create<string, string?>(ServiceSection + ":Endpoints:0:Weight", "6"));
+    var reloaded = await RunOnceAsync(client, users: 0, RequestsPerRun, cancellationToken);
+    ResultTable.Print(reloaded, endpoints);
+    ok &= Check(reloaded);
+    var share = (double)reloaded.Stats(a.Name).Requests / RequestsPerRun;
+    ok &= Expect(share is > 0.70 and < 0.80, Invariant($"{a.Name} should take 6/8 = 75% of the requests, took {share:P1}"));
+
+    await stopping.DisposeAsync();
+    await host.StopAsync(CancellationToken.None);
+    return ok;
+}
+
+Task<RunResult> RunOnceAsync(HttpClient client, int users, int requests, CancellationToken cancellationToken)
+{
+    sent += requests;
+    return LoadRun.RunAsync(client, Service, requests, Concurrency, users, new ProgressLine(requests, redirected), cancellationToken);
+}
+
+static bool Check(RunResult result)
+{
+    var failures = result.Failures.ToArray();
+    foreach (var group in failures.GroupBy(static f => f.Error).Take(5))
+    {
+        Console.WriteLine(Invariant($"    {group.Count()} failed: {group.Key}"));
+    }
+
+    return failures.Length == 0;
+}
+
+static bool Expect(bool condition, string what)
+{
+    if (!condition)
+    {
+        Console.WriteLine("    FAILED: " + what);
+    }
+
+    return condition;
+}
+
+static string Authority(Backend backend) => backend.Address.GetLeftPart(UriPartial.Authority);
+
+static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
