@@ -17,12 +17,13 @@ internal static class GovernanceConfigurationReader
         var path = section is IConfigurationSection s ? s.Path : GovernanceOptions.SectionName;
         options.SectionPath = path;
         var errors = options.ConfigurationErrors;
-        var before = errors.Count;
-        GovernanceConfigurationSchema.Root.Check(section, path, errors);
-        if (errors.Count != before)
+        var malformed = new List<string>();
+        GovernanceConfigurationSchema.Root.Check(section, path, errors, malformed);
+        if (malformed.Count > 0)
         {
-            // Binding malformed values would throw on the first one; the validator reports all of them instead.
-            return;
+            // The binder would throw on the first malformed value; bind everything else so that the validator can
+            // still report every other problem in the same pass.
+            section = Without(section, path, malformed);
         }
 
         section.Bind(options);
@@ -34,6 +35,21 @@ internal static class GovernanceConfigurationReader
                 ReadEndpoints(service, serviceOptions);
             }
         }
+    }
+
+    private static IConfiguration Without(IConfiguration section, string path, List<string> malformed)
+    {
+        var prefix = path + ":";
+        var kept = new List<KeyValuePair<string, string?>>();
+        foreach (var pair in section.AsEnumerable())
+        {
+            if (pair.Value is not null && pair.Key.StartsWith(prefix, StringComparison.OrdinalIgnoreCase) && !malformed.Contains(pair.Key, StringComparer.OrdinalIgnoreCase))
+            {
+                kept.Add(new(pair.Key, pair.Value));
+            }
+        }
+
+        return new ConfigurationBuilder().AddInMemoryCollection(kept).Build().GetSection(path);
     }
 
     private static void ReadEndpoints(IConfigurationSection service, ServiceOptions options)
@@ -87,7 +103,7 @@ internal sealed class GovernanceConfigurationSchema
 
     public static GovernanceConfigurationSchema Root { get; } = CreateRoot();
 
-    public void Check(IConfiguration node, string path, List<string> errors)
+    public void Check(IConfiguration node, string path, List<string> errors, List<string> malformed)
     {
         var value = (node as IConfigurationSection)?.Value;
         switch (_kind)
@@ -100,6 +116,7 @@ internal sealed class GovernanceConfigurationSchema
                     && !int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out _))
                 {
                     errors.Add($"{path} '{value}' is not a whole number");
+                    malformed.Add(path);
                 }
 
                 break;
@@ -108,6 +125,7 @@ internal sealed class GovernanceConfigurationSchema
                     && !double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _))
                 {
                     errors.Add($"{path} '{value}' is not a number");
+                    malformed.Add(path);
                 }
 
                 break;
@@ -115,6 +133,7 @@ internal sealed class GovernanceConfigurationSchema
                 if (ExpectLeaf(node, path, "true or false", errors) && value is not null && !bool.TryParse(value, out _))
                 {
                     errors.Add($"{path} '{value}' is not true or false");
+                    malformed.Add(path);
                 }
 
                 break;
@@ -123,10 +142,17 @@ internal sealed class GovernanceConfigurationSchema
                     && !TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out _))
                 {
                     errors.Add($"{path} '{value}' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250");
+                    malformed.Add(path);
                 }
 
                 break;
-            case Kind.TextOrObject when value is not null:
+            case Kind.TextOrObject when !string.IsNullOrEmpty(value):
+                var extra = node.GetChildren().Select(c => c.Key).ToList();
+                if (extra.Count > 0)
+                {
+                    errors.Add($"{path} is a bare address '{value}' but also has the keys {string.Join(", ", extra)}: write it as an object with Address");
+                }
+
                 break;
             case Kind.Object or Kind.TextOrObject:
                 // An empty JSON object or array arrives as an empty value.
@@ -140,7 +166,7 @@ internal sealed class GovernanceConfigurationSchema
                 {
                     if (_children!.TryGetValue(child.Key, out var schema))
                     {
-                        schema.Check(child, child.Path, errors);
+                        schema.Check(child, child.Path, errors, malformed);
                     }
                     else
                     {
@@ -164,7 +190,7 @@ internal sealed class GovernanceConfigurationSchema
                         continue;
                     }
 
-                    _item!.Check(child, child.Path, errors);
+                    _item!.Check(child, child.Path, errors, malformed);
                 }
 
                 break;

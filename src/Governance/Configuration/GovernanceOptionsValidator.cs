@@ -23,12 +23,8 @@ internal sealed partial class GovernanceOptionsValidator
 
     public List<string> Validate(GovernanceOptions options)
     {
+        // Malformed values were left out of binding and are reported here; everything else is checked as usual.
         var errors = new List<string>(options.ConfigurationErrors);
-        if (errors.Count > 0)
-        {
-            // Values that could not be read were not bound; checking the rest would only report their absence.
-            return errors;
-        }
 
         var root = options.SectionPath;
         var defaults = options.Defaults ?? new ServiceOptions();

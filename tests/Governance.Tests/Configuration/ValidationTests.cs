@@ -141,7 +141,37 @@ public sealed class ValidationTests
             ["MeshGovernance:Services:catalog:LoadBalancr:Policy"] = "Random",
         });
 
-        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancr is not a known setting (Discovery, Endpoints, LoadBalancer)", message);
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancr is not a known setting (Discovery, Endpoints, LoadBalancer, Retry, Timeout, CircuitBreaker, OutlierDetection, HealthCheck, RateLimit, Hedging)", message);
+    }
+
+    [Fact]
+    public void Validate_BareAddressWithExtraKeys_IsRejectedInsteadOfDroppingThem()
+    {
+        var message = Single(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "6",
+        });
+
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints:0 is a bare address 'http://127.0.0.1:5001' but also has the keys Weight: write it as an object with Address", message);
+    }
+
+    [Fact]
+    public void Validate_MalformedValueAndOtherErrors_AreAllReportedInOnePass()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Wieght"] = "6",
+            ["MeshGovernance:Services:catalog:Endpoints:1:Address"] = "http://127.0.0.1:5002",
+            ["MeshGovernance:Services:catalog:Endpoints:1:Weight"] = "six",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Fastest",
+        }).Failures.ToList();
+
+        Assert.Equal(3, failures.Count);
+        Assert.Contains("MeshGovernance:Services:catalog:Endpoints:0:Wieght is not a known setting (Address, Weight, Zone, Metadata)", failures);
+        Assert.Contains("MeshGovernance:Services:catalog:Endpoints:1:Weight 'six' is not a whole number", failures);
+        Assert.Contains("MeshGovernance:Services:catalog:LoadBalancer:Policy 'Fastest' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)", failures);
     }
 
     [Fact]
