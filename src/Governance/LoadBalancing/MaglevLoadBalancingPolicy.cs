@@ -81,7 +81,7 @@ internal sealed class MaglevLoadBalancingPolicy : ILoadBalancingPolicy
         return table;
     }
 
-    internal static ulong Hash(string key) => XxHash3.HashToUInt64(MemoryMarshal.AsBytes(key.AsSpan()));
+    internal static ulong Hash(string key, long seed = 0) => XxHash3.HashToUInt64(MemoryMarshal.AsBytes(key.AsSpan()), seed);
 
     private sealed class Picker(int[] table, WeightedSampler fallback) : IEndpointPicker
     {

@@ -1,11 +1,13 @@
 namespace Governance.LoadBalancing;
 
 /// <summary>
-/// Smooth weighted round robin. The interleaved schedule (for weights 5, 1, 1: a a b a c a a, never a a a a a b c) is
-/// computed once per endpoint set by earliest-deadline-first, which yields the same smooth order as nginx's algorithm;
-/// a pick is then one atomic increment and an array read. Each picker starts at a random point of the schedule so that
-/// many clients do not all begin on the same endpoint. Schedules longer than <see cref="MaxScheduleLength"/> slots are
-/// built from weights scaled down proportionally (largest remainder, every endpoint keeps at least one slot).
+/// Smooth weighted round robin (nginx's algorithm): for weights 5, 1, 1 the order is a a b a c a a, never
+/// a a a a a b c, and after any number of picks every endpoint is within one pick of its weighted share. The schedule
+/// (one period of the sequence, sum of weights / their gcd) is computed once per endpoint set; a pick is then one atomic
+/// increment and an array read. Each picker starts at a random point of the schedule so that many clients do not all
+/// begin on the same endpoint. Schedules longer than <see cref="MaxScheduleLength"/> slots (or than the build budget for
+/// very many endpoints) are built from weights scaled down proportionally (largest remainder, every endpoint keeps at
+/// least one slot).
 /// </summary>
 internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
 {
@@ -39,25 +41,30 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
         }
 
         total /= gcd;
-        var length = Math.Max(MaxScheduleLength, n);
+        // Keep the build under about 2^26 steps: fewer slots per endpoint when there are very many endpoints.
+        var length = Math.Max(n, Math.Min(MaxScheduleLength, (1 << 26) / n));
         if (total > length)
         {
             total = Scale(weights, total, length);
         }
 
-        // Earliest deadline first: endpoint i is due every 1/w[i]; ties go to the lower index.
+        // nginx: every endpoint gains its weight, the richest is picked and pays the total. O(length x n) once per set.
         var schedule = new int[total];
-        var queue = new PriorityQueue<int, (double Deadline, int Index)>(n);
-        for (var i = 0; i < n; i++)
-        {
-            queue.Enqueue(i, (1.0 / weights[i], i));
-        }
-
+        var current = new long[n];
         for (var slot = 0; slot < schedule.Length; slot++)
         {
-            queue.TryDequeue(out var index, out var priority);
-            schedule[slot] = index;
-            queue.Enqueue(index, (priority.Deadline + (1.0 / weights[index]), index));
+            var best = 0;
+            for (var i = 0; i < n; i++)
+            {
+                current[i] += weights[i];
+                if (current[i] > current[best])
+                {
+                    best = i;
+                }
+            }
+
+            current[best] -= total;
+            schedule[slot] = best;
         }
 
         return schedule;
@@ -102,7 +109,7 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
     private sealed class Picker : IEndpointPicker
     {
         private readonly int[] _schedule;
-        private int _next;
+        private long _next;
 
         public Picker(int[] schedule)
         {
@@ -117,7 +124,7 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
             {
                 0 => -1,
                 1 => schedule[0],
-                _ => schedule[(int)((uint)Interlocked.Increment(ref _next) % (uint)schedule.Length)],
+                _ => schedule[(int)((ulong)Interlocked.Increment(ref _next) % (ulong)schedule.Length)],
             };
         }
     }

@@ -90,9 +90,18 @@ internal sealed class EndpointSet
         var share = LocalShare;
         var group = share >= 1 ? _local
             : share <= 0 ? _remote
-            : Random.Shared.NextDouble() < share ? _local : _remote;
+            : SpillPoint(context) < share ? _local : _remote;
         return group?.Pick(context);
     }
+
+    /// <summary>
+    /// A uniform number in [0, 1) that decides local or remote: derived from the hash key when there is one, so that a
+    /// key keeps its zone (and its endpoint) while the zone is partly down; random otherwise.
+    /// </summary>
+    private static double SpillPoint(in PickContext context) =>
+        context.HashKey is { } key
+            ? (MaglevLoadBalancingPolicy.Hash(key, seed: 2) >> 11) * (1.0 / (1UL << 53))
+            : Random.Shared.NextDouble();
 
     private sealed class EndpointGroup : IEndpointLoad
     {

@@ -1,0 +1,27 @@
+namespace Governance;
+
+/// <summary>
+/// Thrown when a governed call to a service does not complete within its total timeout (<c>Timeout:Total</c>), retries
+/// and their delays included. Attempt timeouts (<c>Timeout:PerAttempt</c>) are retried and surface as this exception
+/// only when no attempt succeeded before the total timeout.
+/// </summary>
+public sealed class CallTimeoutException : GovernanceException
+{
+    /// <summary>Creates the exception.</summary>
+    /// <param name="serviceName">Logical service that did not answer in time.</param>
+    /// <param name="timeout">The timeout that expired.</param>
+    /// <param name="attempts">Attempts made before it expired.</param>
+    /// <param name="innerException">The cancellation or error of the last attempt, if any.</param>
+    public CallTimeoutException(string serviceName, TimeSpan timeout, int attempts, Exception? innerException = null)
+        : base(serviceName, $"Service '{serviceName}' did not answer within {timeout} ({attempts} attempt{(attempts == 1 ? string.Empty : "s")}).", innerException)
+    {
+        Timeout = timeout;
+        Attempts = attempts;
+    }
+
+    /// <summary>Gets the timeout that expired.</summary>
+    public TimeSpan Timeout { get; }
+
+    /// <summary>Gets the number of attempts made.</summary>
+    public int Attempts { get; }
+}

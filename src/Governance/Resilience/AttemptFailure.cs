@@ -1,0 +1,142 @@
+using System.Net;
+using System.Net.Sockets;
+using Polly.CircuitBreaker;
+
+namespace Governance.Resilience;
+
+/// <summary>How an attempt failed, as seen by retry conditions, circuit breaking and outlier detection.</summary>
+[Flags]
+internal enum AttemptFailure
+{
+    None = 0,
+
+    /// <summary>A 5xx answer.</summary>
+    ServerError = 1,
+
+    /// <summary>A 502, 503 or 504 answer.</summary>
+    GatewayError = 2,
+
+    /// <summary>The connection could not be made (refused, unreachable, TLS handshake, name resolution).</summary>
+    ConnectFailure = 4,
+
+    /// <summary>The connection broke after the request was sent (reset, response ended early).</summary>
+    Reset = 8,
+
+    /// <summary>The attempt timeout expired.</summary>
+    Timeout = 16,
+
+    /// <summary>A 409 answer.</summary>
+    Retriable4xx = 32,
+
+    /// <summary>The endpoint's circuit was open: nothing was sent.</summary>
+    CircuitOpen = 64,
+
+    /// <summary>An answer whose status code is listed in <c>Retry:RetryOn</c> and fits no other class.</summary>
+    ListedStatus = 128,
+
+    /// <summary>Any other exception.</summary>
+    Other = 256,
+
+    /// <summary>What Envoy's consecutive-5xx detector counts: 5xx answers and locally originated failures.</summary>
+    CountsAs5xx = ServerError | ConnectFailure | Reset | Timeout,
+
+    /// <summary>What Envoy's consecutive-gateway-failure detector counts.</summary>
+    CountsAsGatewayFailure = GatewayError | ConnectFailure | Reset | Timeout,
+
+    /// <summary>What the circuit breaker counts as a failure.</summary>
+    CountsForBreaker = ServerError | ConnectFailure | Reset | Timeout,
+}
+
+/// <summary>Classifies attempt outcomes and requests; pure functions, no allocation.</summary>
+internal static class AttemptClassifier
+{
+    public static AttemptFailure Classify(HttpResponseMessage response, RetrySettings? retry = null)
+    {
+        var code = (int)response.StatusCode;
+        var failure = code switch
+        {
+            502 or 503 or 504 => AttemptFailure.ServerError | AttemptFailure.GatewayError,
+            >= 500 and <= 599 => AttemptFailure.ServerError,
+            409 => AttemptFailure.Retriable4xx,
+            _ => AttemptFailure.None,
+        };
+        if (retry is not null && retry.StatusCodes.Count > 0 && retry.StatusCodes.Contains(code))
+        {
+            failure |= AttemptFailure.ListedStatus;
+        }
+
+        return failure;
+    }
+
+    public static AttemptFailure Classify(Exception exception) => exception switch
+    {
+        AttemptTimeoutException => AttemptFailure.Timeout,
+        BrokenCircuitException => AttemptFailure.CircuitOpen,
+        HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError or HttpRequestError.ProxyTunnelError } => AttemptFailure.ConnectFailure,
+        HttpRequestException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut } } => AttemptFailure.ConnectFailure,
+        HttpRequestException { HttpRequestError: HttpRequestError.ResponseEnded or HttpRequestError.InvalidResponse or HttpRequestError.HttpProtocolError } => AttemptFailure.Reset,
+        HttpRequestException { InnerException: IOException } => AttemptFailure.Reset,
+        HttpIOException or IOException => AttemptFailure.Reset,
+        _ => AttemptFailure.Other,
+    };
+
+    /// <summary>Whether the failure matches the configured <c>RetryOn</c> conditions.</summary>
+    public static bool IsRetryable(AttemptFailure failure, RetrySettings retry)
+    {
+        if (failure == AttemptFailure.None)
+        {
+            return false;
+        }
+
+        // Nothing was sent to an open circuit: trying another endpoint is always safe.
+        if ((failure & AttemptFailure.CircuitOpen) != 0 || (failure & AttemptFailure.ListedStatus) != 0)
+        {
+            return true;
+        }
+
+        var on = retry.Conditions;
+        return ((on & RetryConditions.ServerError) != 0 && (failure & AttemptFailure.ServerError) != 0)
+            || ((on & RetryConditions.GatewayError) != 0 && (failure & AttemptFailure.GatewayError) != 0)
+            || ((on & RetryConditions.ConnectFailure) != 0 && (failure & AttemptFailure.ConnectFailure) != 0)
+            || ((on & RetryConditions.Reset) != 0 && (failure & AttemptFailure.Reset) != 0)
+            || ((on & RetryConditions.Timeout) != 0 && (failure & AttemptFailure.Timeout) != 0)
+            || ((on & RetryConditions.Retriable4xx) != 0 && (failure & AttemptFailure.Retriable4xx) != 0);
+    }
+
+    /// <summary>GET, HEAD, OPTIONS, PUT, DELETE and TRACE are idempotent (RFC 9110, 9.2.2).</summary>
+    public static bool IsIdempotent(HttpMethod method) =>
+        method == HttpMethod.Get || method == HttpMethod.Head || method == HttpMethod.Options
+        || method == HttpMethod.Put || method == HttpMethod.Delete || method == HttpMethod.Trace;
+
+    /// <summary>
+    /// Whether the request body can be sent again: no body, or content that re-serializes from memory
+    /// (<see cref="ByteArrayContent"/> and its subclasses <see cref="StringContent"/> and
+    /// <see cref="FormUrlEncodedContent"/>, <see cref="ReadOnlyMemoryContent"/>, <c>JsonContent</c>, and multipart
+    /// content made only of those). A stream body can be read once, so such a request is never retried.
+    /// </summary>
+    public static bool IsReplayable(HttpContent? content) => content switch
+    {
+        null => true,
+        ByteArrayContent or ReadOnlyMemoryContent => true,
+        MultipartContent multipart => AllReplayable(multipart),
+        System.Net.Http.Json.JsonContent => true,
+        _ => false,
+    };
+
+    private static bool AllReplayable(MultipartContent multipart)
+    {
+        foreach (var part in multipart)
+        {
+            if (!IsReplayable(part))
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}
+
+/// <summary>The attempt timeout (<c>Timeout:PerAttempt</c>) expired; the attempt may be retried on another endpoint.</summary>
+internal sealed class AttemptTimeoutException(TimeSpan timeout, Exception? inner)
+    : TimeoutException($"The attempt did not complete within {timeout}.", inner);
