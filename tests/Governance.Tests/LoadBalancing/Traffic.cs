@@ -1,5 +1,6 @@
 using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Governance.Tests.LoadBalancing;
@@ -105,6 +106,66 @@ internal static class Traffic
     {
         var total = counts.Values.Sum();
         return string.Join(", ", counts.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Key}={c.Value} ({(double)c.Value / total:P2})"));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="total"/> requests against three equal endpoints, "held", "a" and "b", where "held" keeps
+    /// every request open until the test ends. At most <paramref name="concurrency"/> requests are outstanding to the
+    /// fast endpoints; a request that reaches "held" gives its slot back (the held server signals it), so held requests
+    /// pile up there instead of stalling the driver. Returns who answered each request, after "held" released them all.
+    /// </summary>
+    public static async Task<(string[] AnsweredBy, int HeldInFlightAtEnd)> SendWithOneEndpointHoldingAsync(string policy, int total, int concurrency)
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slots = new SemaphoreSlim(concurrency);
+        await using var held = await LoopbackServer.StartAsync("held", async context =>
+        {
+            slots.Release();
+            await release.Task.WaitAsync(context.RequestAborted);
+            await context.Response.WriteAsync("held", context.RequestAborted);
+        });
+        await using var fast = await ServerGroup.StartAsync("a", "b");
+        await using var governed = Governed.Create(Settings(policy, [held, fast[0], fast[1]]));
+        var heldState = State(governed, held);
+        var requests = new List<Task<string>>(total);
+        int heldInFlight;
+        try
+        {
+            for (var i = 0; i < total; i++)
+            {
+                Assert.True(await slots.WaitAsync(Guard), $"no request slot freed within {Guard} after {i} requests");
+                requests.Add(SendFreeingSlotAsync());
+            }
+
+            heldInFlight = heldState.ActiveRequests;
+        }
+        finally
+        {
+            // Whatever happened, let the held requests finish so that nothing hangs.
+            release.TrySetResult();
+        }
+
+        var answeredBy = await Task.WhenAll(requests).WaitAsync(BatchGuard);
+        Assert.Equal(0, heldState.ActiveRequests);
+        return (answeredBy, heldInFlight);
+
+        async Task<string> SendFreeingSlotAsync()
+        {
+            var freedByServer = false;
+            try
+            {
+                var name = await SendAsync(governed);
+                freedByServer = name == "held";
+                return name;
+            }
+            finally
+            {
+                if (!freedByServer)
+                {
+                    slots.Release();
+                }
+            }
+        }
     }
 
     /// <summary>The live runtime of <see cref="Service"/> inside <paramref name="governed"/>.</summary>
