@@ -1,0 +1,177 @@
+using Governance.Configuration;
+using Governance.LoadBalancing;
+using Governance.Pipeline;
+using Governance.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.LoadBalancing;
+
+/// <summary>Zone-aware routing, which <see cref="EndpointSet"/> applies above the load-balancing policy.</summary>
+public sealed class EndpointSetTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData(2, 2, 2, 1.0)] // all local available
+    [InlineData(1, 2, 2, 0.7)] // 1.4 x 1/2
+    [InlineData(3, 4, 2, 1.0)] // 1.4 x 3/4 = 1.05, capped at 1: at least 72% available keeps everything local
+    [InlineData(1, 4, 3, 0.35)] // 1.4 x 1/4
+    [InlineData(0, 2, 2, 0.0)] // no local endpoint available: all to the other zones
+    [InlineData(1, 2, 0, 1.0)] // no other zone available: everything stays local
+    public void Create_LocalZoneAvailability_LocalShareIsOverprovisionedFraction(int localAvailable, int localTotal, int remoteAvailable, double expected)
+    {
+        var states = new List<EndpointState>();
+        for (var i = 0; i < localTotal; i++)
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i + 1}:8080"), zone: "z1"));
+            state.SetAvailable(i < localAvailable);
+            states.Add(state);
+        }
+
+        for (var i = 0; i < 2; i++)
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.2.{i + 1}:8080"), zone: "z2"));
+            state.SetAvailable(i < remoteAvailable);
+            states.Add(state);
+        }
+
+        var set = EndpointSet.Create("catalog", [.. states], "z1", new RandomLoadBalancingPolicy(), new LoadBalancerOptions());
+
+        Assert.Equal(expected, set.LocalShare, precision: 12);
+    }
+
+    [Fact]
+    public void Create_NoApplicationZone_EverythingIsLocal()
+    {
+        var states = new[]
+        {
+            new EndpointState(new ServiceEndpoint(new Uri("http://10.0.1.1:8080"), zone: "z1")),
+            new EndpointState(new ServiceEndpoint(new Uri("http://10.0.2.1:8080"), zone: "z2")),
+        };
+
+        var set = EndpointSet.Create("catalog", states, localZone: null, new RoundRobinLoadBalancingPolicy(), new LoadBalancerOptions());
+
+        Assert.Equal(1.0, set.LocalShare);
+        var picked = Enumerable.Range(0, 10).Select(_ => set.Pick(new PickContext(null))!).ToHashSet();
+        Assert.Equal(states.ToHashSet(), picked);
+    }
+
+    [Fact]
+    public async Task Pick_AllLocalEndpointsAvailable_EveryRequestStaysInLocalZone()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, "z1"));
+
+        var counts = Traffic.Count(await Traffic.SendParallelAsync(governed, 400, concurrency: 8), servers.Servers);
+        output.WriteLine(Traffic.Describe(counts));
+
+        // Exact: zone routing is deterministic at share 1, and round robin splits 400 picks 200/200 inside the zone.
+        Assert.Equal(0, counts["z2a"] + counts["z2b"]);
+        Assert.InRange(counts["z1a"], 199, 201);
+        Assert.InRange(counts["z1b"], 199, 201);
+    }
+
+    [Fact]
+    public async Task Pick_OneOfTwoLocalEndpointsUnavailable_SeventyPercentStaysLocalThenAllAfterReadmit()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, "z1"));
+        var service = Traffic.Runtime(governed);
+
+        Traffic.State(governed, servers[1]).SetAvailable(false);
+        service.Refresh();
+        Assert.Equal(0.7, service.Endpoints.LocalShare, precision: 12);
+
+        var counts = Traffic.Count(await Traffic.SendParallelAsync(governed, 2000, concurrency: 16), servers.Servers);
+        var local = counts["z1a"] / 2000.0;
+        output.WriteLine($"{Traffic.Describe(counts)}; local share {local:P2} (expected 70%)");
+
+        // min(1, 1.4 x 1/2) = 0.7; sigma = sqrt(0.7 x 0.3 / 2000) = 1.0 point, so ±6 points is 5.9 sigma; staying all
+        // local (100%) or splitting by endpoint count (33%) fails.
+        Assert.InRange(local, 0.64, 0.76);
+        Assert.Equal(0, counts["z1b"]);
+        Assert.Equal(0, servers[1].RequestCount);
+
+        // The spill-over is round robin inside z2: an exact split (±1) between its two endpoints.
+        Assert.InRange(counts["z2a"] - counts["z2b"], -1, 1);
+
+        Traffic.State(governed, servers[1]).SetAvailable(true);
+        service.Refresh();
+        var readmitted = Traffic.Count(await Traffic.SendParallelAsync(governed, 200, concurrency: 8), servers.Servers);
+        output.WriteLine($"after readmit: {Traffic.Describe(readmitted)}");
+        Assert.Equal(200, readmitted["z1a"] + readmitted["z1b"]);
+        Assert.InRange(readmitted["z1b"], 99, 101);
+    }
+
+    [Fact]
+    public async Task Pick_AllLocalEndpointsUnavailable_EverythingSpillsToOtherZones()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, "z1"));
+        var service = Traffic.Runtime(governed);
+        Traffic.State(governed, servers[0]).SetAvailable(false);
+        Traffic.State(governed, servers[1]).SetAvailable(false);
+        service.Refresh();
+
+        var counts = Traffic.Count(await Traffic.SendParallelAsync(governed, 400, concurrency: 8), servers.Servers);
+        output.WriteLine(Traffic.Describe(counts));
+
+        Assert.Equal(0, counts["z1a"] + counts["z1b"]);
+        Assert.InRange(counts["z2a"], 199, 201);
+    }
+
+    [Fact]
+    public async Task Pick_EveryEndpointUnavailable_ThrowsNoAvailableEndpointWithoutNetwork()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, "z1"));
+        var service = Traffic.Runtime(governed);
+        foreach (var state in service.Endpoints.All)
+        {
+            state.SetAvailable(false);
+        }
+
+        service.Refresh();
+
+        var error = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => Traffic.SendAsync(governed));
+        output.WriteLine(error.Message);
+        Assert.Equal("catalog", error.ServiceName);
+        Assert.Equal("Service 'catalog' has no available endpoint: all 4 endpoints are unavailable", error.Message);
+        Assert.All(servers.Servers, s => Assert.Equal(0, s.RequestCount));
+    }
+
+    [Fact]
+    public async Task Pick_NoEndpointInLocalZone_UsesAllOtherEndpoints()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, "z3"));
+
+        var counts = Traffic.Count(await Traffic.SendParallelAsync(governed, 400, concurrency: 8), servers.Servers);
+        output.WriteLine(Traffic.Describe(counts));
+
+        // Round robin over all four: exactly 100 each (±1).
+        Assert.All(counts.Values, c => Assert.InRange(c, 99, 101));
+    }
+
+    [Fact]
+    public async Task Pick_EndpointsHaveZonesButApplicationZoneUnset_UsesAllEndpoints()
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        await using var governed = Governed.Create(ZonedSettings(servers, applicationZone: null));
+
+        var counts = Traffic.Count(await Traffic.SendParallelAsync(governed, 400, concurrency: 8), servers.Servers);
+        output.WriteLine(Traffic.Describe(counts));
+
+        Assert.Equal(1.0, Traffic.Runtime(governed).Endpoints.LocalShare);
+        Assert.All(counts.Values, c => Assert.InRange(c, 99, 101));
+    }
+
+    private static Dictionary<string, string?> ZonedSettings(ServerGroup servers, string? applicationZone)
+    {
+        var settings = Traffic.Settings("RoundRobin", servers.Servers, zones: ["z1", "z1", "z2", "z2"]);
+        if (applicationZone is not null)
+        {
+            settings["Application:Zone"] = applicationZone;
+        }
+
+        return settings;
+    }
+}
