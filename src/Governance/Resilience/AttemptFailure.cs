@@ -37,14 +37,11 @@ internal enum AttemptFailure
     /// <summary>Any other exception.</summary>
     Other = 256,
 
-    /// <summary>What Envoy's consecutive-5xx detector counts: 5xx answers and locally originated failures.</summary>
+    /// <summary>What Envoy's consecutive-5xx detector counts, and what the circuit breaker counts as a failure: 5xx answers and locally originated failures.</summary>
     CountsAs5xx = ServerError | ConnectFailure | Reset | Timeout,
 
     /// <summary>What Envoy's consecutive-gateway-failure detector counts.</summary>
     CountsAsGatewayFailure = GatewayError | ConnectFailure | Reset | Timeout,
-
-    /// <summary>What the circuit breaker counts as a failure.</summary>
-    CountsForBreaker = ServerError | ConnectFailure | Reset | Timeout,
 }
 
 /// <summary>Classifies attempt outcomes and requests; pure functions, no allocation.</summary>
