@@ -22,9 +22,11 @@ internal sealed class EndpointSet
     private readonly EndpointGroup? _local;
     private readonly EndpointGroup? _remote;
 
-    private EndpointSet(EndpointState[] all, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason)
+    private EndpointSet(EndpointState[] all, EndpointState[] candidates, bool isPanic, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason)
     {
         All = all;
+        Candidates = candidates;
+        IsPanic = isPanic;
         _local = local;
         _remote = remote;
         LocalShare = localShare;
@@ -33,12 +35,18 @@ internal sealed class EndpointSet
 
     public EndpointState[] All { get; }
 
+    /// <summary>Gets the endpoints load balancing picks from: the available ones, or all of them in panic mode.</summary>
+    public EndpointState[] Candidates { get; }
+
+    /// <summary>Gets a value indicating whether too few endpoints are available and all are used again (panic mode).</summary>
+    public bool IsPanic { get; }
+
     /// <summary>Gets the share of requests that go to the local zone (1 when zone-aware routing is off).</summary>
     public double LocalShare { get; }
 
     public string EmptyReason { get; }
 
-    public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, string? emptyReason = null)
+    public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {
         var available = new List<EndpointState>(all.Length);
         foreach (var state in all)
@@ -49,17 +57,35 @@ internal sealed class EndpointSet
             }
         }
 
+        // Panic mode (Envoy's): when too few endpoints are available, health signals (circuit, ejection, health checks)
+        // are ignored and every endpoint that is not administratively disabled is used again, so a bad signal (or a
+        // correlated failure) never takes the whole service to zero.
+        var isPanic = all.Length > 0 && (long)available.Count * 100 < (long)panicThreshold * all.Length;
+        if (isPanic)
+        {
+            available.Clear();
+            foreach (var state in all)
+            {
+                if ((state.Conditions & EndpointConditions.Disabled) == 0)
+                {
+                    available.Add(state);
+                }
+            }
+        }
+
+        var candidates = available.ToArray();
+
         string reason = emptyReason ?? (all.Length == 0
             ? "discovery returned no endpoints"
             : $"all {all.Length} endpoints are unavailable");
         if (available.Count == 0)
         {
-            return new EndpointSet(all, null, null, 0, reason);
+            return new EndpointSet(all, candidates, isPanic, null, null, 0, reason);
         }
 
         if (localZone is null)
         {
-            return new EndpointSet(all, EndpointGroup.Create(serviceName, available, policy, options), null, 1, reason);
+            return new EndpointSet(all, candidates, isPanic, EndpointGroup.Create(serviceName, available, policy, options), null, 1, reason);
         }
 
         var localTotal = 0;
@@ -67,8 +93,7 @@ internal sealed class EndpointSet
         var remote = new List<EndpointState>();
         foreach (var state in all)
         {
-            var isLocal = string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase);
-            localTotal += isLocal ? 1 : 0;
+            localTotal += string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase) ? 1 : 0;
         }
 
         foreach (var state in available)
@@ -79,6 +104,8 @@ internal sealed class EndpointSet
         double share = local.Count == 0 ? 0 : remote.Count == 0 ? 1 : Math.Min(1.0, OverprovisioningFactor * local.Count / localTotal);
         return new EndpointSet(
             all,
+            candidates,
+            isPanic,
             local.Count == 0 ? null : EndpointGroup.Create(serviceName, local, policy, options),
             remote.Count == 0 || share >= 1 ? null : EndpointGroup.Create(serviceName, remote, policy, options),
             share,

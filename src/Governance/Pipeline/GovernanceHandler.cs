@@ -1,3 +1,10 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using System.Threading.RateLimiting;
+using Governance.Resilience;
+using Polly;
+using Polly.CircuitBreaker;
+
 namespace Governance.Pipeline;
 
 /// <summary>
@@ -7,11 +14,11 @@ namespace Governance.Pipeline;
 ///   <item><description>tracing: the logical-call span and metrics;</description></item>
 ///   <item><description>rate limit: per destination service, once per logical call, before any network work;</description></item>
 ///   <item><description>routing: which service (and subset) the logical host maps to;</description></item>
-///   <item><description>total timeout;</description></item>
-///   <item><description>retry (and hedging);</description></item>
-///   <item><description>load balancing: pick an endpoint, rewrite the URI to it, restore the logical URI after;</description></item>
-///   <item><description>per-endpoint circuit breaker and outlier accounting;</description></item>
-///   <item><description>attempt timeout;</description></item>
+///   <item><description>total timeout (<c>Timeout:Total</c>);</description></item>
+///   <item><description>retry (Polly), entered only after a first attempt failed in a retryable way;</description></item>
+///   <item><description>load balancing: pick an endpoint (avoiding ones already tried), rewrite the URI, restore it after;</description></item>
+///   <item><description>per-endpoint circuit breaker (Polly) and outlier accounting;</description></item>
+///   <item><description>attempt timeout (<c>Timeout:PerAttempt</c>);</description></item>
 ///   <item><description>the primary handler (the socket).</description></item>
 /// </list>
 /// Requests whose host is not a governed service pass through untouched, without an async layer.
@@ -33,53 +40,224 @@ internal sealed class GovernanceHandler : DelegatingHandler
             return base.SendAsync(request, cancellationToken);
         }
 
-        EndpointState endpoint;
-        try
+        var policy = service.Policy;
+        RateLimitLease? lease = null;
+        if (policy.Limiter is { } limiter)
         {
-            endpoint = service.Pick(request);
-        }
-        catch (NoAvailableEndpointException ex)
-        {
-            return Task.FromException<HttpResponseMessage>(ex);
+            lease = limiter.AttemptAcquire();
+            if (!lease.IsAcquired)
+            {
+                if (policy.Settings.RateLimit!.QueueLimit > 0)
+                {
+                    lease.Dispose();
+                    return SendQueuedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), limiter);
+                }
+
+                // Rejected before any network work, without throwing inside the pipeline.
+                return Task.FromException<HttpResponseMessage>(Rejected(service, lease));
+            }
         }
 
-        return SendToEndpointAsync(request, logical, endpoint, cancellationToken);
+        return SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease);
     }
 
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var logical = request.RequestUri;
-        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical.Host, out var service))
+        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical.Host, out _))
         {
             return base.Send(request, cancellationToken);
         }
 
-        var endpoint = service.Pick(request);
-        endpoint.OnRequestStarted();
-        request.RequestUri = endpoint.Rewrite(logical);
-        try
-        {
-            return base.Send(request, cancellationToken);
-        }
-        finally
-        {
-            request.RequestUri = logical;
-            endpoint.OnRequestEnded();
-        }
+        // The synchronous API runs the same stages; it blocks this thread as HttpClient.Send does.
+        return SendAsync(request, cancellationToken).GetAwaiter().GetResult();
     }
 
-    private async Task<HttpResponseMessage> SendToEndpointAsync(HttpRequestMessage request, Uri logical, EndpointState endpoint, CancellationToken cancellationToken)
+    /// <summary>One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting.</summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, CancellationToken outer)
     {
-        endpoint.OnRequestStarted();
-        request.RequestUri = endpoint.Rewrite(logical);
+        EndpointState endpoint;
         try
         {
-            return await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            endpoint = call.Service.Pick(call.Request, tried);
+        }
+        catch (NoAvailableEndpointException ex)
+        {
+            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(ex), null);
+        }
+
+        var remaining = call.Remaining;
+        if (remaining <= TimeSpan.Zero)
+        {
+            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
+        }
+
+        var perAttempt = call.Policy.Timeout.PerAttempt;
+        var isTotal = remaining <= perAttempt;
+        var attempt = new AttemptState(this, call.Request, call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt), isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, outer);
+        var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), attempt.Source) : default;
+        endpoint.OnRequestStarted();
+        call.Request.RequestUri = endpoint.Rewrite(call.Logical);
+        Outcome<HttpResponseMessage> outcome;
+        try
+        {
+            if (endpoint.Breaker is { } breaker)
+            {
+                var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
+                try
+                {
+                    outcome = await breaker.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
+                }
+                finally
+                {
+                    ResilienceContextPool.Shared.Return(context);
+                }
+            }
+            else
+            {
+                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
+            }
         }
         finally
         {
-            request.RequestUri = logical;
             endpoint.OnRequestEnded();
+            await registration.DisposeAsync().ConfigureAwait(false);
+        }
+
+        call.Policy.Timeouts.Return(attempt.Source);
+        call.Service.RecordOutcome(endpoint, outcome);
+        return new AttemptResult(outcome, endpoint);
+    }
+
+    private static bool MayRetry(GovernedCall call, Outcome<HttpResponseMessage> outcome)
+    {
+        if (call.Policy.RetryPipeline is null || call.CallerToken.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, call.Policy.Retry);
+        if (!AttemptClassifier.IsRetryable(failure, call.Policy.Retry))
+        {
+            return false;
+        }
+
+        var request = call.Request;
+        return (call.Policy.Retry.RetryNonIdempotent || AttemptClassifier.IsIdempotent(request.Method))
+            && AttemptClassifier.IsReplayable(request.Content);
+    }
+
+    private static RateLimitRejectedException Rejected(ServiceRuntime service, RateLimitLease lease)
+    {
+        TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
+        lease.Dispose();
+        return new RateLimitRejectedException(service.Name, retryAfter);
+    }
+
+    private static HttpResponseMessage Complete(GovernedCall call, Outcome<HttpResponseMessage> outcome, int attempts, bool budgetExhausted)
+    {
+        if (outcome.Exception is not { } exception)
+        {
+            return outcome.Result!;
+        }
+
+        var name = call.Service.Name;
+        switch (exception)
+        {
+            case AttemptTimeoutException timeout:
+                throw new CallTimeoutException(name, timeout.IsTotal ? call.Policy.Timeout.Total : timeout.Timeout, attempts, timeout);
+            case OperationCanceledException when !call.CallerToken.IsCancellationRequested:
+                throw new CallTimeoutException(name, call.Policy.Timeout.Total, attempts, exception);
+            case BrokenCircuitException:
+                throw new NoAvailableEndpointException(name, $"the circuit breaker of every endpoint tried is open ({attempts} attempt{(attempts == 1 ? string.Empty : "s")})");
+            case HttpRequestException http:
+                throw new HttpRequestException(
+                    http.HttpRequestError,
+                    $"Service '{name}': {attempts} attempt{(attempts == 1 ? string.Empty : "s")} failed{(budgetExhausted ? " (retry budget exhausted)" : string.Empty)}; last error: {http.Message}",
+                    http,
+                    http.StatusCode);
+            default:
+                ExceptionDispatchInfo.Throw(exception);
+                return null!;
         }
     }
+
+    private async Task<HttpResponseMessage> SendQueuedAsync(GovernedCall call, RateLimiter limiter)
+    {
+        var lease = await limiter.AcquireAsync(1, call.CallerToken).ConfigureAwait(false);
+        if (!lease.IsAcquired)
+        {
+            throw Rejected(call.Service, lease);
+        }
+
+        return await SendGovernedAsync(call, lease).ConfigureAwait(false);
+    }
+
+    private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
+    {
+        try
+        {
+            var policy = call.Policy;
+            policy.Budget.OnRequest();
+            var first = await AttemptAsync(call, tried: null, call.CallerToken).ConfigureAwait(false);
+            if (!MayRetry(call, first.Outcome))
+            {
+                return Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
+            }
+
+            // Retry phase: Polly decides whether and when; the total timeout bounds its delays too.
+            var state = new RetryState(this, call, first.Outcome, first.Endpoint);
+            var total = policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
+            var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
+            var context = ResilienceContextPool.Shared.Get(total.Token);
+            context.Properties.Set(ServicePolicy.RetryStateKey, state);
+            Outcome<HttpResponseMessage> outcome;
+            try
+            {
+                outcome = await policy.RetryPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.NextAsync(ctx), context, state).ConfigureAwait(false);
+            }
+            finally
+            {
+                ResilienceContextPool.Shared.Return(context);
+                await registration.DisposeAsync().ConfigureAwait(false);
+                policy.Timeouts.Return(total);
+            }
+
+            return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
+        }
+        finally
+        {
+            call.Request.RequestUri = call.Logical;
+            lease?.Dispose();
+        }
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<Outcome<HttpResponseMessage>> SendAttemptAsync(AttemptState attempt)
+    {
+        try
+        {
+            return Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException ex) when (attempt.Source.IsCancellationRequested && !attempt.Outer.IsCancellationRequested)
+        {
+            return Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(attempt.Timeout, attempt.IsTotal, ex));
+        }
+#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            return Outcome.FromException<HttpResponseMessage>(ex);
+        }
+    }
+
+    /// <summary>What one attempt's send needs, passed by value through Polly's state parameter.</summary>
+    private readonly record struct AttemptState(
+        GovernanceHandler Handler,
+        HttpRequestMessage Request,
+        CancellationTokenSource Source,
+        TimeSpan Timeout,
+        bool IsTotal,
+        CancellationToken Outer);
 }

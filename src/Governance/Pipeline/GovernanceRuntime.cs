@@ -21,6 +21,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     private readonly LoadBalancingPolicyRegistry _policies;
     private readonly ServiceDiscoveryProviderRegistry _discovery;
     private readonly ILoggerFactory _loggerFactory;
+    private readonly TimeProvider _time;
     private readonly ILogger _logger;
     private readonly IDisposable? _subscription;
     private volatile FrozenDictionary<string, ServiceRuntime> _services = FrozenDictionary<string, ServiceRuntime>.Empty;
@@ -31,8 +32,10 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         GovernanceOptionsValidator validator,
         LoadBalancingPolicyRegistry policies,
         ServiceDiscoveryProviderRegistry discovery,
+        TimeProvider time,
         ILoggerFactory loggerFactory)
     {
+        _time = time;
         _validator = validator;
         _policies = policies;
         _discovery = discovery;
@@ -132,7 +135,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                 }
                 else
                 {
-                    next[setting.Name] = new ServiceRuntime(setting, _loggerFactory.CreateLogger("Governance.Discovery"));
+                    next[setting.Name] = new ServiceRuntime(setting, _time, _loggerFactory.CreateLogger("Governance.Resilience"));
                 }
             }
 

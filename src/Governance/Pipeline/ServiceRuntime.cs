@@ -1,65 +1,108 @@
 using Governance.Discovery;
 using Governance.LoadBalancing;
+using Governance.Resilience;
 using Governance.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
+using Polly;
+using Polly.CircuitBreaker;
 
 namespace Governance.Pipeline;
 
 /// <summary>
-/// One governed service: its discovery watcher, its endpoint states and the current immutable <see cref="EndpointSet"/>.
-/// Rebuilds (reload, discovery update, availability change) happen under a lock off the request path and publish a
-/// new set with one volatile write; requests only read.
+/// One governed service: its discovery watcher, its endpoint states, its resilience policy and the current immutable
+/// <see cref="EndpointSet"/>. Rebuilds (reload, discovery update, ejection, circuit change, health change) happen under
+/// a lock off the request path and publish a new state with one volatile write; requests only read.
 /// </summary>
 internal sealed partial class ServiceRuntime : IAsyncDisposable
 {
     private readonly object _gate = new();
     private readonly ILogger _logger;
+    private readonly TimeProvider _time;
     private readonly Dictionary<string, EndpointState> _states = new(StringComparer.OrdinalIgnoreCase);
+    private readonly HashSet<ITimer> _timers = [];
     private volatile ServiceState _state;
     private IServiceEndpointWatcher _watcher;
     private IDisposable? _watcherRegistration;
+    private HealthChecker? _healthChecker;
     private bool _disposed;
 
-    public ServiceRuntime(ServiceSettings settings, ILogger logger)
+    public ServiceRuntime(ServiceSettings settings, TimeProvider time, ILogger logger)
     {
         Name = settings.Name;
         _logger = logger;
+        _time = time;
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
-        _state = Build(settings, _watcher);
+        var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
+        _state = Build(settings, policy, _watcher);
         _watcherRegistration = Subscribe(_watcher);
+        StartHealthChecks(settings);
     }
 
     public string Name { get; }
 
     public ServiceSettings Settings => _state.Settings;
 
+    public ServicePolicy Policy => _state.Policy;
+
     public EndpointSet Endpoints => _state.Set;
 
-    /// <summary>Picks the endpoint for one attempt of <paramref name="request"/>.</summary>
+    /// <summary>Picks the endpoint for one attempt, avoiding <paramref name="tried"/> while other candidates remain.</summary>
     /// <exception cref="NoAvailableEndpointException">No endpoint can take the request.</exception>
-    public EndpointState Pick(HttpRequestMessage request)
+    public EndpointState Pick(HttpRequestMessage request, List<EndpointState>? tried = null)
     {
         var state = _state;
         var header = state.Settings.HashHeader;
         var context = new PickContext(header is null ? null : GetFirstHeaderValue(request, header));
-        return state.Set.Pick(context) ?? ThrowNoEndpoint(state);
+        var picked = state.Set.Pick(context) ?? ThrowNoEndpoint(state);
+        if (tried is null || tried.Count == 0 || !tried.Contains(picked))
+        {
+            return picked;
+        }
+
+        // A retry: ask the policy again a few times, then take the first untried candidate, else repeat an endpoint.
+        for (var i = 0; i < 3; i++)
+        {
+            var again = state.Set.Pick(context);
+            if (again is not null && !tried.Contains(again))
+            {
+                return again;
+            }
+        }
+
+        foreach (var candidate in state.Set.Candidates)
+        {
+            if (!tried.Contains(candidate))
+            {
+                return candidate;
+            }
+        }
+
+        return picked;
     }
 
-    /// <summary>Applies new settings (configuration reload), keeping endpoint states that still exist.</summary>
+    /// <summary>Applies new settings (configuration reload), keeping endpoint states, breakers and ejections that still apply.</summary>
     public void Reconfigure(ServiceSettings settings)
     {
         IServiceEndpointWatcher? oldWatcher;
+        ServicePolicy oldPolicy;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             oldWatcher = _watcher;
+            oldPolicy = _state.Policy;
             _watcherRegistration?.Dispose();
             _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
-            Publish(Build(settings, _watcher));
+            Publish(Build(settings, ServicePolicy.Create(settings.Resilience, _time, oldPolicy), _watcher));
             _watcherRegistration = Subscribe(_watcher);
+            if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
+            {
+                _ = StopHealthChecksAsync();
+                StartHealthChecks(settings);
+            }
         }
 
+        oldPolicy.Dispose();
         _ = oldWatcher.DisposeAsync().AsTask();
     }
 
@@ -70,8 +113,43 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         {
             if (!_disposed)
             {
-                Publish(Build(_state.Settings, _watcher));
+                Publish(Build(_state.Settings, _state.Policy, _watcher));
             }
+        }
+    }
+
+    /// <summary>Outlier accounting of one attempt (Envoy's consecutive-5xx and consecutive-gateway-failure detectors).</summary>
+    public void RecordOutcome(EndpointState endpoint, Outcome<HttpResponseMessage> outcome)
+    {
+        if (_state.Policy.Settings.Outlier is not { } outlier)
+        {
+            return;
+        }
+
+        AttemptFailure failure;
+        if (outcome.Exception is { } exception)
+        {
+            // A call the caller cancelled says nothing about the endpoint; an open circuit sent nothing.
+            if (exception is OperationCanceledException)
+            {
+                return;
+            }
+
+            failure = AttemptClassifier.Classify(exception);
+            if (failure == AttemptFailure.CircuitOpen)
+            {
+                return;
+            }
+        }
+        else
+        {
+            failure = AttemptClassifier.Classify(outcome.Result!);
+        }
+
+        var (consecutive5xx, consecutiveGateway) = endpoint.RecordOutcome(failure);
+        if (consecutive5xx >= outlier.Consecutive5xx || consecutiveGateway >= outlier.ConsecutiveGatewayFailure)
+        {
+            TryEject(endpoint, outlier);
         }
     }
 
@@ -88,9 +166,139 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             _disposed = true;
             _watcherRegistration?.Dispose();
             watcher = _watcher;
+            foreach (var timer in _timers)
+            {
+                timer.Dispose();
+            }
+
+            _timers.Clear();
         }
 
+        await StopHealthChecksAsync().ConfigureAwait(false);
+        _state.Policy.Dispose();
         await watcher.DisposeAsync().ConfigureAwait(false);
+    }
+
+    internal void OnCircuitOpened(EndpointState endpoint, TimeSpan breakDuration)
+    {
+        LogCircuitOpened(_logger, Name, endpoint.Authority, breakDuration);
+        if (endpoint.Set(EndpointConditions.CircuitOpen, true))
+        {
+            Refresh();
+        }
+
+        // Readmit after the break so that the next request probes the half-open circuit.
+        Schedule(breakDuration, static (self, e) =>
+        {
+            if (e.Set(EndpointConditions.CircuitOpen, false))
+            {
+                self.Refresh();
+            }
+        }, endpoint);
+    }
+
+    internal void OnCircuitClosed(EndpointState endpoint)
+    {
+        LogCircuitClosed(_logger, Name, endpoint.Authority);
+        if (endpoint.Set(EndpointConditions.CircuitOpen, false))
+        {
+            Refresh();
+        }
+    }
+
+    internal void OnHealthChanged(EndpointState endpoint, bool healthy)
+    {
+        if (healthy)
+        {
+            LogHealthRecovered(_logger, Name, endpoint.Authority);
+        }
+        else
+        {
+            LogHealthFailed(_logger, Name, endpoint.Authority);
+        }
+
+        if (endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy))
+        {
+            Refresh();
+        }
+    }
+
+    private void TryEject(EndpointState endpoint, OutlierSettings outlier)
+    {
+        TimeSpan duration;
+        lock (_gate)
+        {
+            var set = _state.Set;
+            if (_disposed || (endpoint.Conditions & EndpointConditions.Ejected) != 0)
+            {
+                return;
+            }
+
+            var ejected = 0;
+            foreach (var state in set.All)
+            {
+                ejected += (state.Conditions & EndpointConditions.Ejected) != 0 ? 1 : 0;
+            }
+
+            // At least one endpoint may always be ejected, whatever MaxEjectionPercent says (Envoy's rule).
+            var max = Math.Max(1, set.All.Length * outlier.MaxEjectionPercent / 100);
+            if (ejected >= max)
+            {
+                endpoint.ResetOutlierCounters();
+                return;
+            }
+
+            // The n-th ejection in a row lasts n x BaseEjectionTime; an endpoint healthy for MaxEjectionTime starts over.
+            var healthySince = endpoint.LastReadmittedAt == 0 ? TimeSpan.MaxValue : _time.GetElapsedTime(endpoint.LastReadmittedAt);
+            endpoint.EjectionCount = healthySince >= outlier.MaxEjectionTime ? 1 : endpoint.EjectionCount + 1;
+            var ticks = Math.Min(outlier.BaseEjectionTime.Ticks * endpoint.EjectionCount, outlier.MaxEjectionTime.Ticks);
+            duration = TimeSpan.FromTicks(ticks);
+            endpoint.Set(EndpointConditions.Ejected, true);
+            endpoint.ResetOutlierCounters();
+            Publish(Build(_state.Settings, _state.Policy, _watcher));
+        }
+
+        LogEjected(_logger, Name, endpoint.Authority, duration, endpoint.EjectionCount);
+        Schedule(duration, static (self, e) =>
+        {
+            e.LastReadmittedAt = self._time.GetTimestamp();
+            e.ResetOutlierCounters();
+            LogReadmitted(self._logger, self.Name, e.Authority);
+            if (e.Set(EndpointConditions.Ejected, false))
+            {
+                self.Refresh();
+            }
+        }, endpoint);
+    }
+
+    private void Schedule(TimeSpan delay, Action<ServiceRuntime, EndpointState> action, EndpointState endpoint)
+    {
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            var holder = new TimerHolder(this, action, endpoint);
+            holder.Timer = _time.CreateTimer(static s => ((TimerHolder)s!).Fire(), holder, delay, Timeout.InfiniteTimeSpan);
+            _timers.Add(holder.Timer);
+        }
+    }
+
+    private void StartHealthChecks(ServiceSettings settings)
+    {
+        if (settings.Resilience.HealthCheck is { } health)
+        {
+            _healthChecker = new HealthChecker(this, health, _time, _logger);
+        }
+    }
+
+    private Task StopHealthChecksAsync()
+    {
+        var checker = _healthChecker;
+        _healthChecker = null;
+        return checker?.DisposeAsync().AsTask() ?? Task.CompletedTask;
     }
 
     private static string? GetFirstHeaderValue(HttpRequestMessage request, string name)
@@ -119,7 +327,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             // A late notification from a watcher that a reload replaced is ignored.
             if (!_disposed && ReferenceEquals(watcher, _watcher))
             {
-                Publish(Build(_state.Settings, watcher));
+                Publish(Build(_state.Settings, _state.Policy, watcher));
             }
         }
     }
@@ -132,6 +340,22 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         {
             LogEndpointsChanged(_logger, Name, state.Set.All.Length, string.Join(", ", Array.ConvertAll(state.Set.All, static s => s.Authority)));
         }
+
+        if (state.Set.IsPanic && !before.IsPanic)
+        {
+            LogPanic(_logger, Name, state.Set.All.Length - CountAvailable(state.Set), state.Set.All.Length);
+        }
+    }
+
+    private static int CountAvailable(EndpointSet set)
+    {
+        var count = 0;
+        foreach (var state in set.All)
+        {
+            count += state.IsAvailable ? 1 : 0;
+        }
+
+        return count;
     }
 
     private static bool SameEndpoints(EndpointSet a, EndpointSet b)
@@ -152,13 +376,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         return true;
     }
 
-    private ServiceState Build(ServiceSettings settings, IServiceEndpointWatcher watcher)
+    private ServiceState Build(ServiceSettings settings, ServicePolicy policy, IServiceEndpointWatcher watcher)
     {
         var endpoints = watcher.Current;
+        var resilience = settings.Resilience;
         EndpointSet set;
         if (endpoints is null)
         {
-            set = EndpointSet.Create(settings.Name, [], settings.LocalZone, settings.Policy, settings.LoadBalancer, $"discovery ({settings.Discovery.Name}) has not resolved the service yet");
+            set = EndpointSet.Create(settings.Name, [], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold, $"discovery ({settings.Discovery.Name}) has not resolved the service yet");
         }
         else
         {
@@ -174,6 +399,17 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 }
 
                 state.Endpoint = endpoint;
+                UpdateBreaker(state, resilience.CircuitBreaker);
+                if (resilience.Outlier is null && state.Set(EndpointConditions.Ejected, false))
+                {
+                    state.ResetOutlierCounters();
+                }
+
+                if (resilience.HealthCheck is null)
+                {
+                    state.Set(EndpointConditions.FailedHealthCheck, false);
+                }
+
                 states[i] = state;
                 live.Add(endpoint.Authority);
             }
@@ -187,14 +423,102 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 }
             }
 
-            set = EndpointSet.Create(settings.Name, states, settings.LocalZone, settings.Policy, settings.LoadBalancer);
+            set = EndpointSet.Create(settings.Name, states, settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
         }
 
-        return new ServiceState(settings, set);
+        return new ServiceState(settings, policy, set);
     }
+
+    private void UpdateBreaker(EndpointState state, CircuitBreakerSettings? settings)
+    {
+        if (settings is null)
+        {
+            state.Breaker = null;
+            state.Set(EndpointConditions.CircuitOpen, false);
+            return;
+        }
+
+        if (state.Breaker?.Settings == settings)
+        {
+            return;
+        }
+
+        state.Set(EndpointConditions.CircuitOpen, false);
+        var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = _time }
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
+            {
+                FailureRatio = settings.FailureRatio,
+                MinimumThroughput = settings.MinimumThroughput,
+                SamplingDuration = settings.SamplingDuration,
+                BreakDuration = settings.BreakDuration,
+                ShouldHandle = static args => new ValueTask<bool>(IsBreakerFailure(args.Outcome)),
+                OnOpened = args =>
+                {
+                    OnCircuitOpened(state, args.BreakDuration);
+                    return default;
+                },
+                OnClosed = _ =>
+                {
+                    OnCircuitClosed(state);
+                    return default;
+                },
+            })
+            .Build();
+        state.Breaker = new EndpointBreaker(settings, pipeline);
+    }
+
+    private static bool IsBreakerFailure(Outcome<HttpResponseMessage> outcome) =>
+        outcome.Exception is { } exception
+            ? exception is not OperationCanceledException && (AttemptClassifier.Classify(exception) & AttemptFailure.CountsAs5xx) != 0
+            : (AttemptClassifier.Classify(outcome.Result!) & AttemptFailure.CountsAs5xx) != 0;
 
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);
 
-    private sealed record ServiceState(ServiceSettings Settings, EndpointSet Set);
+    [LoggerMessage(GovernanceEventIds.EndpointEjected, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} ejected for {Duration} (ejection {Count} in a row) after consecutive failures")]
+    private static partial void LogEjected(ILogger logger, string service, string endpoint, TimeSpan duration, int count);
+
+    [LoggerMessage(GovernanceEventIds.EndpointReadmitted, LogLevel.Information, "Service {Service}: endpoint {Endpoint} readmitted after ejection")]
+    private static partial void LogReadmitted(ILogger logger, string service, string endpoint);
+
+    [LoggerMessage(GovernanceEventIds.CircuitOpened, LogLevel.Warning, "Service {Service}: circuit of endpoint {Endpoint} opened for {BreakDuration}")]
+    private static partial void LogCircuitOpened(ILogger logger, string service, string endpoint, TimeSpan breakDuration);
+
+    [LoggerMessage(GovernanceEventIds.CircuitClosed, LogLevel.Information, "Service {Service}: circuit of endpoint {Endpoint} closed")]
+    private static partial void LogCircuitClosed(ILogger logger, string service, string endpoint);
+
+    [LoggerMessage(GovernanceEventIds.PanicMode, LogLevel.Warning, "Service {Service}: {Unavailable} of {Count} endpoints are unavailable, below the panic threshold: all endpoints are used again")]
+    private static partial void LogPanic(ILogger logger, string service, int unavailable, int count);
+
+    [LoggerMessage(GovernanceEventIds.HealthCheckFailed, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} failed its health checks and is out of load balancing")]
+    private static partial void LogHealthFailed(ILogger logger, string service, string endpoint);
+
+    [LoggerMessage(GovernanceEventIds.HealthCheckRecovered, LogLevel.Information, "Service {Service}: endpoint {Endpoint} passes its health checks again")]
+    private static partial void LogHealthRecovered(ILogger logger, string service, string endpoint);
+
+    private sealed record ServiceState(ServiceSettings Settings, ServicePolicy Policy, EndpointSet Set);
+
+    private sealed class TimerHolder(ServiceRuntime owner, Action<ServiceRuntime, EndpointState> action, EndpointState endpoint)
+    {
+        public ITimer? Timer { get; set; }
+
+        public void Fire()
+        {
+            lock (owner._gate)
+            {
+                if (Timer is not null)
+                {
+                    owner._timers.Remove(Timer);
+                    Timer.Dispose();
+                }
+
+                if (owner._disposed)
+                {
+                    return;
+                }
+            }
+
+            action(owner, endpoint);
+        }
+    }
 }

@@ -1,14 +1,16 @@
 using Governance.Configuration;
 using Governance.Discovery;
 using Governance.LoadBalancing;
+using Governance.Resilience;
 
 namespace Governance.Pipeline;
 
 /// <summary>One service's effective settings: its own keys over <c>Defaults</c> over the built-in defaults.</summary>
 internal sealed class ServiceSettings
 {
-    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone)
+    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone, ResilienceSettings resilience)
     {
+        Resilience = resilience;
         Name = name;
         Options = options;
         Discovery = discovery;
@@ -31,6 +33,8 @@ internal sealed class ServiceSettings
     public string? HashHeader => LoadBalancer.HashHeader;
 
     public string? LocalZone { get; }
+
+    public ResilienceSettings Resilience { get; }
 
     /// <summary>Merges a validated service's options with the defaults.</summary>
     public static ServiceSettings Create(
@@ -59,7 +63,8 @@ internal sealed class ServiceSettings
             discovery.Get(discoveryName),
             policies.Get(loadBalancer.Policy),
             loadBalancer,
-            NullIfEmpty(root.Application?.Zone));
+            NullIfEmpty(root.Application?.Zone),
+            ResilienceSettings.Create(service, defaults));
     }
 
     private static string? NullIfEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();

@@ -37,6 +37,9 @@ internal enum AttemptFailure
     /// <summary>Any other exception.</summary>
     Other = 256,
 
+    /// <summary>The call's total timeout expired during the attempt: final, never retried.</summary>
+    TotalTimeout = 512,
+
     /// <summary>What Envoy's consecutive-5xx detector counts, and what the circuit breaker counts as a failure: 5xx answers and locally originated failures.</summary>
     CountsAs5xx = ServerError | ConnectFailure | Reset | Timeout,
 
@@ -67,7 +70,8 @@ internal static class AttemptClassifier
 
     public static AttemptFailure Classify(Exception exception) => exception switch
     {
-        AttemptTimeoutException => AttemptFailure.Timeout,
+        AttemptTimeoutException { IsTotal: false } => AttemptFailure.Timeout,
+        AttemptTimeoutException => AttemptFailure.Timeout | AttemptFailure.TotalTimeout,
         BrokenCircuitException => AttemptFailure.CircuitOpen,
         HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError or HttpRequestError.ProxyTunnelError } => AttemptFailure.ConnectFailure,
         HttpRequestException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut } } => AttemptFailure.ConnectFailure,
@@ -80,7 +84,7 @@ internal static class AttemptClassifier
     /// <summary>Whether the failure matches the configured <c>RetryOn</c> conditions.</summary>
     public static bool IsRetryable(AttemptFailure failure, RetrySettings retry)
     {
-        if (failure == AttemptFailure.None)
+        if (failure == AttemptFailure.None || (failure & AttemptFailure.TotalTimeout) != 0)
         {
             return false;
         }
@@ -134,6 +138,14 @@ internal static class AttemptClassifier
     }
 }
 
-/// <summary>The attempt timeout (<c>Timeout:PerAttempt</c>) expired; the attempt may be retried on another endpoint.</summary>
-internal sealed class AttemptTimeoutException(TimeSpan timeout, Exception? inner)
-    : TimeoutException($"The attempt did not complete within {timeout}.", inner);
+/// <summary>
+/// An attempt ran out of time: its own timeout (<c>Timeout:PerAttempt</c>, retryable on another endpoint) or, when
+/// <see cref="IsTotal"/>, the call's total timeout (final).
+/// </summary>
+internal sealed class AttemptTimeoutException(TimeSpan timeout, bool isTotal, Exception? inner)
+    : TimeoutException($"The attempt did not complete within {timeout}.", inner)
+{
+    public TimeSpan Timeout { get; } = timeout;
+
+    public bool IsTotal { get; } = isTotal;
+}

@@ -14,4 +14,13 @@ internal static class GovernanceEventIds
     public const int DiscoveryWatcherFailed = 1101;
 
     public const int NoAvailableEndpoint = 1200;
+
+    public const int EndpointEjected = 1300;
+    public const int EndpointReadmitted = 1301;
+    public const int CircuitOpened = 1302;
+    public const int CircuitClosed = 1303;
+    public const int PanicMode = 1304;
+    public const int HealthCheckFailed = 1305;
+    public const int HealthCheckRecovered = 1306;
+    public const int HealthCheckProbeFailed = 1307;
 }

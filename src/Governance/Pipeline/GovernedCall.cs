@@ -1,0 +1,35 @@
+using Governance.Resilience;
+
+namespace Governance.Pipeline;
+
+/// <summary>What every attempt of one logical call needs, passed by value (no allocation on the fast path).</summary>
+internal readonly struct GovernedCall
+{
+    public GovernedCall(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, CancellationToken callerToken)
+    {
+        Service = service;
+        Policy = policy;
+        Request = request;
+        Logical = logical;
+        CallerToken = callerToken;
+        StartedAt = policy.Time.GetTimestamp();
+    }
+
+    public ServiceRuntime Service { get; }
+
+    public ServicePolicy Policy { get; }
+
+    public HttpRequestMessage Request { get; }
+
+    public Uri Logical { get; }
+
+    public CancellationToken CallerToken { get; }
+
+    public long StartedAt { get; }
+
+    /// <summary>Gets the time left before the total timeout.</summary>
+    public TimeSpan Remaining => Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt);
+}
+
+/// <summary>The outcome of one attempt and the endpoint it went to (none when no endpoint could be picked).</summary>
+internal readonly record struct AttemptResult(Polly.Outcome<HttpResponseMessage> Outcome, EndpointState? Endpoint);

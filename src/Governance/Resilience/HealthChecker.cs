@@ -1,0 +1,109 @@
+using Governance.Pipeline;
+using Microsoft.Extensions.Logging;
+
+namespace Governance.Resilience;
+
+/// <summary>
+/// Active health checks of one service (<c>HealthCheck</c>), off the request path: every <c>Interval</c> (and once at
+/// start) each endpoint gets a GET of <c>Path</c>; <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or
+/// <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back. Probes
+/// use their own connection pool, never the governed pipeline, and combine with passive ejection and circuit breaking
+/// (an endpoint is used only when none of them excludes it).
+/// </summary>
+internal sealed partial class HealthChecker : IAsyncDisposable
+{
+    private readonly ServiceRuntime _service;
+    private readonly HealthCheckSettings _settings;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly HttpClient _client;
+    private readonly Dictionary<EndpointState, (int Failures, int Successes)> _counts = [];
+    private readonly Task _loop;
+
+    public HealthChecker(ServiceRuntime service, HealthCheckSettings settings, TimeProvider time, ILogger logger)
+    {
+        _service = service;
+        _settings = settings;
+        _time = time;
+        _logger = logger;
+        _client = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(2), UseProxy = false, AllowAutoRedirect = false })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+        _loop = Task.Run(RunAsync);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        try
+        {
+            await _loop.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        _client.Dispose();
+        _stop.Dispose();
+    }
+
+    private async Task RunAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            var endpoints = _service.Endpoints.All;
+            var probes = new Task<bool>[endpoints.Length];
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                probes[i] = ProbeAsync(endpoints[i]);
+            }
+
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                Record(endpoints[i], await probes[i].ConfigureAwait(false));
+            }
+
+            await Task.Delay(_settings.Interval, _time, _stop.Token).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<bool> ProbeAsync(EndpointState endpoint)
+    {
+        using var timeout = new CancellationTokenSource(_settings.Timeout, _time);
+        using var stop = _stop.Token.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), timeout);
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(endpoint.Authority + _settings.Path));
+            using var response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
+            return response.IsSuccessStatusCode;
+        }
+#pragma warning disable CA1031 // Any failure of a probe is a failed probe.
+        catch (Exception ex) when (!_stop.IsCancellationRequested)
+#pragma warning restore CA1031
+        {
+            LogProbeFailed(_logger, _service.Name, endpoint.Authority, ex.Message);
+            return false;
+        }
+    }
+
+    private void Record(EndpointState endpoint, bool healthy)
+    {
+        _counts.TryGetValue(endpoint, out var counts);
+        counts = healthy ? (0, counts.Successes + 1) : (counts.Failures + 1, 0);
+        _counts[endpoint] = counts;
+        var flagged = (endpoint.Conditions & EndpointConditions.FailedHealthCheck) != 0;
+        if (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
+        {
+            _service.OnHealthChanged(endpoint, healthy: false);
+        }
+        else if (healthy && flagged && counts.Successes >= _settings.HealthyThreshold)
+        {
+            _service.OnHealthChanged(endpoint, healthy: true);
+        }
+    }
+
+    [LoggerMessage(Telemetry.GovernanceEventIds.HealthCheckProbeFailed, LogLevel.Debug, "Service {Service}: health probe of {Endpoint} failed: {Reason}")]
+    private static partial void LogProbeFailed(ILogger logger, string service, string endpoint, string reason);
+}

@@ -1,0 +1,92 @@
+using Governance.Pipeline;
+using Polly;
+
+namespace Governance.Resilience;
+
+/// <summary>
+/// Per-call state of the retry phase, created only when the first attempt failed in a retryable way. Polly's retry
+/// strategy decides whether and when to retry; this object supplies each attempt (a fresh load-balancing pick that
+/// avoids endpoints already tried) and the budget and deadline checks of its predicate.
+/// </summary>
+internal sealed class RetryState
+{
+    private readonly GovernanceHandler _handler;
+    private Outcome<HttpResponseMessage>? _first;
+
+    public RetryState(GovernanceHandler handler, GovernedCall call, Outcome<HttpResponseMessage> first, EndpointState? firstEndpoint)
+    {
+        _handler = handler;
+        Call = call;
+        _first = first;
+        if (firstEndpoint is not null)
+        {
+            Tried.Add(firstEndpoint);
+        }
+    }
+
+    public GovernedCall Call { get; }
+
+    public List<EndpointState> Tried { get; } = new(4);
+
+    public int Attempts { get; private set; } = 1;
+
+    /// <summary>Gets a value indicating whether a retry was refused because the service's retry budget was spent.</summary>
+    public bool BudgetExhausted { get; private set; }
+
+    /// <summary>
+    /// Runs the next attempt. Polly's first call replays the first attempt's outcome, which the handler already has:
+    /// the fast path runs the first attempt without entering Polly at all, and Polly only takes over once it failed.
+    /// </summary>
+    public ValueTask<Outcome<HttpResponseMessage>> NextAsync(ResilienceContext context)
+    {
+        if (_first is { } first)
+        {
+            _first = null;
+            return new ValueTask<Outcome<HttpResponseMessage>>(first);
+        }
+
+        Attempts++;
+        return AttemptAsync(context.CancellationToken);
+    }
+
+    public bool ShouldRetry(Outcome<HttpResponseMessage> outcome, int attemptNumber)
+    {
+        var policy = Call.Policy;
+        if (attemptNumber >= policy.Retry.MaxRetries || Call.CallerToken.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, policy.Retry);
+        if (!AttemptClassifier.IsRetryable(failure, policy.Retry))
+        {
+            return false;
+        }
+
+        var remaining = Call.Remaining;
+        if (remaining <= TimeSpan.Zero || (ServicePolicy.RetryAfter(outcome) is { } retryAfter && retryAfter >= remaining))
+        {
+            return false;
+        }
+
+        // Nothing was sent to an open circuit, so trying elsewhere does not count against the budget.
+        if ((failure & AttemptFailure.CircuitOpen) == 0 && !policy.Budget.TryRetry())
+        {
+            BudgetExhausted = true;
+            return false;
+        }
+
+        return true;
+    }
+
+    private async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(CancellationToken cancellationToken)
+    {
+        var result = await _handler.AttemptAsync(Call, Tried, cancellationToken).ConfigureAwait(false);
+        if (result.Endpoint is not null)
+        {
+            Tried.Add(result.Endpoint);
+        }
+
+        return result.Outcome;
+    }
+}

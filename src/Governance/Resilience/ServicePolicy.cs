@@ -1,0 +1,114 @@
+using System.Net;
+using System.Threading.RateLimiting;
+using Governance.RateLimiting;
+using Polly;
+using Polly.Retry;
+
+namespace Governance.Resilience;
+
+/// <summary>
+/// The resilience machinery of one service for one configuration: the Polly retry pipeline, the limiter, the retry
+/// budget and the timeout sources. Immutable once built; stateful parts (limiter, budget) are carried over to the next
+/// configuration when their settings did not change, so a reload neither resets a rate limit nor refills a budget.
+/// </summary>
+internal sealed class ServicePolicy : IDisposable
+{
+    /// <summary>Key under which the per-call retry state travels in the Polly context.</summary>
+    public static readonly ResiliencePropertyKey<RetryState> RetryStateKey = new("MeshGovernance.RetryState");
+
+    private readonly bool _ownsLimiter;
+
+    private ServicePolicy(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous)
+    {
+        Settings = settings;
+        Retry = settings.Retry;
+        Timeout = settings.Timeout;
+        Time = time;
+        Timeouts = previous?.Timeouts ?? new CancellationTokenSourcePool(time);
+        Budget = previous is not null && previous.Budget.RetryPercent == Retry.BudgetPercent && previous.Budget.MinRetriesPerSecond == Retry.MinRetriesPerSecond
+            ? previous.Budget
+            : new RetryBudget(time, Retry.BudgetPercent, Retry.MinRetriesPerSecond);
+        if (settings.RateLimit is { } limit)
+        {
+            if (previous?.Settings.RateLimit == limit && previous.Limiter is not null)
+            {
+                Limiter = previous.Limiter;
+                previous.HandOverLimiter();
+            }
+            else
+            {
+                Limiter = RateLimiterFactory.Create(limit);
+            }
+
+            _ownsLimiter = true;
+        }
+
+        RetryPipeline = Retry.MaxRetries == 0 ? null : BuildRetryPipeline(Retry, time);
+    }
+
+    public ResilienceSettings Settings { get; }
+
+    public RetrySettings Retry { get; }
+
+    public TimeoutSettings Timeout { get; }
+
+    public TimeProvider Time { get; }
+
+    public CancellationTokenSourcePool Timeouts { get; }
+
+    public RetryBudget Budget { get; }
+
+    public RateLimiter? Limiter { get; private set; }
+
+    /// <summary>Gets the Polly retry pipeline, or <see langword="null"/> when <c>Retry:MaxRetries</c> is 0.</summary>
+    public ResiliencePipeline<HttpResponseMessage>? RetryPipeline { get; }
+
+    public static ServicePolicy Create(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous) => new(settings, time, previous);
+
+    public void Dispose()
+    {
+        if (_ownsLimiter)
+        {
+            Limiter?.Dispose();
+        }
+    }
+
+    private void HandOverLimiter() => Limiter = null;
+
+    private static ResiliencePipeline<HttpResponseMessage> BuildRetryPipeline(RetrySettings retry, TimeProvider time) =>
+        new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = time }
+            .AddRetry(new RetryStrategyOptions<HttpResponseMessage>
+            {
+                MaxRetryAttempts = retry.MaxRetries,
+                BackoffType = retry.Backoff,
+                Delay = retry.BaseDelay,
+                MaxDelay = retry.MaxDelay,
+                UseJitter = retry.Jitter,
+                ShouldHandle = static args => new ValueTask<bool>(args.Context.Properties.GetValue(RetryStateKey, null!).ShouldRetry(args.Outcome, args.AttemptNumber)),
+                DelayGenerator = static args => new ValueTask<TimeSpan?>(RetryAfter(args.Outcome)),
+            })
+            .Build();
+
+    /// <summary>The delay a <c>Retry-After</c> header asks for (delta seconds or HTTP date), or <see langword="null"/>.</summary>
+    internal static TimeSpan? RetryAfter(Outcome<HttpResponseMessage> outcome)
+    {
+        if (outcome.Result is not { StatusCode: HttpStatusCode.ServiceUnavailable or HttpStatusCode.TooManyRequests } response
+            || response.Headers.RetryAfter is not { } retryAfter)
+        {
+            return null;
+        }
+
+        if (retryAfter.Delta is { } delta)
+        {
+            return delta < TimeSpan.Zero ? TimeSpan.Zero : delta;
+        }
+
+        if (retryAfter.Date is { } date && response.Headers.Date is { } now)
+        {
+            var wait = date - now;
+            return wait < TimeSpan.Zero ? TimeSpan.Zero : wait;
+        }
+
+        return null;
+    }
+}
