@@ -148,6 +148,31 @@ internal sealed class GovernanceHandler : DelegatingHandler
             && AttemptClassifier.IsReplayable(request.Content);
     }
 
+    private static bool MayHedge(GovernedCall call) =>
+        AttemptClassifier.IsIdempotent(call.Request.Method) && AttemptClassifier.IsReplayable(call.Request.Content);
+
+    private async Task<HttpResponseMessage> HedgeAsync(GovernedCall call, ResiliencePipeline<HttpResponseMessage> hedging)
+    {
+        var state = new HedgeState(this, call);
+        var total = call.Policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
+        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
+        var context = ResilienceContextPool.Shared.Get(total.Token);
+        context.Properties.Set(HedgeState.Key, state);
+        Outcome<HttpResponseMessage> outcome;
+        try
+        {
+            outcome = await hedging.ExecuteOutcomeAsync(static (ctx, s) => s.AttemptAsync(ctx), context, state).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
+            await registration.DisposeAsync().ConfigureAwait(false);
+            call.Policy.Timeouts.Return(total);
+        }
+
+        return Complete(call, outcome, state.Attempts, budgetExhausted: false);
+    }
+
     private static RateLimitRejectedException Rejected(ServiceRuntime service, RateLimitLease lease)
     {
         TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
@@ -200,6 +225,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
         {
             var policy = call.Policy;
             policy.Budget.OnRequest();
+            if (policy.HedgingPipeline is { } hedging && MayHedge(call))
+            {
+                return await HedgeAsync(call, hedging).ConfigureAwait(false);
+            }
+
             var first = await AttemptAsync(call, tried: null, call.CallerToken).ConfigureAwait(false);
             if (!MayRetry(call, first.Outcome))
             {

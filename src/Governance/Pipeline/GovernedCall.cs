@@ -15,6 +15,17 @@ internal readonly struct GovernedCall
         StartedAt = policy.Time.GetTimestamp();
     }
 
+    /// <summary>Initializes a copy of <paramref name="call"/> for another request message (a hedged attempt).</summary>
+    public GovernedCall(GovernedCall call, HttpRequestMessage request)
+    {
+        Service = call.Service;
+        Policy = call.Policy;
+        Request = request;
+        Logical = call.Logical;
+        CallerToken = call.CallerToken;
+        StartedAt = call.StartedAt;
+    }
+
     public ServiceRuntime Service { get; }
 
     public ServicePolicy Policy { get; }

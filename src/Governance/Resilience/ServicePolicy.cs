@@ -2,6 +2,7 @@ using System.Net;
 using System.Threading.RateLimiting;
 using Governance.RateLimiting;
 using Polly;
+using Polly.Hedging;
 using Polly.Retry;
 
 namespace Governance.Resilience;
@@ -44,6 +45,7 @@ internal sealed class ServicePolicy : IDisposable
         }
 
         RetryPipeline = Retry.MaxRetries == 0 ? null : BuildRetryPipeline(Retry, time);
+        HedgingPipeline = settings.Hedging is { } hedging ? BuildHedgingPipeline(hedging, time) : null;
     }
 
     public ResilienceSettings Settings { get; }
@@ -62,6 +64,9 @@ internal sealed class ServicePolicy : IDisposable
 
     /// <summary>Gets the Polly retry pipeline, or <see langword="null"/> when <c>Retry:MaxRetries</c> is 0.</summary>
     public ResiliencePipeline<HttpResponseMessage>? RetryPipeline { get; }
+
+    /// <summary>Gets the Polly hedging pipeline, or <see langword="null"/> when hedging is off.</summary>
+    public ResiliencePipeline<HttpResponseMessage>? HedgingPipeline { get; }
 
     public static ServicePolicy Create(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous) => new(settings, time, previous);
 
@@ -86,6 +91,21 @@ internal sealed class ServicePolicy : IDisposable
                 UseJitter = retry.Jitter,
                 ShouldHandle = static args => new ValueTask<bool>(args.Context.Properties.GetValue(RetryStateKey, null!).ShouldRetry(args.Outcome, args.AttemptNumber)),
                 DelayGenerator = static args => new ValueTask<TimeSpan?>(RetryAfter(args.Outcome)),
+            })
+            .Build();
+
+    private static ResiliencePipeline<HttpResponseMessage> BuildHedgingPipeline(HedgingSettings hedging, TimeProvider time) =>
+        new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = time }
+            .AddHedging(new HedgingStrategyOptions<HttpResponseMessage>
+            {
+                MaxHedgedAttempts = hedging.MaxHedgedAttempts,
+                Delay = hedging.Delay,
+                ShouldHandle = static args => new ValueTask<bool>(HedgeState.ShouldHedge(args.Outcome, args.Context)),
+                ActionGenerator = static args =>
+                {
+                    args.ActionContext.Properties.Set(HedgeState.AttemptKey, args.AttemptNumber);
+                    return () => args.Callback(args.ActionContext);
+                },
             })
             .Build();
 

@@ -1,0 +1,95 @@
+using Governance.Pipeline;
+using Polly;
+
+namespace Governance.Resilience;
+
+/// <summary>
+/// Per-call state of a hedged call (<c>Hedging:Enabled</c>, idempotent and replayable requests only). Polly's hedging
+/// strategy launches the attempts; each hedged attempt sends a copy of the request (same method, headers, options and
+/// body content) to an endpoint not yet tried, and the first good answer wins. Losing attempts are cancelled and their
+/// responses disposed by Polly.
+/// </summary>
+internal sealed class HedgeState
+{
+    public static readonly ResiliencePropertyKey<HedgeState> Key = new("MeshGovernance.HedgeState");
+    public static readonly ResiliencePropertyKey<int> AttemptKey = new("MeshGovernance.HedgeAttempt");
+
+    private readonly GovernanceHandler _handler;
+    private readonly List<EndpointState> _tried = new(4);
+    private int _attempts;
+
+    public HedgeState(GovernanceHandler handler, GovernedCall call)
+    {
+        _handler = handler;
+        Call = call;
+    }
+
+    public GovernedCall Call { get; }
+
+    public int Attempts => Volatile.Read(ref _attempts);
+
+    public static bool ShouldHedge(Outcome<HttpResponseMessage> outcome, ResilienceContext context)
+    {
+        var state = context.Properties.GetValue(Key, null!);
+        if (state.Call.CallerToken.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, state.Call.Policy.Retry);
+        return AttemptClassifier.IsRetryable(failure, state.Call.Policy.Retry);
+    }
+
+    public async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(ResilienceContext context)
+    {
+        Interlocked.Increment(ref _attempts);
+        var number = context.Properties.GetValue(AttemptKey, 0);
+        var original = Call.Request;
+        var request = number == 0 ? original : Copy(original, Call.Logical);
+        List<EndpointState> tried;
+        lock (_tried)
+        {
+            tried = [.. _tried];
+        }
+
+        var call = new GovernedCall(Call, request);
+        var result = await _handler.AttemptAsync(call, tried, context.CancellationToken).ConfigureAwait(false);
+        if (result.Endpoint is not null)
+        {
+            lock (_tried)
+            {
+                _tried.Add(result.Endpoint);
+            }
+        }
+
+        if (number != 0 && result.Outcome.Result is { } response)
+        {
+            // The caller sees the request it sent, with its logical URI.
+            response.RequestMessage = original;
+        }
+
+        return result.Outcome;
+    }
+
+    private static HttpRequestMessage Copy(HttpRequestMessage request, Uri logical)
+    {
+        // The body is shared: only replayable (in-memory) content is hedged, and reading it concurrently is safe.
+        var copy = new HttpRequestMessage(request.Method, logical)
+        {
+            Version = request.Version,
+            VersionPolicy = request.VersionPolicy,
+            Content = request.Content,
+        };
+        foreach (var header in request.Headers)
+        {
+            copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
+        }
+
+        foreach (var option in request.Options)
+        {
+            ((IDictionary<string, object?>)copy.Options)[option.Key] = option.Value;
+        }
+
+        return copy;
+    }
+}

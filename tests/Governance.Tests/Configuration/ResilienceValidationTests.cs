@@ -1,0 +1,161 @@
+using Governance.Pipeline;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Governance.Tests.Configuration;
+
+/// <summary>Validation messages of the resilience keys, pinned word for word, and their defaults.</summary>
+public sealed class ResilienceValidationTests
+{
+    private const string Service = "MeshGovernance:Services:catalog";
+
+    private static List<string> Validate(Dictionary<string, string?> settings)
+    {
+        settings[$"{Service}:Endpoints:0"] = "http://127.0.0.1:5001";
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>()).Failures.ToList();
+    }
+
+    [Theory]
+    [InlineData("Retry:MaxRetries", "11", "Retry:MaxRetries '11' must be between 0 and 10")]
+    [InlineData("Retry:Backoff", "Fibonacci", "Retry:Backoff 'Fibonacci' is not a known backoff (Constant, Linear, Exponential)")]
+    [InlineData("Retry:BaseDelay", "-00:00:01", "Retry:BaseDelay '-00:00:01' must be between 00:00:00 and 1.00:00:00")]
+    [InlineData("Retry:BaseDelay", "soon", "Retry:BaseDelay 'soon' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250")]
+    [InlineData("Retry:Jitter", "maybe", "Retry:Jitter 'maybe' is not true or false")]
+    [InlineData("Retry:RetryOn:0", "4xx", "Retry:RetryOn:0 '4xx' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 100-599)")]
+    [InlineData("Retry:RetryOn:0", "700", "Retry:RetryOn:0 '700' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 100-599)")]
+    [InlineData("Retry:Budget:RetryPercent", "1001", "Retry:Budget:RetryPercent '1001' must be between 0 and 1000")]
+    [InlineData("Retry:Budget:MinRetriesPerSecond", "-1", "Retry:Budget:MinRetriesPerSecond '-1' must be between 0 and 100000")]
+    [InlineData("Timeout:Total", "00:00:00", "Timeout:Total '00:00:00' must be between 00:00:00.0010000 and 1.00:00:00")]
+    [InlineData("CircuitBreaker:FailureRatio", "0", "CircuitBreaker:FailureRatio '0' must be greater than 0 and at most 1")]
+    [InlineData("CircuitBreaker:FailureRatio", "1.5", "CircuitBreaker:FailureRatio '1.5' must be greater than 0 and at most 1")]
+    [InlineData("CircuitBreaker:MinimumThroughput", "1", "CircuitBreaker:MinimumThroughput '1' must be 2 or more")]
+    [InlineData("CircuitBreaker:BreakDuration", "00:00:00.100", "CircuitBreaker:BreakDuration '00:00:00.1000000' must be between 00:00:00.5000000 and 1.00:00:00")]
+    [InlineData("OutlierDetection:Consecutive5xx", "0", "OutlierDetection:Consecutive5xx '0' must be 1 or more")]
+    [InlineData("OutlierDetection:MaxEjectionPercent", "101", "OutlierDetection:MaxEjectionPercent '101' must be between 0 and 100")]
+    [InlineData("OutlierDetection:PanicThreshold", "-5", "OutlierDetection:PanicThreshold '-5' must be between 0 and 100")]
+    [InlineData("HealthCheck:Path", "health", "HealthCheck:Path 'health' must be an absolute path such as /health")]
+    [InlineData("HealthCheck:Interval", "00:00:00.010", "HealthCheck:Interval '00:00:00.0100000' must be between 00:00:00.1000000 and 1.00:00:00")]
+    [InlineData("RateLimit:Algorithm", "LeakyBucket", "RateLimit:Algorithm 'LeakyBucket' is not a known rate-limit algorithm (TokenBucket, FixedWindow, SlidingWindow, Concurrency)")]
+    [InlineData("RateLimit:PermitsPerSecond", "0", "RateLimit:PermitsPerSecond '0' must be 1 or more")]
+    [InlineData("RateLimit:QueueLimit", "-1", "RateLimit:QueueLimit '-1' must be 0 or more")]
+    [InlineData("Hedging:MaxHedgedAttempts", "0", "Hedging:MaxHedgedAttempts '0' must be between 1 and 10")]
+    [InlineData("Hedging:Enabled", "yes", "Hedging:Enabled 'yes' is not true or false")]
+    public void Validate_BadResilienceValue_NamesKeyValueAndRange(string key, string value, string expected)
+    {
+        var failures = Validate(new() { [$"{Service}:{key}"] = value });
+
+        Assert.Equal($"{Service}:{expected}", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_BadValueInDefaults_NamesDefaultsKey()
+    {
+        var failures = Validate(new() { ["MeshGovernance:Defaults:Retry:MaxRetries"] = "-1" });
+
+        Assert.Equal("MeshGovernance:Defaults:Retry:MaxRetries '-1' must be between 0 and 10", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_PerAttemptLongerThanTotalAcrossDefaults_IsRejected()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Defaults:Timeout:Total"] = "00:00:02",
+            [$"{Service}:Timeout:PerAttempt"] = "00:00:05",
+        });
+
+        Assert.Equal($"{Service}:Timeout:PerAttempt '00:00:05' must not exceed {Service}:Timeout:Total '00:00:02'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_MaxDelayShorterThanBaseDelay_IsRejected()
+    {
+        var failures = Validate(new()
+        {
+            [$"{Service}:Retry:BaseDelay"] = "00:00:01",
+            [$"{Service}:Retry:MaxDelay"] = "00:00:00.500",
+        });
+
+        Assert.Equal($"{Service}:Retry:MaxDelay '00:00:00.5000000' must not be shorter than {Service}:Retry:BaseDelay '00:00:01'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_HealthCheckTimeoutLongerThanInterval_IsRejected()
+    {
+        var failures = Validate(new()
+        {
+            [$"{Service}:HealthCheck:Path"] = "/health",
+            [$"{Service}:HealthCheck:Interval"] = "00:00:01",
+            [$"{Service}:HealthCheck:Timeout"] = "00:00:02",
+        });
+
+        Assert.Equal($"{Service}:HealthCheck:Timeout '00:00:02' must not exceed {Service}:HealthCheck:Interval '00:00:01'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_UnknownResilienceKey_ListsKnownKeys()
+    {
+        var failures = Validate(new() { [$"{Service}:Retry:MaxRetry"] = "3" });
+
+        Assert.Equal($"{Service}:Retry:MaxRetry is not a known setting (MaxRetries, Backoff, BaseDelay, MaxDelay, Jitter, RetryNonIdempotent, RetryOn, Budget)", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Create_NothingConfigured_AppliesDocumentedDefaults()
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [$"{Service}:Endpoints:0"] = "http://127.0.0.1:5001" }).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+
+        var r = service.Settings.Resilience;
+
+        Assert.Equal(2, r.Retry.MaxRetries);
+        Assert.Equal(Polly.DelayBackoffType.Exponential, r.Retry.Backoff);
+        Assert.Equal(TimeSpan.FromMilliseconds(25), r.Retry.BaseDelay);
+        Assert.Equal(TimeSpan.FromMilliseconds(250), r.Retry.MaxDelay);
+        Assert.True(r.Retry.Jitter);
+        Assert.False(r.Retry.RetryNonIdempotent);
+        Assert.Equal(Governance.Resilience.RetryConditions.ServerError | Governance.Resilience.RetryConditions.ConnectFailure | Governance.Resilience.RetryConditions.Reset | Governance.Resilience.RetryConditions.Timeout, r.Retry.Conditions);
+        Assert.Equal(20, r.Retry.BudgetPercent);
+        Assert.Equal(3, r.Retry.MinRetriesPerSecond);
+        Assert.Equal(new Governance.Resilience.TimeoutSettings(TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(10)), r.Timeout);
+        Assert.Equal(new Governance.Resilience.CircuitBreakerSettings(0.5, 20, TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(5)), r.CircuitBreaker);
+        Assert.Equal(new Governance.Resilience.OutlierSettings(5, 5, TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(5), 10), r.Outlier);
+        Assert.Equal(50, r.PanicThreshold);
+        Assert.Null(r.HealthCheck);
+        Assert.Null(r.RateLimit);
+        Assert.Null(r.Hedging);
+        Assert.NotNull(service.Policy.RetryPipeline);
+        Assert.Null(service.Policy.Limiter);
+    }
+
+    [Fact]
+    public void Create_RateLimitKeyInDefaults_EnablesItWithDefaultsAndServiceCanOptOut()
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Defaults:RateLimit:PermitsPerSecond"] = "50",
+            [$"{Service}:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:orders:Endpoints:0"] = "http://127.0.0.1:5002",
+            ["MeshGovernance:Services:orders:RateLimit:Enabled"] = "false",
+        }).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        Assert.True(runtime.TryGetService("catalog", out var catalog));
+        Assert.True(runtime.TryGetService("orders", out var orders));
+
+        Assert.Equal(new Governance.Resilience.RateLimitSettings("TokenBucket", 50, 50, 0), catalog.Settings.Resilience.RateLimit);
+        Assert.NotNull(catalog.Policy.Limiter);
+        Assert.Null(orders.Settings.Resilience.RateLimit);
+    }
+}
