@@ -1,6 +1,7 @@
 using System.Net.Http;
 using Governance.Resilience;
 using Polly;
+using Polly.CircuitBreaker;
 
 namespace Governance.Pipeline;
 
@@ -132,5 +133,29 @@ internal sealed class EndpointState
     private sealed record RewriteEntry(Uri Logical, Uri Physical);
 }
 
-/// <summary>An endpoint's Polly circuit breaker and the settings it was built with.</summary>
-internal sealed record EndpointBreaker(CircuitBreakerSettings Settings, ResiliencePipeline<HttpResponseMessage> Pipeline);
+/// <summary>An endpoint's Polly circuit breaker, its state, and the settings it was built with.</summary>
+internal sealed record EndpointBreaker(CircuitBreakerSettings Settings, ResiliencePipeline<HttpResponseMessage> Pipeline, CircuitBreakerStateProvider State)
+{
+    /// <summary>
+    /// Lets the breaker count an outcome obtained outside it (the closed-circuit fast path). The callback only hands the
+    /// outcome back, so the pipeline completes synchronously. If the circuit opened in the meantime the breaker declines
+    /// to count it, which is harmless: the caller keeps the real outcome.
+    /// </summary>
+    public void Record(Outcome<HttpResponseMessage> outcome)
+    {
+        var context = ResilienceContextPool.Shared.Get(CancellationToken.None);
+        try
+        {
+            var recorded = Pipeline.ExecuteOutcomeAsync(static (_, o) => new ValueTask<Outcome<HttpResponseMessage>>(o), context, outcome);
+            if (!recorded.IsCompleted)
+            {
+                // Not expected: the callback is synchronous. Observe the task so that nothing is lost.
+                recorded.AsTask().GetAwaiter().GetResult();
+            }
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
+        }
+    }
+}

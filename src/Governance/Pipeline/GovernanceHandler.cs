@@ -102,8 +102,22 @@ internal sealed class GovernanceHandler : DelegatingHandler
         Outcome<HttpResponseMessage> outcome;
         try
         {
-            if (endpoint.Breaker is { } breaker)
+            var breaker = endpoint.Breaker;
+            if (breaker is null)
             {
+                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
+            }
+            else if (breaker.State.CircuitState == CircuitState.Closed)
+            {
+                // Closed (the common case): send, then let the breaker record the outcome. The breaker's callback
+                // completes synchronously, so Polly's strategy adds no async layer to the request.
+                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
+                breaker.Record(outcome);
+            }
+            else
+            {
+                // Open, half-open or isolated: the attempt runs inside the breaker, which rejects it or lets it
+                // through as the single half-open probe.
                 var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
                 try
                 {
@@ -114,15 +128,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     ResilienceContextPool.Shared.Return(context);
                 }
             }
-            else
-            {
-                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-            }
         }
         finally
         {
             endpoint.OnRequestEnded();
-            await registration.DisposeAsync().ConfigureAwait(false);
+            registration.Dispose();
         }
 
         call.Policy.Timeouts.Return(attempt.Source);
@@ -151,7 +161,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
     private static bool MayHedge(GovernedCall call) =>
         AttemptClassifier.IsIdempotent(call.Request.Method) && AttemptClassifier.IsReplayable(call.Request.Content);
 
-    private async Task<HttpResponseMessage> HedgeAsync(GovernedCall call, ResiliencePipeline<HttpResponseMessage> hedging)
+    private async Task<HttpResponseMessage> HedgeAsync(GovernedCall call)
     {
         var state = new HedgeState(this, call);
         var total = call.Policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
@@ -161,12 +171,12 @@ internal sealed class GovernanceHandler : DelegatingHandler
         Outcome<HttpResponseMessage> outcome;
         try
         {
-            outcome = await hedging.ExecuteOutcomeAsync(static (ctx, s) => s.AttemptAsync(ctx), context, state).ConfigureAwait(false);
+            outcome = await call.Policy.HedgingPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.AttemptAsync(ctx), context, state).ConfigureAwait(false);
         }
         finally
         {
             ResilienceContextPool.Shared.Return(context);
-            await registration.DisposeAsync().ConfigureAwait(false);
+            registration.Dispose();
             call.Policy.Timeouts.Return(total);
         }
 
@@ -221,46 +231,49 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
     {
+        // Kept small on purpose: everything hoisted here is boxed on every governed request.
         try
         {
-            var policy = call.Policy;
-            policy.Budget.OnRequest();
-            if (policy.HedgingPipeline is { } hedging && MayHedge(call))
+            call.Policy.Budget.OnRequest();
+            if (call.Policy.HedgingPipeline is not null && MayHedge(call))
             {
-                return await HedgeAsync(call, hedging).ConfigureAwait(false);
+                return await HedgeAsync(call).ConfigureAwait(false);
             }
 
             var first = await AttemptAsync(call, tried: null, call.CallerToken).ConfigureAwait(false);
-            if (!MayRetry(call, first.Outcome))
-            {
-                return Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
-            }
-
-            // Retry phase: Polly decides whether and when; the total timeout bounds its delays too.
-            var state = new RetryState(this, call, first.Outcome, first.Endpoint);
-            var total = policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
-            var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
-            var context = ResilienceContextPool.Shared.Get(total.Token);
-            context.Properties.Set(ServicePolicy.RetryStateKey, state);
-            Outcome<HttpResponseMessage> outcome;
-            try
-            {
-                outcome = await policy.RetryPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.NextAsync(ctx), context, state).ConfigureAwait(false);
-            }
-            finally
-            {
-                ResilienceContextPool.Shared.Return(context);
-                await registration.DisposeAsync().ConfigureAwait(false);
-                policy.Timeouts.Return(total);
-            }
-
-            return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
+            return MayRetry(call, first.Outcome)
+                ? await RetryAsync(call, first).ConfigureAwait(false)
+                : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
         }
         finally
         {
             call.Request.RequestUri = call.Logical;
             lease?.Dispose();
         }
+    }
+
+    /// <summary>The retry phase: Polly decides whether and when; the total timeout bounds its delays too.</summary>
+    private async Task<HttpResponseMessage> RetryAsync(GovernedCall call, AttemptResult first)
+    {
+        var policy = call.Policy;
+        var state = new RetryState(this, call, first.Outcome, first.Endpoint);
+        var total = policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
+        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
+        var context = ResilienceContextPool.Shared.Get(total.Token);
+        context.Properties.Set(ServicePolicy.RetryStateKey, state);
+        Outcome<HttpResponseMessage> outcome;
+        try
+        {
+            outcome = await policy.RetryPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.NextAsync(ctx), context, state).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
+            registration.Dispose();
+            policy.Timeouts.Return(total);
+        }
+
+        return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]

@@ -444,6 +444,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         state.Set(EndpointConditions.CircuitOpen, false);
+        var stateProvider = new CircuitBreakerStateProvider();
         var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = _time }
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
             {
@@ -451,6 +452,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 MinimumThroughput = settings.MinimumThroughput,
                 SamplingDuration = settings.SamplingDuration,
                 BreakDuration = settings.BreakDuration,
+                StateProvider = stateProvider,
                 ShouldHandle = static args => new ValueTask<bool>(IsBreakerFailure(args.Outcome)),
                 OnOpened = args =>
                 {
@@ -464,7 +466,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 },
             })
             .Build();
-        state.Breaker = new EndpointBreaker(settings, pipeline);
+        state.Breaker = new EndpointBreaker(settings, pipeline, stateProvider);
     }
 
     private static bool IsBreakerFailure(Outcome<HttpResponseMessage> outcome) =>
