@@ -8,9 +8,9 @@ public abstract class GovernanceException : Exception
 {
     /// <summary>Initializes the exception.</summary>
     /// <param name="serviceName">Logical service the call was addressed to.</param>
-    /// <param name="message">Message naming the service and the reason.</param>
+    /// <param name="message">Message naming the service and the reason, or <see langword="null"/> when a derived type overrides <see cref="Exception.Message"/>.</param>
     /// <param name="innerException">Underlying error, if any.</param>
-    protected GovernanceException(string serviceName, string message, Exception? innerException = null)
+    protected GovernanceException(string serviceName, string? message, Exception? innerException = null)
         : base(message, innerException)
     {
         ServiceName = serviceName;

@@ -40,6 +40,12 @@ internal sealed class GovernanceHandler : DelegatingHandler
             return base.SendAsync(request, cancellationToken);
         }
 
+        // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer.
+        if (service.Endpoints.Candidates.Length == 0)
+        {
+            return Task.FromException<HttpResponseMessage>(service.NoEndpoint());
+        }
+
         var policy = service.Policy;
         RateLimitLease? lease = null;
         if (policy.Limiter is { } limiter)
@@ -77,14 +83,9 @@ internal sealed class GovernanceHandler : DelegatingHandler
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, CancellationToken outer)
     {
-        EndpointState endpoint;
-        try
+        if (call.Service.TryPick(call.Request, tried) is not { } endpoint)
         {
-            endpoint = call.Service.Pick(call.Request, tried);
-        }
-        catch (NoAvailableEndpointException ex)
-        {
-            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(ex), null);
+            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
         }
 
         var remaining = call.Remaining;

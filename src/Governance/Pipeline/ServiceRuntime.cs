@@ -47,15 +47,17 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     public EndpointSet Endpoints => _state.Set;
 
-    /// <summary>Picks the endpoint for one attempt, avoiding <paramref name="tried"/> while other candidates remain.</summary>
-    /// <exception cref="NoAvailableEndpointException">No endpoint can take the request.</exception>
-    public EndpointState Pick(HttpRequestMessage request, List<EndpointState>? tried = null)
+    /// <summary>
+    /// Picks the endpoint for one attempt, avoiding <paramref name="tried"/> while other candidates remain. Returns
+    /// <see langword="null"/>, without throwing, when no endpoint can take the request (see <see cref="NoEndpoint"/>).
+    /// </summary>
+    public EndpointState? TryPick(HttpRequestMessage request, List<EndpointState>? tried = null)
     {
         var state = _state;
         var header = state.Settings.HashHeader;
         var context = new PickContext(header is null ? null : GetFirstHeaderValue(request, header));
-        var picked = state.Set.Pick(context) ?? ThrowNoEndpoint(state);
-        if (tried is null || tried.Count == 0 || !tried.Contains(picked))
+        var picked = state.Set.Pick(context);
+        if (picked is null || tried is null || tried.Count == 0 || !tried.Contains(picked))
         {
             return picked;
         }
@@ -80,6 +82,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         return picked;
     }
+
+    /// <summary>Picks the endpoint for one attempt.</summary>
+    /// <exception cref="NoAvailableEndpointException">No endpoint can take the request.</exception>
+    public EndpointState Pick(HttpRequestMessage request, List<EndpointState>? tried = null) =>
+        TryPick(request, tried) ?? throw NoEndpoint();
+
+    /// <summary>Creates (does not throw) the error of a call that found no endpoint.</summary>
+    public NoAvailableEndpointException NoEndpoint() => new(Name, _state.Set.EmptyReason);
 
     /// <summary>Applies new settings (configuration reload), keeping endpoint states, breakers and ejections that still apply.</summary>
     public void Reconfigure(ServiceSettings settings)
@@ -313,9 +323,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         return null;
     }
-
-    private static EndpointState ThrowNoEndpoint(ServiceState state) =>
-        throw new NoAvailableEndpointException(state.Settings.Name, state.Set.EmptyReason);
 
     private IDisposable Subscribe(IServiceEndpointWatcher watcher) =>
         ChangeToken.OnChange(watcher.GetChangeToken, static state => state.Self.OnEndpointsChanged(state.Watcher), (Self: this, Watcher: watcher));
