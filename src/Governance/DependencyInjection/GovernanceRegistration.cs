@@ -2,6 +2,9 @@ using Governance.Configuration;
 using Governance.Discovery;
 using Governance.LoadBalancing;
 using Governance.Pipeline;
+using Governance.Telemetry;
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -36,6 +39,8 @@ internal sealed class GovernanceRegistration
         services.AddLogging();
         services.AddHttpClient();
         services.TryAddSingleton(TimeProvider.System);
+        services.AddMetrics();
+        services.TryAddSingleton(sp => new GovernanceInstrumentation(sp.GetService<IMeterFactory>(), sp.GetRequiredService<ILoggerFactory>()));
 
         // Built-in policies and providers, in the order their names are listed in messages.
         services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, RoundRobinLoadBalancingPolicy>());

@@ -40,12 +40,20 @@ internal sealed class EndpointState
     {
         Endpoint = endpoint;
         Authority = endpoint.Authority;
+        Host = endpoint.Address.Host;
+        BoxedPort = endpoint.Address.Port;
     }
 
     /// <summary>Gets or sets the latest description of the endpoint (weight, zone and metadata may change on reload).</summary>
     public ServiceEndpoint Endpoint { get; set; }
 
     public string Authority { get; }
+
+    /// <summary>Gets the host, for the <c>server.address</c> telemetry tag.</summary>
+    public string Host { get; }
+
+    /// <summary>Gets the port, boxed once for the <c>server.port</c> telemetry tag.</summary>
+    public object BoxedPort { get; }
 
     public int ActiveRequests => Volatile.Read(ref _activeRequests);
 

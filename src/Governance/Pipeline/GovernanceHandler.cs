@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using Governance.Resilience;
+using Governance.Telemetry;
 using Polly;
 using Polly.CircuitBreaker;
 
@@ -60,7 +61,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 }
 
                 // Rejected before any network work, without throwing inside the pipeline.
-                return Task.FromException<HttpResponseMessage>(Rejected(service, lease));
+                return Task.FromException<HttpResponseMessage>(Rejected(service, request, lease));
             }
         }
 
@@ -81,7 +82,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     /// <summary>One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting.</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, CancellationToken outer)
+    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer)
     {
         if (call.Service.TryPick(call.Request, tried) is not { } endpoint)
         {
@@ -137,6 +138,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         }
 
         call.Policy.Timeouts.Return(attempt.Source);
+        call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
         call.Service.RecordOutcome(endpoint, outcome);
         return new AttemptResult(outcome, endpoint);
     }
@@ -184,10 +186,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return Complete(call, outcome, state.Attempts, budgetExhausted: false);
     }
 
-    private static RateLimitRejectedException Rejected(ServiceRuntime service, RateLimitLease lease)
+    private static RateLimitRejectedException Rejected(ServiceRuntime service, HttpRequestMessage request, RateLimitLease lease)
     {
         TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
         lease.Dispose();
+        service.Instrumentation.RecordRejection(service, request, retryAfter);
         return new RateLimitRejectedException(service.Name, retryAfter);
     }
 
@@ -224,7 +227,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         var lease = await limiter.AcquireAsync(1, call.CallerToken).ConfigureAwait(false);
         if (!lease.IsAcquired)
         {
-            throw Rejected(call.Service, lease);
+            throw Rejected(call.Service, call.Request, lease);
         }
 
         return await SendGovernedAsync(call, lease).ConfigureAwait(false);
@@ -232,24 +235,45 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
     {
-        // Kept small on purpose: everything hoisted here is boxed on every governed request.
+        // Kept small on purpose: everything hoisted here is boxed on every governed request. The span starts here,
+        // inside the async method, so that Activity.Current changes stay inside this call.
+        var instrumentation = call.Service.Instrumentation;
+        var activity = GovernanceInstrumentation.StartCall(call.Service, call.Request);
+        var startedAt = instrumentation.RequestDuration.Enabled ? call.StartedAt : 0;
+        if (activity is not null)
+        {
+            call = new GovernedCall(call, call.Request, activity);
+        }
+
+        HttpResponseMessage? response = null;
         try
         {
             call.Policy.Budget.OnRequest();
             if (call.Policy.HedgingPipeline is not null && MayHedge(call))
             {
-                return await HedgeAsync(call).ConfigureAwait(false);
+                return response = await HedgeAsync(call).ConfigureAwait(false);
             }
 
-            var first = await AttemptAsync(call, tried: null, call.CallerToken).ConfigureAwait(false);
-            return MayRetry(call, first.Outcome)
+            var first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken).ConfigureAwait(false);
+            return response = MayRetry(call, first.Outcome)
                 ? await RetryAsync(call, first).ConfigureAwait(false)
                 : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
+        }
+        catch (Exception ex) when (activity is not null || startedAt != 0)
+        {
+            instrumentation.EndCall(activity, call.Service, call.Request, startedAt, call.Policy.Time, null, ex);
+            activity = null;
+            startedAt = 0;
+            throw;
         }
         finally
         {
             call.Request.RequestUri = call.Logical;
             lease?.Dispose();
+            if (activity is not null || startedAt != 0)
+            {
+                instrumentation.EndCall(activity, call.Service, call.Request, startedAt, call.Policy.Time, response, null);
+            }
         }
     }
 

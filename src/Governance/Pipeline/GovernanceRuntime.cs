@@ -22,6 +22,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     private readonly ServiceDiscoveryProviderRegistry _discovery;
     private readonly ILoggerFactory _loggerFactory;
     private readonly TimeProvider _time;
+    private readonly GovernanceInstrumentation _instrumentation;
     private readonly ILogger _logger;
     private readonly IDisposable? _subscription;
     private volatile FrozenDictionary<string, ServiceRuntime> _services = FrozenDictionary<string, ServiceRuntime>.Empty;
@@ -33,9 +34,11 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         LoadBalancingPolicyRegistry policies,
         ServiceDiscoveryProviderRegistry discovery,
         TimeProvider time,
+        GovernanceInstrumentation instrumentation,
         ILoggerFactory loggerFactory)
     {
         _time = time;
+        _instrumentation = instrumentation;
         _validator = validator;
         _policies = policies;
         _discovery = discovery;
@@ -50,6 +53,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         }
 
         Apply(initial);
+        instrumentation.Observe(() => _services.Values);
         _subscription = options.OnChange(OnChange);
     }
 
@@ -135,7 +139,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                 }
                 else
                 {
-                    next[setting.Name] = new ServiceRuntime(setting, _time, _loggerFactory.CreateLogger("Governance.Resilience"));
+                    next[setting.Name] = new ServiceRuntime(setting, _time, _instrumentation, _loggerFactory.CreateLogger("Governance.Resilience"));
                 }
             }
 

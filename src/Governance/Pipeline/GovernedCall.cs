@@ -15,9 +15,10 @@ internal readonly struct GovernedCall
         StartedAt = policy.Time.GetTimestamp();
     }
 
-    /// <summary>Initializes a copy of <paramref name="call"/> for another request message (a hedged attempt).</summary>
-    public GovernedCall(GovernedCall call, HttpRequestMessage request)
+    /// <summary>Initializes a copy of <paramref name="call"/> for another request message (a hedged attempt) or with its span.</summary>
+    public GovernedCall(GovernedCall call, HttpRequestMessage request, System.Diagnostics.Activity? activity)
     {
+        Activity = activity;
         Service = call.Service;
         Policy = call.Policy;
         Request = request;
@@ -37,6 +38,9 @@ internal readonly struct GovernedCall
     public CancellationToken CallerToken { get; }
 
     public long StartedAt { get; }
+
+    /// <summary>Gets the span of the logical call, or <see langword="null"/> when nobody listens.</summary>
+    public System.Diagnostics.Activity? Activity { get; }
 
     /// <summary>Gets the time left before the total timeout.</summary>
     public TimeSpan Remaining => Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt);

@@ -21,17 +21,21 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private readonly TimeProvider _time;
     private readonly Dictionary<string, EndpointState> _states = new(StringComparer.OrdinalIgnoreCase);
     private readonly HashSet<ITimer> _timers = [];
+    private readonly string[] _spanNames;
     private volatile ServiceState _state;
     private IServiceEndpointWatcher _watcher;
+    private IReadOnlyList<ServiceEndpoint>? _lastEndpoints;
     private IDisposable? _watcherRegistration;
     private HealthChecker? _healthChecker;
     private bool _disposed;
 
-    public ServiceRuntime(ServiceSettings settings, TimeProvider time, ILogger logger)
+    public ServiceRuntime(ServiceSettings settings, TimeProvider time, GovernanceInstrumentation instrumentation, ILogger logger)
     {
         Name = settings.Name;
         _logger = logger;
         _time = time;
+        Instrumentation = instrumentation;
+        _spanNames = [$"GET {Name}", $"POST {Name}", $"PUT {Name}", $"DELETE {Name}", $"PATCH {Name}", $"HEAD {Name}", $"OPTIONS {Name}"];
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
         _state = Build(settings, policy, _watcher);
@@ -40,6 +44,22 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     public string Name { get; }
+
+    public GovernanceInstrumentation Instrumentation { get; }
+
+    /// <summary>Returns the logical span's name, <c>{method} {service}</c>, without allocating for the common methods.</summary>
+    public string SpanName(HttpMethod method)
+    {
+        var names = _spanNames;
+        return method == HttpMethod.Get ? names[0]
+            : method == HttpMethod.Post ? names[1]
+            : method == HttpMethod.Put ? names[2]
+            : method == HttpMethod.Delete ? names[3]
+            : method == HttpMethod.Patch ? names[4]
+            : method == HttpMethod.Head ? names[5]
+            : method == HttpMethod.Options ? names[6]
+            : $"{method.Method} {Name}";
+    }
 
     public ServiceSettings Settings => _state.Settings;
 
@@ -192,6 +212,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     internal void OnCircuitOpened(EndpointState endpoint, TimeSpan breakDuration)
     {
         LogCircuitOpened(_logger, Name, endpoint.Authority, breakDuration);
+        Instrumentation.RecordCircuit(this, endpoint, "opened");
         if (endpoint.Set(EndpointConditions.CircuitOpen, true))
         {
             Refresh();
@@ -210,6 +231,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     internal void OnCircuitClosed(EndpointState endpoint)
     {
         LogCircuitClosed(_logger, Name, endpoint.Authority);
+        Instrumentation.RecordCircuit(this, endpoint, "closed");
         if (endpoint.Set(EndpointConditions.CircuitOpen, false))
         {
             Refresh();
@@ -269,6 +291,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         LogEjected(_logger, Name, endpoint.Authority, duration, endpoint.EjectionCount);
+        Instrumentation.RecordEjection(this, endpoint, duration);
         Schedule(duration, static (self, e) =>
         {
             e.LastReadmittedAt = self._time.GetTimestamp();
@@ -394,6 +417,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
         else
         {
+            if (!ReferenceEquals(endpoints, _lastEndpoints))
+            {
+                _lastEndpoints = endpoints;
+                Instrumentation.RecordDiscovery(settings.Name, settings.Discovery.Name, error: false);
+            }
+
             var states = new EndpointState[endpoints.Count];
             var live = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
             for (var i = 0; i < states.Length; i++)

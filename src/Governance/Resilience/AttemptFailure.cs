@@ -104,6 +104,18 @@ internal static class AttemptClassifier
             || ((on & RetryConditions.Retriable4xx) != 0 && (failure & AttemptFailure.Retriable4xx) != 0);
     }
 
+    /// <summary>The reason recorded in telemetry when an attempt with this failure is retried.</summary>
+    public static string Reason(AttemptFailure failure, HttpResponseMessage? response) =>
+        (failure & AttemptFailure.CircuitOpen) != 0 ? "circuit-open"
+        : (failure & AttemptFailure.Timeout) != 0 ? "timeout"
+        : (failure & AttemptFailure.ConnectFailure) != 0 ? "connect-failure"
+        : (failure & AttemptFailure.Reset) != 0 ? "reset"
+        : (failure & AttemptFailure.GatewayError) != 0 ? "gateway-error"
+        : (failure & AttemptFailure.ServerError) != 0 ? "5xx"
+        : (failure & AttemptFailure.Retriable4xx) != 0 ? "retriable-4xx"
+        : response is not null ? ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture)
+        : "error";
+
     /// <summary>GET, HEAD, OPTIONS, PUT, DELETE and TRACE are idempotent (RFC 9110, 9.2.2).</summary>
     public static bool IsIdempotent(HttpMethod method) =>
         method == HttpMethod.Get || method == HttpMethod.Head || method == HttpMethod.Options

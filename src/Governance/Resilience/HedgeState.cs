@@ -17,6 +17,7 @@ internal sealed class HedgeState
     private readonly GovernanceHandler _handler;
     private readonly List<EndpointState> _tried = new(4);
     private int _attempts;
+    private int _started;
 
     public HedgeState(GovernanceHandler handler, GovernedCall call)
     {
@@ -52,8 +53,14 @@ internal sealed class HedgeState
             tried = [.. _tried];
         }
 
-        var call = new GovernedCall(Call, request);
-        var result = await _handler.AttemptAsync(call, tried, context.CancellationToken).ConfigureAwait(false);
+        var attempt = Interlocked.Increment(ref _started);
+        if (number != 0)
+        {
+            Call.Service.Instrumentation.RecordRetry(Call.Service, Call.Activity, "hedge", attempt, Telemetry.GovernanceTelemetry.Events.Hedge);
+        }
+
+        var call = new GovernedCall(Call, request, Call.Activity);
+        var result = await _handler.AttemptAsync(call, tried, attempt, context.CancellationToken).ConfigureAwait(false);
         if (result.Endpoint is not null)
         {
             lock (_tried)

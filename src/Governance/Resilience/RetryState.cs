@@ -76,12 +76,13 @@ internal sealed class RetryState
             return false;
         }
 
+        Call.Service.Instrumentation.RecordRetry(Call.Service, Call.Activity, AttemptClassifier.Reason(failure, outcome.Result), Attempts + 1, Telemetry.GovernanceTelemetry.Events.Retry);
         return true;
     }
 
     private async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(CancellationToken cancellationToken)
     {
-        var result = await _handler.AttemptAsync(Call, Tried, cancellationToken).ConfigureAwait(false);
+        var result = await _handler.AttemptAsync(Call, Tried, Attempts, cancellationToken).ConfigureAwait(false);
         if (result.Endpoint is not null)
         {
             Tried.Add(result.Endpoint);

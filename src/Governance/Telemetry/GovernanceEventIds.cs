@@ -14,6 +14,7 @@ internal static class GovernanceEventIds
     public const int DiscoveryWatcherFailed = 1101;
 
     public const int NoAvailableEndpoint = 1200;
+    public const int AttemptCompleted = 1201;
 
     public const int EndpointEjected = 1300;
     public const int EndpointReadmitted = 1301;

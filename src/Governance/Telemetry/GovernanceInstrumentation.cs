@@ -1,0 +1,311 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Governance.Pipeline;
+using Microsoft.Extensions.Logging;
+
+namespace Governance.Telemetry;
+
+/// <summary>
+/// The <c>MeshGovernance</c> activity source and meter (through <see cref="IMeterFactory"/> when the host has one), and
+/// the helpers that record into them. Every recording checks <see cref="ActivitySource.HasListeners"/> or
+/// <see cref="Instrument.Enabled"/> first, so an unobserved call pays a few branches and allocates nothing.
+/// </summary>
+internal sealed partial class GovernanceInstrumentation : IDisposable
+{
+    public static readonly ActivitySource Source = new(GovernanceTelemetry.Name, typeof(GovernanceInstrumentation).Assembly.GetName().Version?.ToString());
+
+    private const string MethodTag = "http.request.method";
+    private const string StatusCodeTag = "http.response.status_code";
+    private const string ErrorTypeTag = "error.type";
+    private const string ServerAddressTag = "server.address";
+    private const string ServerPortTag = "server.port";
+
+    private static readonly object[] StatusCodes = CreateStatusCodes();
+    private readonly Meter _meter;
+    private readonly bool _ownsMeter;
+    private Func<IEnumerable<ServiceRuntime>>? _services;
+
+    public GovernanceInstrumentation(IMeterFactory? meterFactory, ILoggerFactory loggerFactory)
+    {
+        if (meterFactory is not null)
+        {
+            _meter = meterFactory.Create(new MeterOptions(GovernanceTelemetry.Name));
+        }
+        else
+        {
+            _meter = new Meter(GovernanceTelemetry.Name);
+            _ownsMeter = true;
+        }
+
+        Logger = loggerFactory.CreateLogger("Governance.Pipeline");
+        RequestDuration = _meter.CreateHistogram(
+            GovernanceTelemetry.Instruments.RequestDuration,
+            unit: "s",
+            description: "Duration of governed logical calls, all attempts, delays and queueing included.",
+            tags: null,
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] });
+        Attempts = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.Attempts, "{attempt}", "Attempts sent to endpoints.");
+        Retries = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.Retries, "{retry}", "Retries and hedged attempts, by reason.");
+        RateLimitRejections = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.RateLimitRejections, "{call}", "Calls rejected by the client-side rate limit.");
+        OutlierEjections = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.OutlierEjections, "{ejection}", "Endpoints ejected by outlier detection.");
+        CircuitTransitions = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.CircuitBreakerTransitions, "{transition}", "Per-endpoint circuit breaker transitions.");
+        DiscoveryRefreshes = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.DiscoveryRefreshes, "{refresh}", "Endpoint lists received from discovery.");
+        DiscoveryErrors = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.DiscoveryErrors, "{error}", "Failed discovery resolutions.");
+        _meter.CreateObservableGauge(GovernanceTelemetry.Instruments.LoadBalancerEndpoints, ObserveEndpoints, "{endpoint}", "Endpoints of each service by state.");
+    }
+
+    public ILogger Logger { get; }
+
+    public Histogram<double> RequestDuration { get; }
+
+    public Counter<long> Attempts { get; }
+
+    public Counter<long> Retries { get; }
+
+    public Counter<long> RateLimitRejections { get; }
+
+    public Counter<long> OutlierEjections { get; }
+
+    public Counter<long> CircuitTransitions { get; }
+
+    public Counter<long> DiscoveryRefreshes { get; }
+
+    public Counter<long> DiscoveryErrors { get; }
+
+    /// <summary>Connects the endpoint gauge to the live services (the runtime is built after this object).</summary>
+    public void Observe(Func<IEnumerable<ServiceRuntime>> services) => _services = services;
+
+    /// <summary>Starts the span of a logical call, or returns <see langword="null"/> when nobody listens.</summary>
+    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request)
+    {
+        if (!Source.HasListeners())
+        {
+            return null;
+        }
+
+        var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(GovernanceTelemetry.ServiceTag, service.Name);
+            activity.SetTag(MethodTag, request.Method.Method);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Ends the logical call: span tags and status, duration histogram.</summary>
+    public void EndCall(Activity? activity, ServiceRuntime service, HttpRequestMessage request, long startedAt, TimeProvider time, HttpResponseMessage? response, Exception? error)
+    {
+        var durationEnabled = RequestDuration.Enabled && startedAt != 0;
+        if (activity is null && !durationEnabled)
+        {
+            return;
+        }
+
+        var status = response is null ? null : StatusCode((int)response.StatusCode);
+        var errorType = error is not null ? error.GetType().FullName : response is { StatusCode: >= (System.Net.HttpStatusCode)400 } ? ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture) : null;
+        if (durationEnabled)
+        {
+            var tags = new TagList
+            {
+                { GovernanceTelemetry.ServiceTag, service.Name },
+                { MethodTag, request.Method.Method },
+            };
+            if (status is not null)
+            {
+                tags.Add(StatusCodeTag, status);
+            }
+
+            if (errorType is not null)
+            {
+                tags.Add(ErrorTypeTag, errorType);
+            }
+
+            RequestDuration.Record(time.GetElapsedTime(startedAt).TotalSeconds, tags);
+        }
+
+        if (activity is not null)
+        {
+            if (activity.IsAllDataRequested)
+            {
+                if (status is not null)
+                {
+                    activity.SetTag(StatusCodeTag, status);
+                }
+
+                if (errorType is not null)
+                {
+                    activity.SetTag(ErrorTypeTag, errorType);
+                }
+            }
+
+            if (errorType is not null)
+            {
+                activity.SetStatus(ActivityStatusCode.Error, error?.Message);
+            }
+
+            activity.Stop();
+        }
+    }
+
+    public void RecordAttempt(ServiceRuntime service, EndpointState endpoint, int attempt, Polly.Outcome<HttpResponseMessage> outcome)
+    {
+        if (Attempts.Enabled)
+        {
+            var tags = new TagList
+            {
+                { GovernanceTelemetry.ServiceTag, service.Name },
+                { ServerAddressTag, endpoint.Host },
+                { ServerPortTag, endpoint.BoxedPort },
+            };
+            if (outcome.Result is { } response)
+            {
+                tags.Add(StatusCodeTag, StatusCode((int)response.StatusCode));
+            }
+            else if (outcome.Exception is { } exception)
+            {
+                tags.Add(ErrorTypeTag, exception.GetType().FullName);
+            }
+
+            Attempts.Add(1, tags);
+        }
+
+        if (Logger.IsEnabled(LogLevel.Debug))
+        {
+            LogAttempt(Logger, service.Name, attempt, endpoint.Authority, outcome.Result is { } r ? ((int)r.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture) : outcome.Exception?.GetType().Name ?? "none");
+        }
+    }
+
+    public void RecordRetry(ServiceRuntime service, Activity? activity, string reason, int attempt, string eventName)
+    {
+        if (Retries.Enabled)
+        {
+            Retries.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name), new KeyValuePair<string, object?>(GovernanceTelemetry.ReasonTag, reason));
+        }
+
+        activity?.AddEvent(new ActivityEvent(eventName, tags: new ActivityTagsCollection
+        {
+            { GovernanceTelemetry.ReasonTag, reason },
+            { GovernanceTelemetry.AttemptTag, attempt },
+        }));
+    }
+
+    public void RecordRejection(ServiceRuntime service, HttpRequestMessage request, TimeSpan? retryAfter)
+    {
+        if (RateLimitRejections.Enabled)
+        {
+            RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
+        }
+
+        if (Source.HasListeners())
+        {
+            // A rejected call still gets its span, so that traces show what was refused and why.
+            var previous = Activity.Current;
+            using var activity = StartCall(service, request);
+            if (activity is not null)
+            {
+                activity.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
+                    ? new ActivityTagsCollection { { "governance.retry_after", delay.TotalSeconds } }
+                    : null));
+                activity.SetTag(ErrorTypeTag, typeof(RateLimitRejectedException).FullName);
+                activity.SetStatus(ActivityStatusCode.Error, "rate limit");
+            }
+
+            Activity.Current = previous;
+        }
+    }
+
+    public void RecordEjection(ServiceRuntime service, EndpointState endpoint, TimeSpan duration)
+    {
+        if (OutlierEjections.Enabled)
+        {
+            OutlierEjections.Add(1, new TagList { { GovernanceTelemetry.ServiceTag, service.Name }, { ServerAddressTag, endpoint.Host }, { ServerPortTag, endpoint.BoxedPort } });
+        }
+
+        Activity.Current?.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.Ejection, tags: new ActivityTagsCollection
+        {
+            { ServerAddressTag, endpoint.Host },
+            { ServerPortTag, endpoint.BoxedPort },
+            { "governance.ejection.duration", duration.TotalSeconds },
+        }));
+    }
+
+    public void RecordCircuit(ServiceRuntime service, EndpointState endpoint, string state)
+    {
+        if (CircuitTransitions.Enabled)
+        {
+            CircuitTransitions.Add(1, new TagList { { GovernanceTelemetry.ServiceTag, service.Name }, { ServerAddressTag, endpoint.Host }, { ServerPortTag, endpoint.BoxedPort }, { GovernanceTelemetry.StateTag, state } });
+        }
+
+        Activity.Current?.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.CircuitTransition, tags: new ActivityTagsCollection
+        {
+            { ServerAddressTag, endpoint.Host },
+            { ServerPortTag, endpoint.BoxedPort },
+            { GovernanceTelemetry.StateTag, state },
+        }));
+    }
+
+    public void RecordDiscovery(string service, string provider, bool error)
+    {
+        var counter = error ? DiscoveryErrors : DiscoveryRefreshes;
+        if (counter.Enabled)
+        {
+            counter.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service), new KeyValuePair<string, object?>(GovernanceTelemetry.DiscoveryProviderTag, provider));
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_ownsMeter)
+        {
+            _meter.Dispose();
+        }
+    }
+
+    private static object StatusCode(int code) => (uint)code < (uint)StatusCodes.Length ? StatusCodes[code] : code;
+
+    private static object[] CreateStatusCodes()
+    {
+        var codes = new object[600];
+        for (var i = 0; i < codes.Length; i++)
+        {
+            codes[i] = i;
+        }
+
+        return codes;
+    }
+
+    private IEnumerable<Measurement<int>> ObserveEndpoints()
+    {
+        if (_services?.Invoke() is not { } services)
+        {
+            yield break;
+        }
+
+        foreach (var service in services)
+        {
+            int available = 0, ejected = 0, open = 0, unhealthy = 0, disabled = 0;
+            foreach (var endpoint in service.Endpoints.All)
+            {
+                var conditions = endpoint.Conditions;
+                available += conditions == EndpointConditions.None ? 1 : 0;
+                ejected += (conditions & EndpointConditions.Ejected) != 0 ? 1 : 0;
+                open += (conditions & EndpointConditions.CircuitOpen) != 0 ? 1 : 0;
+                unhealthy += (conditions & EndpointConditions.FailedHealthCheck) != 0 ? 1 : 0;
+                disabled += (conditions & EndpointConditions.Disabled) != 0 ? 1 : 0;
+            }
+
+            yield return Measure(service.Name, "available", available);
+            yield return Measure(service.Name, "ejected", ejected);
+            yield return Measure(service.Name, "circuit_open", open);
+            yield return Measure(service.Name, "unhealthy", unhealthy);
+            yield return Measure(service.Name, "disabled", disabled);
+        }
+
+        static Measurement<int> Measure(string service, string state, int value) =>
+            new(value, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service), new KeyValuePair<string, object?>(GovernanceTelemetry.StateTag, state));
+    }
+
+    [LoggerMessage(GovernanceEventIds.AttemptCompleted, LogLevel.Debug, "Service {Service}: attempt {Attempt} to {Endpoint} ended with {Result}")]
+    private static partial void LogAttempt(ILogger logger, string service, int attempt, string endpoint, string result);
+}
