@@ -1,0 +1,308 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Telemetry;
+
+[CollectionDefinition(nameof(TelemetryTests), DisableParallelization = true)]
+public sealed class TelemetryTestGroup;
+
+/// <summary>
+/// Spans, events, metrics and logs against real Kestrel backends. Listeners are process-wide, so this collection runs
+/// alone, and every assertion filters by the test's own trace id or service name.
+/// </summary>
+[Collection(nameof(TelemetryTests))]
+public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly ActivitySource TestSource = new("Governance.Tests");
+    private readonly ConcurrentQueue<Activity> _stopped = new();
+    private readonly ActivityListener _listener = new();
+
+    private ActivityListener Listen()
+    {
+        _listener.ShouldListenTo = s => s.Name is GovernanceTelemetry.Name or "System.Net.Http" or "Governance.Tests";
+        _listener.Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded;
+        _listener.ActivityStopped = _stopped.Enqueue;
+        ActivitySource.AddActivityListener(_listener);
+        return _listener;
+    }
+
+    public void Dispose() => _listener.Dispose();
+
+    private List<Activity> Spans(ActivityTraceId trace) => _stopped.Where(a => a.TraceId == trace).ToList();
+
+    [Fact]
+    public async Task GetAsync_Listened_OneLogicalSpanWithAttemptSpansAsChildren()
+    {
+        Listen();
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        using var root = TestSource.StartActivity("test")!;
+
+        using var response = await governed.Client.GetAsync("http://catalog/items?id=1").WaitAsync(TimeSpan.FromSeconds(30));
+        root.Stop();
+
+        var spans = Spans(root.TraceId);
+        var logical = Assert.Single(spans, s => s.Source.Name == GovernanceTelemetry.Name);
+        Assert.Equal("GET catalog", logical.DisplayName);
+        Assert.Equal(ActivityKind.Internal, logical.Kind);
+        Assert.Equal(root.SpanId, logical.ParentSpanId);
+        Assert.Equal("catalog", logical.GetTagItem(GovernanceTelemetry.ServiceTag));
+        Assert.Equal("GET", logical.GetTagItem("http.request.method"));
+        Assert.Equal(200, logical.GetTagItem("http.response.status_code"));
+        Assert.Null(logical.GetTagItem("error.type"));
+        Assert.Equal(ActivityStatusCode.Unset, logical.Status);
+        var attempt = Assert.Single(spans, s => s.Source.Name == "System.Net.Http");
+        Assert.Equal(logical.SpanId, attempt.ParentSpanId);
+        Assert.Equal("127.0.0.1", attempt.GetTagItem("server.address"));
+        Assert.Equal(server.Port, attempt.GetTagItem("server.port"));
+    }
+
+    [Fact]
+    public async Task GetAsync_FirstEndpointFails_RetryEventAndOneAttemptSpanPerAttempt()
+    {
+        Listen();
+        await using var failing = await LoopbackServer.StartAsync("failing", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        await using var healthy = await LoopbackServer.StartAsync("healthy");
+        var settings = Governed.Service("catalog", "RoundRobin", failing, healthy);
+        settings["Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        settings["Services:catalog:Retry:Backoff"] = "Constant";
+        await using var governed = Governed.Create(settings);
+
+        // Round robin alternates: of two calls, one starts on the failing endpoint and is retried on the healthy one.
+        var traces = new List<ActivityTraceId>();
+        for (var i = 0; i < 2; i++)
+        {
+            using var root = TestSource.StartActivity("test")!;
+            using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal("healthy", Assert.Single(response.Headers.GetValues("x-server")));
+            traces.Add(root.TraceId);
+        }
+
+        // Round robin counts the retry's pick too, so one or both calls may start on the failing endpoint.
+        var retried = traces.Select(Spans).First(s => s.Count(a => a.Source.Name == "System.Net.Http") == 2);
+        Assert.All(traces.Select(Spans), s => Assert.InRange(s.Count(a => a.Source.Name == "System.Net.Http"), 1, 2));
+        var logical = Assert.Single(retried, s => s.Source.Name == GovernanceTelemetry.Name);
+        var retry = Assert.Single(logical.Events, e => e.Name == GovernanceTelemetry.Events.Retry);
+        Assert.Equal("gateway-error", retry.Tags.Single(t => t.Key == GovernanceTelemetry.ReasonTag).Value);
+        Assert.Equal(2, retry.Tags.Single(t => t.Key == GovernanceTelemetry.AttemptTag).Value);
+        var attempts = retried.Where(s => s.Source.Name == "System.Net.Http").ToList();
+        Assert.All(attempts, a => Assert.Equal(logical.SpanId, a.ParentSpanId));
+        Assert.Equal(new[] { failing.Port, healthy.Port }.Order(), attempts.Select(a => (int)a.GetTagItem("server.port")!).Order());
+        Assert.Equal(ActivityStatusCode.Unset, logical.Status);
+    }
+
+    [Fact]
+    public async Task GetAsync_CallFails_LogicalSpanHasErrorStatusAndType()
+    {
+        Listen();
+        await using var failing = await LoopbackServer.StartAsync("failing", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        var settings = Governed.Service("catalog", null, failing);
+        settings["Services:catalog:Retry:MaxRetries"] = "0";
+        await using var governed = Governed.Create(settings);
+        using var root = TestSource.StartActivity("test")!;
+
+        using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+
+        var logical = Assert.Single(Spans(root.TraceId), s => s.Source.Name == GovernanceTelemetry.Name);
+        Assert.Equal(ActivityStatusCode.Error, logical.Status);
+        Assert.Equal("503", logical.GetTagItem("error.type"));
+        Assert.Equal(503, logical.GetTagItem("http.response.status_code"));
+    }
+
+    [Fact]
+    public async Task GetAsync_NoEndpointReachable_ErrorTypeIsExceptionType()
+    {
+        Listen();
+        await using var stopped = await LoopbackServer.StartAsync("stopped");
+        var settings = Governed.Service("catalog", null, stopped);
+        settings["Services:catalog:Retry:MaxRetries"] = "0";
+        await stopped.StopAsync();
+        await using var governed = Governed.Create(settings);
+        using var root = TestSource.StartActivity("test")!;
+
+        await Assert.ThrowsAsync<HttpRequestException>(() => governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var logical = Assert.Single(Spans(root.TraceId), s => s.Source.Name == GovernanceTelemetry.Name);
+        Assert.Equal(ActivityStatusCode.Error, logical.Status);
+        Assert.Equal(typeof(HttpRequestException).FullName, logical.GetTagItem("error.type"));
+    }
+
+    [Fact]
+    public async Task GetAsync_IncomingTrace_ContinuedThroughRetriesWithOwnParentPerAttempt()
+    {
+        Listen();
+        var received = new ConcurrentQueue<(string Server, string? TraceParent, string? Baggage)>();
+        Func<HttpContext, Task> record(string name, int status) => c =>
+        {
+            received.Enqueue((name, c.Request.Headers.TraceParent.ToString(), c.Request.Headers.Baggage.ToString()));
+            c.Response.StatusCode = status;
+            return Task.CompletedTask;
+        };
+        await using var failing = await LoopbackServer.StartAsync("failing", record("failing", 503));
+        await using var healthy = await LoopbackServer.StartAsync("healthy", record("healthy", 200));
+        var settings = Governed.Service("catalog", "RoundRobin", failing, healthy);
+        settings["Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        await using var governed = Governed.Create(settings);
+
+        // An incoming request's trace, as ASP.NET Core would have restored it from its traceparent header.
+        var incoming = ActivityContext.Parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", null);
+        for (var i = 0; i < 2; i++)
+        {
+            using var server = TestSource.StartActivity("incoming", ActivityKind.Server, incoming)!;
+            server.AddBaggage("tenant", "t1");
+            using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+            response.EnsureSuccessStatusCode();
+        }
+
+        // Two calls; round robin (retries included) sends at least one of them to the failing endpoint first.
+        var headers = received.ToList();
+        Assert.InRange(headers.Count, 3, 4);
+        Assert.Contains(headers, h => h.Server == "failing");
+        var parents = new HashSet<string>();
+        foreach (var (_, traceParent, baggage) in headers)
+        {
+            var context = ActivityContext.Parse(traceParent!, null);
+            Assert.Equal(incoming.TraceId, context.TraceId);
+            Assert.NotEqual(incoming.SpanId, context.SpanId);
+            Assert.True(parents.Add(context.SpanId.ToHexString()), "each attempt carries its own parent id");
+            // .NET 10's default W3C propagator writes "key = value" (whitespace is allowed by the W3C baggage format).
+            Assert.Equal("tenant=t1", baggage!.Replace(" ", string.Empty, StringComparison.Ordinal));
+
+            // The parent of each attempt is that attempt's own HttpClient span, a child of the logical span.
+            var attemptSpan = Assert.Single(_stopped, a => a.SpanId == context.SpanId);
+            var logical = Assert.Single(_stopped, a => a.SpanId == attemptSpan.ParentSpanId);
+            Assert.Equal(GovernanceTelemetry.Name, logical.Source.Name);
+        }
+    }
+
+    [Fact]
+    public async Task Metrics_NamesUnitsAndTagsArePinned()
+    {
+        var measurements = new ConcurrentQueue<(string Instrument, string? Unit, object Value, Dictionary<string, object?> Tags)>();
+        using var meters = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == GovernanceTelemetry.Name)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        void Record<T>(Instrument instrument, T value, ReadOnlySpan<KeyValuePair<string, object?>> tags, object? state)
+        {
+            var dictionary = new Dictionary<string, object?>();
+            foreach (var tag in tags)
+            {
+                dictionary[tag.Key] = tag.Value;
+            }
+
+            measurements.Enqueue((instrument.Name, instrument.Unit, value!, dictionary));
+        }
+
+        meters.SetMeasurementEventCallback<double>(Record);
+        meters.SetMeasurementEventCallback<long>(Record);
+        meters.SetMeasurementEventCallback<int>(Record);
+        meters.Start();
+
+        await using var failing = await LoopbackServer.StartAsync("failing", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        await using var healthy = await LoopbackServer.StartAsync("healthy");
+        var settings = Governed.Service("metered", "RoundRobin", failing, healthy);
+        settings["Services:metered:Retry:BaseDelay"] = "00:00:00";
+        settings["Services:metered:RateLimit:Algorithm"] = "TokenBucket";
+        settings["Services:metered:RateLimit:PermitsPerSecond"] = "1";
+        settings["Services:metered:RateLimit:Burst"] = "2";
+        await using var governed = Governed.Create(settings);
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var response = await governed.Client.GetAsync("http://metered/?q=1").WaitAsync(TimeSpan.FromSeconds(30));
+            response.EnsureSuccessStatusCode();
+        }
+
+        // The bucket of 2 is empty now (1 token per second): the third call is rejected before any network work.
+        await Assert.ThrowsAsync<RateLimitRejectedException>(() => governed.Client.GetAsync("http://metered/").WaitAsync(TimeSpan.FromSeconds(30)));
+        meters.RecordObservableInstruments();
+
+        var ours = measurements.Where(m => Equals(m.Tags.GetValueOrDefault(GovernanceTelemetry.ServiceTag), "metered")).ToList();
+        foreach (var m in ours)
+        {
+            output.WriteLine($"{m.Instrument} [{m.Unit}] {m.Value} {string.Join(", ", m.Tags.Select(t => $"{t.Key}={t.Value}"))}");
+        }
+
+        var durations = ours.Where(m => m.Instrument == GovernanceTelemetry.Instruments.RequestDuration).ToList();
+        Assert.Equal(2, durations.Count);
+        Assert.All(durations, d =>
+        {
+            Assert.Equal("s", d.Unit);
+            Assert.Equal("GET", d.Tags["http.request.method"]);
+            Assert.Equal(200, d.Tags["http.response.status_code"]);
+            Assert.InRange((double)d.Value, 0, 30);
+        });
+        // Two calls over round robin (which counts retry picks too): one or both start on the failing endpoint.
+        var attempts = ours.Where(m => m.Instrument == GovernanceTelemetry.Instruments.Attempts).ToList();
+        Assert.InRange(attempts.Count, 3, 4);
+        Assert.All(attempts, a => Assert.Equal("127.0.0.1", a.Tags["server.address"]));
+        Assert.Contains(attempts, a => Equals(a.Tags["server.port"], failing.Port) && Equals(a.Tags["http.response.status_code"], 503));
+        var retries = ours.Where(m => m.Instrument == GovernanceTelemetry.Instruments.Retries).ToList();
+        Assert.Equal(attempts.Count - 2, retries.Count);
+        Assert.All(retries, r => Assert.Equal("gateway-error", r.Tags[GovernanceTelemetry.ReasonTag]));
+        Assert.Single(ours, m => m.Instrument == GovernanceTelemetry.Instruments.RateLimitRejections);
+        Assert.Contains(ours, m => m.Instrument == GovernanceTelemetry.Instruments.DiscoveryRefreshes && Equals(m.Tags[GovernanceTelemetry.DiscoveryProviderTag], "Static"));
+        var gauge = ours.Where(m => m.Instrument == GovernanceTelemetry.Instruments.LoadBalancerEndpoints).ToDictionary(m => (string)m.Tags[GovernanceTelemetry.StateTag]!, m => (int)m.Value);
+        Assert.Equal(2, gauge["available"]);
+        Assert.Equal(0, gauge["ejected"]);
+        Assert.DoesNotContain(ours, m => m.Tags.Values.Any(v => v is string s && s.Contains("q=1", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Telemetry_QueryHeadersAndBody_NeverRecorded()
+    {
+        Listen();
+        var logs = new CapturingLoggerProvider();
+        await using var server = await LoopbackServer.StartAsync("a", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        var settings = Governed.Service("catalog", null, server);
+        settings["Services:catalog:Retry:MaxRetries"] = "1";
+        settings["Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        await using var governed = Governed.Create(settings, s => s.AddLogging(l => l.AddProvider(logs).SetMinimumLevel(LogLevel.Trace)));
+        using var root = TestSource.StartActivity("test")!;
+        using var request = new HttpRequestMessage(HttpMethod.Put, "http://catalog/users/7?token=s3cr3t-query") { Content = new StringContent("s3cr3t-body") };
+        request.Headers.Add("Authorization", "Bearer s3cr3t-header");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+
+        var ours = Spans(root.TraceId).Where(s => s.Source.Name == GovernanceTelemetry.Name).ToList();
+        Assert.NotEmpty(ours);
+        var recorded = ours.SelectMany(s => s.TagObjects.Select(t => $"{t.Key}={t.Value}")
+            .Concat(s.Events.SelectMany(e => e.Tags.Select(t => $"{e.Name}:{t.Key}={t.Value}")))
+            .Append(s.DisplayName)
+            .Append(s.StatusDescription ?? string.Empty))
+            .Concat(logs.Entries.Select(e => e.Message))
+            .ToList();
+        Assert.Contains(logs.Entries, e => e.EventId.Id == 1201);
+        Assert.DoesNotContain(recorded, r => r.Contains("s3cr3t", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task StartCall_NobodyListens_CreatesNoSpan()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+
+        // No listener for MeshGovernance here (this collection runs alone): nothing is created.
+        Assert.False(GovernanceInstrumentation.Source.HasListeners());
+        Activity? seen = null;
+        using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+        seen = Activity.Current;
+
+        Assert.Null(seen);
+        response.EnsureSuccessStatusCode();
+    }
+}
