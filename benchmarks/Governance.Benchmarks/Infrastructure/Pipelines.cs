@@ -1,0 +1,92 @@
+using Governance.Pipeline;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Governance.Benchmarks.Infrastructure;
+
+/// <summary>
+/// Builds the three kinds of client pipeline the benchmarks compare, each in its own service provider so that one
+/// kind never leaks into another (<c>AddMeshGovernance</c> governs every factory client of its provider):
+/// the factory without governance, the factory with MeshGovernance, and the factory with
+/// Microsoft.Extensions.ServiceDiscovery. All use the same client name, handler lifetime and logging (none).
+/// </summary>
+internal static class Pipelines
+{
+    public const string ClientName = "bench";
+
+    public const string ServiceName = "catalog";
+
+    /// <summary>The factory's handler chain with no governance: the logging handlers the factory always adds.</summary>
+    public static ServiceProvider Factory(Func<HttpMessageHandler> primary)
+    {
+        var services = new ServiceCollection();
+        services.AddLogging();
+        AddClient(services, primary);
+        return services.BuildServiceProvider();
+    }
+
+    /// <summary><c>AddMeshGovernance(section)</c> with the service <see cref="ServiceName"/> on the given endpoints.</summary>
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, string? policy = null)
+    {
+        var settings = new Dictionary<string, string?>();
+        for (var i = 0; i < endpoints.Count; i++)
+        {
+            settings[$"MeshGovernance:Services:{ServiceName}:Endpoints:{i}"] = endpoints[i].ToString();
+        }
+
+        if (policy is not null)
+        {
+            settings[$"MeshGovernance:Services:{ServiceName}:LoadBalancer:Policy"] = policy;
+        }
+
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        services.AddLogging();
+        services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
+        AddClient(services, primary);
+        return services.BuildServiceProvider();
+    }
+
+    /// <summary>
+    /// Microsoft.Extensions.ServiceDiscovery as its README sets it up: <c>AddServiceDiscovery()</c> on the services and
+    /// on the client, endpoints of <see cref="ServiceName"/> from configuration (<c>Services:catalog:http:N</c>).
+    /// </summary>
+    public static ServiceProvider ServiceDiscovery(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints)
+    {
+        var settings = new Dictionary<string, string?>();
+        for (var i = 0; i < endpoints.Count; i++)
+        {
+            settings[$"Services:{ServiceName}:http:{i}"] = endpoints[i].ToString();
+        }
+
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        services.AddLogging();
+        services.AddServiceDiscovery();
+        AddClient(services, primary).AddServiceDiscovery();
+        return services.BuildServiceProvider();
+    }
+
+    /// <summary>
+    /// MeshGovernance's handler alone over <paramref name="inner"/>, without the factory's logging handlers, built from
+    /// the runtime of a <see cref="Governed"/> provider. Users cannot build this (the handler is internal and reached
+    /// only through the factory); it isolates what governance itself adds.
+    /// </summary>
+    public static HttpMessageHandler GovernanceHandlerOnly(IServiceProvider governed, HttpMessageHandler inner) =>
+        new GovernanceHandler(governed.GetRequiredService<GovernanceRuntime>()) { InnerHandler = inner };
+
+    /// <summary>The client's handler chain (outermost handler) from the provider's factory.</summary>
+    public static HttpMessageHandler CreateHandler(IServiceProvider services) =>
+        services.GetRequiredService<IHttpMessageHandlerFactory>().CreateHandler(ClientName);
+
+    /// <summary>An <see cref="HttpClient"/> over the client's handler chain from the provider's factory.</summary>
+    public static HttpClient CreateClient(IServiceProvider services) =>
+        services.GetRequiredService<IHttpClientFactory>().CreateClient(ClientName);
+
+    private static IHttpClientBuilder AddClient(IServiceCollection services, Func<HttpMessageHandler> primary) =>
+        services.AddHttpClient(ClientName)
+            .ConfigurePrimaryHttpMessageHandler(primary)
+            .SetHandlerLifetime(Timeout.InfiniteTimeSpan);
+}

@@ -1,0 +1,119 @@
+using Governance.Benchmarks.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Governance.Benchmarks.Loopback;
+
+/// <summary>
+/// One loopback server and one client of each kind, all over a <see cref="SocketsHttpHandler"/> with the same settings
+/// (no proxy, no lifetime limit), so that they differ only in what sits above the socket handler:
+/// <list type="bullet">
+///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
+///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
+///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint;</description></item>
+///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
+///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
+/// </list>
+/// </summary>
+internal sealed class LoopbackClients : IAsyncDisposable
+{
+    private readonly List<ServiceProvider> _providers = [];
+
+    private LoopbackClients(LoopbackServer server)
+    {
+        Server = server;
+        PhysicalUri = new Uri(server.Address, "/api/items");
+        LogicalUri = new Uri($"http://{Pipelines.ServiceName}/api/items");
+        Bare = new HttpClient(CreateSocketsHandler());
+        Factory = Client(Pipelines.Factory(CreateSocketsHandler));
+        var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
+        Governed = Client(governed);
+        GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
+        ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
+    }
+
+    public LoopbackServer Server { get; }
+
+    public Uri PhysicalUri { get; }
+
+    public Uri LogicalUri { get; }
+
+    public HttpClient Bare { get; }
+
+    public HttpClient Factory { get; }
+
+    public HttpClient Governed { get; }
+
+    public HttpClient GovernanceHandlerOnly { get; }
+
+    public HttpClient ServiceDiscovery { get; }
+
+    public static async Task<LoopbackClients> StartAsync()
+    {
+        var clients = new LoopbackClients(await LoopbackServer.StartAsync());
+
+        // Every client reaches the server before anything is measured.
+        foreach (var (_, client, uri) in clients.All())
+        {
+            using var response = await client.GetAsync(uri).WaitAsync(TimeSpan.FromSeconds(30));
+            response.EnsureSuccessStatusCode();
+        }
+
+        return clients;
+    }
+
+    /// <summary>Gets the clients by name with the URL each one sends to.</summary>
+    public (string Name, HttpClient Client, Uri Uri)[] All() =>
+    [
+        (nameof(Bare), Bare, PhysicalUri),
+        (nameof(Factory), Factory, PhysicalUri),
+        (nameof(Governed), Governed, LogicalUri),
+        (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
+        (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
+    ];
+
+    public async ValueTask DisposeAsync()
+    {
+        Bare.Dispose();
+        Factory.Dispose();
+        Governed.Dispose();
+        GovernanceHandlerOnly.Dispose();
+        ServiceDiscovery.Dispose();
+        foreach (var provider in _providers)
+        {
+            await provider.DisposeAsync();
+        }
+
+        await Server.DisposeAsync();
+    }
+
+    /// <summary>Sends <paramref name="count"/> GETs at once and waits for all of them (body read, response disposed).</summary>
+    public static async Task SendConcurrentlyAsync(HttpClient client, Uri uri, Task[] tasks)
+    {
+        for (var i = 0; i < tasks.Length; i++)
+        {
+            tasks[i] = GetAsync(client, uri);
+        }
+
+        await Task.WhenAll(tasks);
+    }
+
+    /// <summary>One GET: buffered body, status checked, response disposed.</summary>
+    public static async Task GetAsync(HttpClient client, Uri uri)
+    {
+        using var response = await client.GetAsync(uri);
+        response.EnsureSuccessStatusCode();
+    }
+
+    private static SocketsHttpHandler CreateSocketsHandler() => new()
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+    };
+
+    private HttpClient Client(ServiceProvider provider)
+    {
+        _providers.Add(provider);
+        return Pipelines.CreateClient(provider);
+    }
+}
