@@ -11,7 +11,10 @@ public interface IServiceEndpointWatcher : IAsyncDisposable
     /// </summary>
     IReadOnlyList<ServiceEndpoint>? Current { get; }
 
-    /// <summary>Gets a token that fires when <see cref="Current"/> changes.</summary>
+    /// <summary>
+    /// Gets a token that fires when <see cref="Current"/> next changes. Once a token has fired, return a new one: the
+    /// runtime re-subscribes through <c>ChangeToken.OnChange</c>, which would loop on a token that has already fired.
+    /// </summary>
     /// <returns>A change token; one that never fires when the endpoints never change.</returns>
     IChangeToken GetChangeToken();
 }

@@ -22,8 +22,9 @@ internal sealed class EndpointSet
     private readonly EndpointGroup? _local;
     private readonly EndpointGroup? _remote;
 
-    private EndpointSet(EndpointState[] all, EndpointState[] candidates, bool isPanic, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason)
+    private EndpointSet(EndpointState[] all, EndpointState[] candidates, bool isPanic, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason, bool isPending = false)
     {
+        IsPending = isPending;
         All = all;
         Candidates = candidates;
         IsPanic = isPanic;
@@ -45,6 +46,12 @@ internal sealed class EndpointSet
     public double LocalShare { get; }
 
     public string EmptyReason { get; }
+
+    /// <summary>Gets a value indicating whether discovery has not answered yet (the first request waits for it).</summary>
+    public bool IsPending { get; }
+
+    /// <summary>The set of a service whose discovery has not answered yet.</summary>
+    public static EndpointSet Pending(string reason) => new([], [], false, null, null, 0, reason, isPending: true);
 
     public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {

@@ -41,10 +41,13 @@ internal sealed class GovernanceHandler : DelegatingHandler
             return base.SendAsync(request, cancellationToken);
         }
 
-        // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer.
+        // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer; the first
+        // requests to a service whose discovery has not answered yet wait for that answer instead.
         if (service.Endpoints.Candidates.Length == 0)
         {
-            return Task.FromException<HttpResponseMessage>(service.NoEndpoint());
+            return service.Endpoints.IsPending
+                ? SendWhenResolvedAsync(service, request, cancellationToken)
+                : Task.FromException<HttpResponseMessage>(service.NoEndpoint());
         }
 
         var policy = service.Policy;
@@ -220,6 +223,17 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 ExceptionDispatchInfo.Throw(exception);
                 return null!;
         }
+    }
+
+    private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        var timeout = service.Policy.Timeout.Total;
+        if (!await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false))
+        {
+            throw new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");
+        }
+
+        return await SendAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<HttpResponseMessage> SendQueuedAsync(GovernedCall call, RateLimiter limiter)

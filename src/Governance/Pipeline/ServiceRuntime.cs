@@ -25,6 +25,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private volatile ServiceState _state;
     private IServiceEndpointWatcher _watcher;
     private IReadOnlyList<ServiceEndpoint>? _lastEndpoints;
+    private volatile TaskCompletionSource _resolved = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _watcherRegistration;
     private HealthChecker? _healthChecker;
     private bool _disposed;
@@ -39,6 +40,11 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
         _state = Build(settings, policy, _watcher);
+        if (!_state.Set.IsPending)
+        {
+            _resolved.TrySetResult();
+        }
+
         _watcherRegistration = Subscribe(_watcher);
         StartHealthChecks(settings);
     }
@@ -107,6 +113,23 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     /// <exception cref="NoAvailableEndpointException">No endpoint can take the request.</exception>
     public EndpointState Pick(HttpRequestMessage request, List<EndpointState>? tried = null) =>
         TryPick(request, tried) ?? throw NoEndpoint();
+
+    /// <summary>
+    /// Waits until discovery has answered for the first time (off the request path, the watcher resolves; the first
+    /// request waits here), at most <paramref name="timeout"/>; <see langword="false"/> when it did not answer in time.
+    /// </summary>
+    public async Task<bool> WaitUntilResolvedAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await _resolved.Task.WaitAsync(timeout, _time, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Creates (does not throw) the error of a call that found no endpoint.</summary>
     public NoAvailableEndpointException NoEndpoint() => new(Name, _state.Set.EmptyReason);
@@ -366,6 +389,18 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     {
         var before = _state.Set;
         _state = state;
+        if (state.Set.IsPending)
+        {
+            if (_resolved.Task.IsCompleted)
+            {
+                _resolved = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+        else
+        {
+            _resolved.TrySetResult();
+        }
+
         if (!SameEndpoints(before, state.Set) && _logger.IsEnabled(LogLevel.Information))
         {
             LogEndpointsChanged(_logger, Name, state.Set.All.Length, string.Join(", ", Array.ConvertAll(state.Set.All, static s => s.Authority)));
@@ -413,7 +448,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         EndpointSet set;
         if (endpoints is null)
         {
-            set = EndpointSet.Create(settings.Name, [], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold, $"discovery ({settings.Discovery.Name}) has not resolved the service yet");
+            set = EndpointSet.Pending($"discovery ({settings.Discovery.Name}) has not resolved the service yet");
         }
         else
         {

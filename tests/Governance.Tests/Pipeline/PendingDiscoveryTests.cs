@@ -1,0 +1,72 @@
+using Governance.Configuration;
+using Governance.Discovery;
+using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Primitives;
+using Microsoft.Extensions.Time.Testing;
+
+namespace Governance.Tests.Pipeline;
+
+/// <summary>The first request to a service whose discovery has not answered yet waits for the answer, bounded by the total timeout.</summary>
+public sealed class PendingDiscoveryTests
+{
+    [Fact]
+    public async Task GetAsync_DiscoveryAnswersLater_FirstRequestWaitsThenSucceeds()
+    {
+        await using var server = await LoopbackServer.StartAsync("a");
+        var provider = new ManualProvider();
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Discovery"] = "Manual" },
+            services => services.AddSingleton<IServiceDiscoveryProvider>(provider));
+
+        var first = governed.Client.GetAsync("http://catalog/");
+        Assert.False(first.IsCompleted);
+        provider.Resolve([new ServiceEndpoint(server.Address)]);
+        using var response = await first.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+    }
+
+    [Fact]
+    public async Task GetAsync_DiscoveryNeverAnswers_FailsAfterTotalTimeoutNamingServiceAndProvider()
+    {
+        var time = new FakeTimeProvider();
+        var provider = new ManualProvider();
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Discovery"] = "Manual", ["Services:catalog:Timeout:Total"] = "00:00:05", ["Services:catalog:Timeout:PerAttempt"] = "00:00:05" },
+            services => services.AddSingleton<IServiceDiscoveryProvider>(provider).AddSingleton<TimeProvider>(time));
+
+        var first = governed.Client.GetAsync("http://catalog/");
+        time.Advance(TimeSpan.FromSeconds(4));
+        Assert.False(first.IsCompleted);
+        time.Advance(TimeSpan.FromSeconds(1));
+        var ex = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => first.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        Assert.Equal("Service 'catalog' has no available endpoint: discovery (Manual) did not resolve the service within 00:00:05", ex.Message);
+    }
+
+    /// <summary>A provider whose single answer the test gives by hand.</summary>
+    private sealed class ManualProvider : IServiceDiscoveryProvider, IServiceEndpointWatcher
+    {
+        private CancellationTokenSource _changed = new();
+
+        public string Name => "Manual";
+
+        public IReadOnlyList<ServiceEndpoint>? Current { get; private set; }
+
+        public IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options) => this;
+
+        public IChangeToken GetChangeToken() => new CancellationChangeToken(_changed.Token);
+
+        public void Resolve(IReadOnlyList<ServiceEndpoint> endpoints)
+        {
+            // A fired token is never handed out again: the next one is for the next change.
+            var fired = _changed;
+            _changed = new CancellationTokenSource();
+            Current = endpoints;
+            fired.Cancel();
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+}
