@@ -83,6 +83,7 @@ async Task<bool> RunAsync(CancellationToken cancellationToken)
     var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
     builder.Configuration.Sources.Add(overrides);
     builder.Services.AddMeshGovernance();
+    DemoTelemetry.Add(builder);
     builder.Services.AddHttpClient(Service, static client => client.Timeout = TimeSpan.FromSeconds(10));
 
     using var host = builder.Build();
