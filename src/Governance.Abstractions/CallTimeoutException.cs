@@ -1,9 +1,9 @@
 namespace Governance;
 
 /// <summary>
-/// Thrown when a governed call to a service does not complete within its total timeout (<c>Timeout:Total</c>), retries
-/// and their delays included. Attempt timeouts (<c>Timeout:PerAttempt</c>) are retried and surface as this exception
-/// only when no attempt succeeded before the total timeout.
+/// Thrown when a governed call to a service does not complete in time: its total timeout (<c>Timeout:Total</c>,
+/// retries and their delays included) expired, or its last allowed attempt ran out of its attempt timeout
+/// (<c>Timeout:PerAttempt</c>) with no retry left. <see cref="Timeout"/> says which limit expired.
 /// </summary>
 public sealed class CallTimeoutException : GovernanceException
 {

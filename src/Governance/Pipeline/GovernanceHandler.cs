@@ -45,9 +45,14 @@ internal sealed class GovernanceHandler : DelegatingHandler
         // requests to a service whose discovery has not answered yet wait for that answer instead.
         if (service.Endpoints.Candidates.Length == 0)
         {
-            return service.Endpoints.IsPending
-                ? SendWhenResolvedAsync(service, request, cancellationToken)
-                : Task.FromException<HttpResponseMessage>(service.NoEndpoint());
+            if (service.Endpoints.IsPending)
+            {
+                return SendWhenResolvedAsync(service, request, cancellationToken);
+            }
+
+            var refused = service.NoEndpoint();
+            GovernanceInstrumentation.RecordRefused(service, request, refused);
+            return Task.FromException<HttpResponseMessage>(refused);
         }
 
         var policy = service.Policy;
@@ -60,7 +65,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 if (policy.Settings.RateLimit!.QueueLimit > 0)
                 {
                     lease.Dispose();
-                    return SendQueuedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), limiter);
+                    return SendQueuedAsync(service, policy, request, logical, limiter, cancellationToken);
                 }
 
                 // Rejected before any network work, without throwing inside the pipeline.
@@ -159,6 +164,12 @@ internal sealed class GovernanceHandler : DelegatingHandler
             return false;
         }
 
+        // Nothing was sent to an open circuit: any request may go elsewhere, whatever its method or body.
+        if ((failure & AttemptFailure.CircuitOpen) != 0)
+        {
+            return true;
+        }
+
         var request = call.Request;
         return (call.Policy.Retry.RetryNonIdempotent || AttemptClassifier.IsIdempotent(request.Method))
             && AttemptClassifier.IsReplayable(request.Content);
@@ -236,15 +247,16 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return await SendAsync(request, cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<HttpResponseMessage> SendQueuedAsync(GovernedCall call, RateLimiter limiter)
+    private async Task<HttpResponseMessage> SendQueuedAsync(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, RateLimiter limiter, CancellationToken cancellationToken)
     {
-        var lease = await limiter.AcquireAsync(1, call.CallerToken).ConfigureAwait(false);
+        // The rate limit is outside the total timeout: the call's clock starts when the permit is granted.
+        var lease = await limiter.AcquireAsync(1, cancellationToken).ConfigureAwait(false);
         if (!lease.IsAcquired)
         {
-            throw Rejected(call.Service, call.Request, lease);
+            throw Rejected(service, request, lease);
         }
 
-        return await SendGovernedAsync(call, lease).ConfigureAwait(false);
+        return await SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease).ConfigureAwait(false);
     }
 
     private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)

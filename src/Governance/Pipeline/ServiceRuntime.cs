@@ -98,8 +98,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
         }
 
-        foreach (var candidate in state.Set.Candidates)
+        // Start the scan at a random point so that retries of a hashed key do not all land on the first candidate.
+        var candidates = state.Set.Candidates;
+        var start = candidates.Length == 0 ? 0 : Random.Shared.Next(candidates.Length);
+        for (var i = 0; i < candidates.Length; i++)
         {
+            var candidate = candidates[(start + i) % candidates.Length];
             if (!tried.Contains(candidate))
             {
                 return candidate;

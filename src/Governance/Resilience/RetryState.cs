@@ -63,8 +63,10 @@ internal sealed class RetryState
             return false;
         }
 
+        // A retry whose delay could land past the total timeout is not made: the caller gets the last outcome instead.
         var remaining = Call.Remaining;
-        if (remaining <= TimeSpan.Zero || (ServicePolicy.RetryAfter(outcome) is { } retryAfter && retryAfter >= remaining))
+        var delay = ServicePolicy.RetryAfter(outcome) ?? MaxBackoff(policy.Retry, attemptNumber);
+        if (remaining <= TimeSpan.Zero || delay >= remaining)
         {
             return false;
         }
@@ -78,6 +80,21 @@ internal sealed class RetryState
 
         Call.Service.Instrumentation.RecordRetry(Call.Service, Call.Activity, AttemptClassifier.Reason(failure, outcome.Result), Attempts + 1, Telemetry.GovernanceTelemetry.Events.Retry);
         return true;
+    }
+
+    /// <summary>The longest delay Polly's backoff can choose before retry number <paramref name="attemptNumber"/> + 1.</summary>
+    internal static TimeSpan MaxBackoff(RetrySettings retry, int attemptNumber)
+    {
+        var factor = retry.Backoff switch
+        {
+            Polly.DelayBackoffType.Linear => attemptNumber + 1.0,
+            Polly.DelayBackoffType.Exponential => Math.Pow(2, Math.Min(attemptNumber, 30)),
+            _ => 1.0,
+        };
+
+        // Jitter can stretch a delay; bound it generously, then by MaxDelay, which Polly always honours.
+        var ticks = retry.BaseDelay.Ticks * factor * (retry.Jitter ? 2 : 1);
+        return ticks >= retry.MaxDelay.Ticks ? retry.MaxDelay : TimeSpan.FromTicks((long)ticks);
     }
 
     private async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(CancellationToken cancellationToken)

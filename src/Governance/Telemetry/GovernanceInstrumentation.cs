@@ -215,6 +215,27 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         }
     }
 
+    /// <summary>A call refused before any attempt (no endpoint): it still gets its span, with error status.</summary>
+    public static void RecordRefused(ServiceRuntime service, HttpRequestMessage request, Exception error)
+    {
+        if (!Source.HasListeners())
+        {
+            return;
+        }
+
+        var previous = Activity.Current;
+        using (var activity = StartCall(service, request))
+        {
+            if (activity is not null)
+            {
+                activity.SetTag(ErrorTypeTag, error.GetType().FullName);
+                activity.SetStatus(ActivityStatusCode.Error, error.Message);
+            }
+        }
+
+        Activity.Current = previous;
+    }
+
     public void RecordEjection(ServiceRuntime service, EndpointState endpoint, TimeSpan duration)
     {
         if (OutlierEjections.Enabled)
