@@ -191,5 +191,8 @@ internal sealed class HeldRequests
         Assert.True(await _arrived.WaitAsync(Faults.Guard), $"no request arrived within {Faults.Guard}");
     }
 
+    /// <summary>Completes with <see langword="true"/> when the next request arrives, <see langword="false"/> after the wall-clock guard.</summary>
+    public Task<bool> NextArrivalAsync() => _arrived.WaitAsync(Faults.Guard);
+
     public void Release() => _release.TrySetResult();
 }
