@@ -76,6 +76,71 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         Assert.Equal(MinimumThroughput + 1, flaky.Server.RequestCount);
     }
 
+    [Fact]
+    public async Task Pipeline_HalfOpenProbeInFlight_CallsRejectedByTheCircuitGoElsewhere()
+    {
+        // While an endpoint's half-open probe is in flight its circuit rejects other calls (BrokenCircuitException):
+        // nothing was sent, so another endpoint must take them. AttemptClassifier.IsRetryable says so ("trying another
+        // endpoint is always safe"); GETs are the control, POSTs (not retried after a real failure) the case under test.
+        await using var scenario = await Scenario.StartAsync();
+        var (time, _, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+
+        flaky.Healthy = true;
+        flaky.Hold = true;
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        Task<CallResult>? probe = null;
+        try
+        {
+            // The first call that reaches flaky is the half-open probe; it is held there.
+            var arrival = flaky.Held.NextArrivalAsync();
+            for (var i = 0; i < 3 && probe is null; i++)
+            {
+                var call = Faults.TryGetAsync(governed);
+                if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
+                {
+                    Assert.True(await arrival, "no request arrived");
+                    probe = call;
+                }
+                else
+                {
+                    Assert.True((await call).Succeeded);
+                }
+            }
+
+            Assert.NotNull(probe);
+            var gets = await Faults.SendSequentialAsync(governed, 6);
+            var posts = new List<CallResult>();
+            for (var i = 0; i < 6; i++)
+            {
+                try
+                {
+                    using var response = await governed.Client.PostAsync(Faults.Url, new StringContent($"order-{i}")).WaitAsync(Faults.Guard);
+                    posts.Add(new CallResult((int)response.StatusCode, response.Headers.GetValues("x-server").Single(), null));
+                }
+                catch (GovernanceException ex)
+                {
+                    posts.Add(new CallResult(0, null, ex));
+                }
+            }
+
+            output.WriteLine($"while the half-open probe is held: GETs {Faults.Describe(gets)}; POSTs {Faults.Describe(posts)}");
+            output.WriteLine(posts.FirstOrDefault(p => p.Error is not null).Error?.Message ?? "no POST failed");
+            Assert.Equal(1, flaky.Held.Count);
+            Assert.All(gets, r => Assert.True(r.Succeeded, r.ToString()));
+            Assert.All(posts, r => Assert.True(r.Succeeded, $"a POST failed although a and b are healthy and nothing was sent: {r.Error?.Message}"));
+        }
+        finally
+        {
+            flaky.Held.Release();
+        }
+
+        Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
+    }
+
     /// <summary>Endpoints a and b always answer; "flaky" answers 503 until <see cref="Flaky.Healthy"/> is set.</summary>
     private sealed class Scenario : IAsyncDisposable
     {
@@ -150,8 +215,11 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
     private sealed class Flaky
     {
         private volatile bool _healthy;
+        private volatile bool _hold;
 
         public LoopbackServer Server { get; set; } = null!;
+
+        public HeldRequests Held { get; } = new();
 
         public bool Healthy
         {
@@ -159,8 +227,20 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
             set => _healthy = value;
         }
 
+        /// <summary>Gets or sets a value indicating whether requests are held (see <see cref="Held"/>) instead of answered.</summary>
+        public bool Hold
+        {
+            get => _hold;
+            set => _hold = value;
+        }
+
         public Task Handle(HttpContext context)
         {
+            if (_hold)
+            {
+                return Held.Handle(context);
+            }
+
             context.Response.StatusCode = _healthy ? 200 : 503;
             return context.Response.WriteAsync("flaky", context.RequestAborted);
         }

@@ -38,6 +38,52 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task SendAsync_EndpointAbortsConnections_GetsRetriedElsewhereAndEndpointEjected()
+    {
+        // "cut" reads each request and drops the connection without an answer: a reset, retried for idempotent calls.
+        var counter = new AttemptCounter();
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var cut = await LoopbackServer.StartAsync("cut", context =>
+        {
+            context.Abort();
+            return Task.CompletedTask;
+        });
+        await using var governed = Faults.Create(Faults.Settings(a, b, cut), new ObservedTimeProvider(), attempts: counter);
+        var cutState = Faults.State(governed, cut);
+
+        var results = await Faults.SendManyAsync(governed, 300, 4);
+        output.WriteLine($"300 GETs with one endpoint aborting every connection: {Faults.Describe(results)}; attempts {counter.Attempts}; cut received {cut.RequestCount} requests (the socket handler may resend once on a reused connection); cut conditions: {cutState.Conditions}");
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.True(cut.RequestCount > 0, "no request reached the aborting endpoint");
+        Assert.True(Faults.Has(cutState, EndpointConditions.Ejected), $"the aborting endpoint was not ejected: {cutState.Conditions}");
+    }
+
+    [Fact]
+    public async Task SendAsync_PostToEndpointThatAbortsConnection_NotRetriedAndSurfacesServiceName()
+    {
+        // A reset after the request was sent: the POST may have been processed, so it is not sent again.
+        await using var cut = await LoopbackServer.StartAsync("cut", context =>
+        {
+            context.Abort();
+            return Task.CompletedTask;
+        }, record: true);
+        await using var other = await LoopbackServer.StartAsync("other", context =>
+        {
+            context.Abort();
+            return Task.CompletedTask;
+        }, record: true);
+        await using var governed = Faults.Create(Faults.Settings(cut, other), new ObservedTimeProvider());
+
+        var ex = await Assert.ThrowsAsync<HttpRequestException>(() => governed.Client.PostAsync(Faults.Url, new StringContent("order-1")).WaitAsync(Faults.Guard));
+        output.WriteLine($"POST to an aborting endpoint: {ex.Message} (HttpRequestError {ex.HttpRequestError}); received cut={cut.RequestCount} other={other.RequestCount}");
+
+        Assert.Contains($"Service '{Faults.Service}': 1 attempt failed", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(1, cut.Received.Count + other.Received.Count);
+    }
+
+    [Fact]
     public async Task SendAsync_CallerCancelsDuringAttempt_ThrowsOperationCanceledWithoutRetryOrEjection()
     {
         var held = new HeldRequests();

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -48,6 +49,30 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
             Assert.NotNull(ex.RetryAfter);
             Assert.InRange(ex.RetryAfter.Value, TimeSpan.FromTicks(1), TimeSpan.FromSeconds(1));
         });
+    }
+
+    [Fact]
+    public async Task Create_RetriesOfAnAdmittedCall_TakeNoPermit()
+    {
+        // One permit per second, bucket of 1: the call takes the only token; its retry (after a 503) must not need one.
+        var requests = 0;
+        Task Handler(HttpContext context)
+        {
+            context.Response.StatusCode = Interlocked.Increment(ref requests) == 1 ? 503 : 200;
+            return Task.CompletedTask;
+        }
+
+        await using var a = await LoopbackServer.StartAsync("a", Handler);
+        await using var b = await LoopbackServer.StartAsync("b", Handler);
+        var settings = Faults.Settings(a, b)
+            .With("RateLimit:PermitsPerSecond", 1)
+            .With("RateLimit:Burst", 1);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+
+        var result = await Faults.TryGetAsync(governed);
+        output.WriteLine($"one call with a retry under a 1-token bucket: {result}; server requests {Volatile.Read(ref requests)}");
+        Assert.True(result.Succeeded, result.ToString());
+        Assert.Equal(2, Volatile.Read(ref requests));
     }
 
     [Fact]
