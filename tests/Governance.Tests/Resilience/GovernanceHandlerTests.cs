@@ -120,10 +120,10 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
     [Fact]
     public async Task SendAsync_CallerCancelsDuringRetryDelay_ThrowsOperationCanceledWithoutRetry()
     {
-        var retryAfter = TimeSpan.FromSeconds(5);
+        var retryAfter = TimeSpan.FromSeconds(4);
         var time = new ObservedTimeProvider();
-        await using var s1 = await Faults.StartStatusAsync("s1", 503, "5");
-        await using var s2 = await Faults.StartStatusAsync("s2", 503, "5");
+        await using var s1 = await Faults.StartStatusAsync("s1", 503, "4");
+        await using var s2 = await Faults.StartStatusAsync("s2", 503, "4");
         await using var governed = Faults.Create(Faults.Settings(s1, s2), time);
         using var cancellation = new CancellationTokenSource();
 

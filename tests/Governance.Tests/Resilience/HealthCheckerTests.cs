@@ -9,7 +9,7 @@ namespace Governance.Tests.Resilience;
 /// <summary>Active health checks on a fake clock: each probe round is triggered by advancing one <c>Interval</c>.</summary>
 public sealed class HealthCheckerTests(ITestOutputHelper output)
 {
-    private static readonly TimeSpan Interval = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan Interval = TimeSpan.FromSeconds(7);
 
     [Fact]
     public async Task RunAsync_HealthEndpointFailsThenRecovers_EndpointOutOfLoadBalancingMeanwhile()
