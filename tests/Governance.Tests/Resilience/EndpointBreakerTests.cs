@@ -1,0 +1,248 @@
+using Governance.Pipeline;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary>Per-endpoint Polly circuit breakers (outlier detection off so that only the breaker acts), on a fake clock.</summary>
+public sealed class EndpointBreakerTests(ITestOutputHelper output)
+{
+    private const int MinimumThroughput = 4;
+    private static readonly TimeSpan BreakDuration = TimeSpan.FromSeconds(5);
+
+    [Fact]
+    public async Task Pipeline_OneEndpointFailing_OpensOnlyItsCircuitAndClosesAfterHealthyHalfOpenProbe()
+    {
+        await using var scenario = await Scenario.StartAsync();
+        var (time, logs, governed, a, b, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+
+        // Sequential GETs: "flaky" answers 503 to each of its requests (retried on a or b) until MinimumThroughput
+        // failures at a ratio of 1 >= 0.5 open its circuit.
+        var opened = await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        output.WriteLine($"circuit of flaky opened after {opened} GETs; flaky received {flaky.Server.RequestCount} requests, a={a.RequestCount} b={b.RequestCount}");
+        Assert.Equal(MinimumThroughput, flaky.Server.RequestCount);
+        Assert.Equal(EndpointConditions.None, Faults.State(governed, a).Conditions);
+        Assert.Equal(EndpointConditions.None, Faults.State(governed, b).Conditions);
+        var open = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.CircuitOpened);
+        output.WriteLine(open.Message);
+        Assert.Contains(flakyState.Authority, open.Message, StringComparison.Ordinal);
+        Assert.Contains($"opened for {BreakDuration}", open.Message, StringComparison.Ordinal);
+
+        // While open, the other endpoints keep serving and flaky gets nothing.
+        var whileOpen = await Faults.SendSequentialAsync(governed, 30);
+        Assert.All(whileOpen, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(MinimumThroughput, flaky.Server.RequestCount);
+
+        // It recovers; after BreakDuration it is back in load balancing, its next request is the half-open probe, which
+        // succeeds and closes the circuit.
+        flaky.Healthy = true;
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        await scenario.SendUntilAsync(() => flaky.Server.RequestCount > MinimumThroughput);
+        Assert.True(await Faults.EventuallyAsync(() => logs.Entries.Count(GovernanceEventIds.CircuitClosed) == 1), "no circuit-closed event after a healthy half-open probe");
+
+        var before = flaky.Server.RequestCount;
+        var closed = await Faults.SendSequentialAsync(governed, 30);
+        output.WriteLine($"after closing: flaky received {flaky.Server.RequestCount - before} of 30 GETs; {Faults.Describe(closed)}");
+        Assert.All(closed, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(10, flaky.Server.RequestCount - before);
+        Assert.Equal(EndpointConditions.None, flakyState.Conditions);
+        Assert.Contains(flakyState.Authority, Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.CircuitClosed).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Pipeline_HalfOpenProbeFails_ReopensAfterOneRequest()
+    {
+        await using var scenario = await Scenario.StartAsync();
+        var (time, logs, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+
+        // Still failing when the break ends: the single half-open probe fails and the circuit opens again at once.
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        output.WriteLine($"flaky received {flaky.Server.RequestCount} requests in all; circuit-opened events: {logs.Entries.Count(GovernanceEventIds.CircuitOpened)}");
+
+        Assert.Equal(MinimumThroughput + 1, flaky.Server.RequestCount);
+        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.CircuitOpened));
+        Assert.Equal(0, logs.Entries.Count(GovernanceEventIds.CircuitClosed));
+        Assert.All(await Faults.SendSequentialAsync(governed, 12), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(MinimumThroughput + 1, flaky.Server.RequestCount);
+    }
+
+    [Fact]
+    public async Task Pipeline_HalfOpenProbeInFlight_CallsRejectedByTheCircuitGoElsewhere()
+    {
+        // While an endpoint's half-open probe is in flight its circuit rejects other calls (BrokenCircuitException):
+        // nothing was sent, so another endpoint must take them. AttemptClassifier.IsRetryable says so ("trying another
+        // endpoint is always safe"); GETs are the control, POSTs (not retried after a real failure) the case under test.
+        await using var scenario = await Scenario.StartAsync();
+        var (time, _, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+
+        flaky.Healthy = true;
+        flaky.Hold = true;
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        Task<CallResult>? probe = null;
+        try
+        {
+            // The first call that reaches flaky is the half-open probe; it is held there.
+            var arrival = flaky.Held.NextArrivalAsync();
+            for (var i = 0; i < 3 && probe is null; i++)
+            {
+                var call = Faults.TryGetAsync(governed);
+                if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
+                {
+                    Assert.True(await arrival, "no request arrived");
+                    probe = call;
+                }
+                else
+                {
+                    Assert.True((await call).Succeeded);
+                }
+            }
+
+            Assert.NotNull(probe);
+            var gets = await Faults.SendSequentialAsync(governed, 6);
+            var posts = new List<CallResult>();
+            for (var i = 0; i < 6; i++)
+            {
+                try
+                {
+                    using var response = await governed.Client.PostAsync(Faults.Url, new StringContent($"order-{i}")).WaitAsync(Faults.Guard);
+                    posts.Add(new CallResult((int)response.StatusCode, response.Headers.GetValues("x-server").Single(), null));
+                }
+                catch (GovernanceException ex)
+                {
+                    posts.Add(new CallResult(0, null, ex));
+                }
+            }
+
+            output.WriteLine($"while the half-open probe is held: GETs {Faults.Describe(gets)}; POSTs {Faults.Describe(posts)}");
+            output.WriteLine(posts.FirstOrDefault(p => p.Error is not null).Error?.Message ?? "no POST failed");
+            Assert.Equal(1, flaky.Held.Count);
+            Assert.All(gets, r => Assert.True(r.Succeeded, r.ToString()));
+            Assert.All(posts, r => Assert.True(r.Succeeded, $"a POST failed although a and b are healthy and nothing was sent: {r.Error?.Message}"));
+        }
+        finally
+        {
+            flaky.Held.Release();
+        }
+
+        Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
+    }
+
+    /// <summary>Endpoints a and b always answer; "flaky" answers 503 until <see cref="Flaky.Healthy"/> is set.</summary>
+    private sealed class Scenario : IAsyncDisposable
+    {
+        private Scenario(ObservedTimeProvider time, CapturingLoggerProvider logs, Governed governed, LoopbackServer a, LoopbackServer b, Flaky flaky)
+        {
+            Time = time;
+            Logs = logs;
+            Governed = governed;
+            A = a;
+            B = b;
+            Flaky = flaky;
+        }
+
+        public ObservedTimeProvider Time { get; }
+
+        public CapturingLoggerProvider Logs { get; }
+
+        public Governed Governed { get; }
+
+        public LoopbackServer A { get; }
+
+        public LoopbackServer B { get; }
+
+        public Flaky Flaky { get; }
+
+        public static async Task<Scenario> StartAsync()
+        {
+            var flaky = new Flaky();
+            flaky.Server = await LoopbackServer.StartAsync("flaky", flaky.Handle);
+            var a = await LoopbackServer.StartAsync("a");
+            var b = await LoopbackServer.StartAsync("b");
+            var time = new ObservedTimeProvider();
+            var logs = new CapturingLoggerProvider();
+            var settings = Faults.Settings(a, b, flaky.Server)
+                .With("OutlierDetection:Enabled", false)
+                .With("CircuitBreaker:MinimumThroughput", MinimumThroughput)
+                .With("CircuitBreaker:FailureRatio", 0.5)
+                .With("CircuitBreaker:SamplingDuration", TimeSpan.FromSeconds(30))
+                .With("CircuitBreaker:BreakDuration", BreakDuration);
+            return new Scenario(time, logs, Faults.Create(settings, time, logs), a, b, flaky);
+        }
+
+        public void Deconstruct(out ObservedTimeProvider time, out CapturingLoggerProvider logs, out Governed governed, out LoopbackServer a, out LoopbackServer b, out Flaky flaky) =>
+            (time, logs, governed, a, b, flaky) = (Time, Logs, Governed, A, B, Flaky);
+
+        /// <summary>Sends GETs one at a time (each must succeed) until <paramref name="condition"/> holds; returns how many.</summary>
+        public async Task<int> SendUntilAsync(Func<bool> condition)
+        {
+            for (var i = 1; i <= 40; i++)
+            {
+                var result = await Faults.TryGetAsync(Governed);
+                Assert.True(result.Succeeded, result.ToString());
+                if (condition())
+                {
+                    return i;
+                }
+            }
+
+            Assert.Fail("condition not reached within 40 GETs");
+            return 0;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await Governed.DisposeAsync();
+            await A.DisposeAsync();
+            await B.DisposeAsync();
+            await Flaky.Server.DisposeAsync();
+        }
+    }
+
+    private sealed class Flaky
+    {
+        private volatile bool _healthy;
+        private volatile bool _hold;
+
+        public LoopbackServer Server { get; set; } = null!;
+
+        public HeldRequests Held { get; } = new();
+
+        public bool Healthy
+        {
+            get => _healthy;
+            set => _healthy = value;
+        }
+
+        /// <summary>Gets or sets a value indicating whether requests are held (see <see cref="Held"/>) instead of answered.</summary>
+        public bool Hold
+        {
+            get => _hold;
+            set => _hold = value;
+        }
+
+        public Task Handle(HttpContext context)
+        {
+            if (_hold)
+            {
+                return Held.Handle(context);
+            }
+
+            context.Response.StatusCode = _healthy ? 200 : 503;
+            return context.Response.WriteAsync("flaky", context.RequestAborted);
+        }
+    }
+}

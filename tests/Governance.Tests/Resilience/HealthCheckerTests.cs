@@ -1,0 +1,122 @@
+using Governance.Pipeline;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary>Active health checks on a fake clock: each probe round is triggered by advancing one <c>Interval</c>.</summary>
+public sealed class HealthCheckerTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Interval = TimeSpan.FromSeconds(7);
+
+    [Fact]
+    public async Task RunAsync_HealthEndpointFailsThenRecovers_EndpointOutOfLoadBalancingMeanwhile()
+    {
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var a = new Backend("a");
+        var b = new Backend("b");
+        var sick = new Backend("sick");
+        await using var serverA = await a.StartAsync();
+        await using var serverB = await b.StartAsync();
+        await using var serverSick = await sick.StartAsync();
+        var settings = Faults.Settings(serverA, serverB, serverSick)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
+            .With("HealthCheck:UnhealthyThreshold", 2)
+            .With("HealthCheck:HealthyThreshold", 1);
+        await using var governed = Faults.Create(settings, time, logs);
+        var sickState = Faults.State(governed, serverSick);
+        var rounds = 0;
+
+        // The checker probes once at start, then after every Interval; a round is over when its pause timer exists.
+        async Task NextRoundAsync()
+        {
+            if (rounds > 0)
+            {
+                time.Advance(Interval);
+            }
+
+            rounds++;
+            await time.WaitForTimersAsync(Interval, rounds).WaitAsync(Faults.Guard);
+        }
+
+        await NextRoundAsync();
+        Assert.All([a, b, sick], s => Assert.Equal(1, s.Probes));
+        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+        Assert.All(await Faults.SendSequentialAsync(governed, 30), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(10, sick.Traffic);
+
+        // /health starts failing: one failed round is below UnhealthyThreshold 2, the second takes it out.
+        sick.Healthy = false;
+        await NextRoundAsync();
+        Assert.False(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), "out after one failed probe; UnhealthyThreshold is 2");
+        await NextRoundAsync();
+        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"not out after two failed probes: {sickState.Conditions}");
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.HealthCheckFailed);
+        output.WriteLine(failed.Message);
+        Assert.Contains(sickState.Authority, failed.Message, StringComparison.Ordinal);
+
+        // No governed traffic reaches it while it is unhealthy, whatever the concurrency.
+        var trafficBefore = sick.Traffic;
+        var whileSick = await Faults.SendManyAsync(governed, 120, 4);
+        output.WriteLine($"while sick: 120 GETs -> {Faults.Describe(whileSick)}; sick received {sick.Traffic - trafficBefore}");
+        Assert.All(whileSick, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(trafficBefore, sick.Traffic);
+
+        // One good probe (HealthyThreshold 1) brings it back.
+        sick.Healthy = true;
+        await NextRoundAsync();
+        Assert.Equal(EndpointConditions.None, sickState.Conditions);
+        Assert.Equal(1, logs.Entries.Count(GovernanceEventIds.HealthCheckRecovered));
+        var recovered = await Faults.SendSequentialAsync(governed, 30);
+        output.WriteLine($"after recovery: 30 GETs -> {Faults.Describe(recovered)}; probes a={a.Probes} b={b.Probes} sick={sick.Probes} over {rounds} rounds");
+        Assert.All(recovered, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(trafficBefore + 10, sick.Traffic);
+        Assert.All([a, b, sick], s => Assert.Equal(rounds, s.Probes));
+
+        // Probes never go through the governed pipeline and healthy endpoints were never flagged.
+        Assert.All([a, b], s => Assert.Equal(EndpointConditions.None, Faults.Runtime(governed).Endpoints.All.Single(e => e.Authority.EndsWith($":{s.Port}", StringComparison.Ordinal)).Conditions));
+    }
+
+    /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
+    private sealed class Backend(string name)
+    {
+        private volatile bool _healthy = true;
+        private int _probes;
+        private int _traffic;
+
+        public bool Healthy
+        {
+            get => _healthy;
+            set => _healthy = value;
+        }
+
+        public int Probes => Volatile.Read(ref _probes);
+
+        public int Traffic => Volatile.Read(ref _traffic);
+
+        public int Port { get; private set; }
+
+        public async Task<LoopbackServer> StartAsync()
+        {
+            var server = await LoopbackServer.StartAsync(name, context =>
+            {
+                if (context.Request.Path == "/health")
+                {
+                    Interlocked.Increment(ref _probes);
+                    context.Response.StatusCode = _healthy ? 200 : 503;
+                    return Task.CompletedTask;
+                }
+
+                Interlocked.Increment(ref _traffic);
+                return context.Response.WriteAsync(name, context.RequestAborted);
+            });
+            Port = server.Port;
+            return server;
+        }
+    }
+}

@@ -1,0 +1,175 @@
+using System.Diagnostics;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary>
+/// Client-side rate limits per service. System.Threading.RateLimiting replenishes on the real clock, so these tests
+/// either use the concurrency limiter (no clock at all) or bound what the clock can add by the measured duration.
+/// </summary>
+public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task Create_TokenBucketBurst_AdmitsBucketAndRejectsRestWithoutNetwork()
+    {
+        // 20 permits/s, bucket of 20: refills 2 tokens every 100 ms.
+        const int PermitsPerSecond = 20;
+        const int Burst = 100;
+        const int TokensPerPeriod = PermitsPerSecond / 10;
+        var period = TimeSpan.FromSeconds((double)TokensPerPeriod / PermitsPerSecond);
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Faults.Create(Faults.Settings(a, b).With("RateLimit:PermitsPerSecond", PermitsPerSecond));
+
+        var watch = Stopwatch.StartNew();
+        var calls = new Task<CallResult>[Burst];
+        for (var i = 0; i < Burst; i++)
+        {
+            calls[i] = Faults.TryGetAsync(governed);
+        }
+
+        var results = await Task.WhenAll(calls).WaitAsync(Faults.BatchGuard);
+        var elapsed = watch.Elapsed;
+
+        // The bucket starts full; while the burst lasts it gains at most one refill per period begun.
+        var admitted = results.Count(r => r.Succeeded);
+        var maxAdmitted = PermitsPerSecond + (TokensPerPeriod * ((int)(elapsed / period) + 1));
+        var rejections = results.Where(r => !r.Succeeded).Select(r => Assert.IsType<RateLimitRejectedException>(r.Error)).ToArray();
+        output.WriteLine($"burst of {Burst} at {PermitsPerSecond}/s (bucket {PermitsPerSecond}): {admitted} admitted, {rejections.Length} rejected, backend received {a.RequestCount + b.RequestCount}; burst took {elapsed.TotalMilliseconds:F0} ms, so at most {maxAdmitted} could be admitted");
+        output.WriteLine($"first rejection: {rejections.FirstOrDefault()?.Message}");
+
+        Assert.InRange(admitted, PermitsPerSecond, maxAdmitted);
+        Assert.Equal(admitted, a.RequestCount + b.RequestCount);
+        Assert.All(rejections, ex =>
+        {
+            Assert.Equal(Faults.Service, ex.ServiceName);
+            Assert.Contains($"Service '{Faults.Service}'", ex.Message, StringComparison.Ordinal);
+            Assert.NotNull(ex.RetryAfter);
+            Assert.InRange(ex.RetryAfter.Value, TimeSpan.FromTicks(1), TimeSpan.FromSeconds(1));
+        });
+    }
+
+    [Fact]
+    public async Task Create_RetriesOfAnAdmittedCall_TakeNoPermit()
+    {
+        // One permit per second, bucket of 1: the call takes the only token; its retry (after a 503) must not need one.
+        var requests = 0;
+        Task Handler(HttpContext context)
+        {
+            context.Response.StatusCode = Interlocked.Increment(ref requests) == 1 ? 503 : 200;
+            return Task.CompletedTask;
+        }
+
+        await using var a = await LoopbackServer.StartAsync("a", Handler);
+        await using var b = await LoopbackServer.StartAsync("b", Handler);
+        var settings = Faults.Settings(a, b)
+            .With("RateLimit:PermitsPerSecond", 1)
+            .With("RateLimit:Burst", 1);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+
+        var result = await Faults.TryGetAsync(governed);
+        output.WriteLine($"one call with a retry under a 1-token bucket: {result}; server requests {Volatile.Read(ref requests)}");
+        Assert.True(result.Succeeded, result.ToString());
+        Assert.Equal(2, Volatile.Read(ref requests));
+    }
+
+    [Fact]
+    public async Task Create_ConcurrencyBurst2_ThirdCallRejectedWhileTwoHeld()
+    {
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        try
+        {
+            var settings = Faults.Settings(server)
+                .With("RateLimit:Algorithm", "Concurrency")
+                .With("RateLimit:Burst", 2);
+            await using var governed = Faults.Create(settings);
+
+            var first = governed.Client.GetAsync(Faults.Url);
+            var second = governed.Client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            await held.WaitForArrivalAsync();
+
+            var ex = await Assert.ThrowsAsync<RateLimitRejectedException>(() => governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard));
+            output.WriteLine($"third call while two are held: {ex.Message}");
+            Assert.Equal(Faults.Service, ex.ServiceName);
+            Assert.Null(ex.RetryAfter);
+            Assert.Equal(2, server.RequestCount);
+
+            held.Release();
+            (await first.WaitAsync(Faults.Guard)).Dispose();
+            (await second.WaitAsync(Faults.Guard)).Dispose();
+
+            // The permits came back when the calls ended.
+            using var fourth = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
+            Assert.True(fourth.IsSuccessStatusCode);
+            Assert.Equal(3, server.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Create_ConcurrencyWithQueueLimit_QueuesInsteadOfRejectingUntilQueueFull()
+    {
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        try
+        {
+            var settings = Faults.Settings(server)
+                .With("RateLimit:Algorithm", "Concurrency")
+                .With("RateLimit:Burst", 1)
+                .With("RateLimit:QueueLimit", 1);
+            await using var governed = Faults.Create(settings);
+
+            var first = governed.Client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            var queued = governed.Client.GetAsync(Faults.Url);
+
+            // The queue holds one call: the next is rejected, and the queued one has not reached the backend.
+            var ex = await Assert.ThrowsAsync<RateLimitRejectedException>(() => governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard));
+            Assert.Equal(Faults.Service, ex.ServiceName);
+            Assert.False(queued.IsCompleted, "the queued call completed while the permit was held");
+            Assert.Equal(1, server.RequestCount);
+
+            held.Release();
+            using var firstResponse = await first.WaitAsync(Faults.Guard);
+            using var queuedResponse = await queued.WaitAsync(Faults.Guard);
+            output.WriteLine($"first {(int)firstResponse.StatusCode}, queued {(int)queuedResponse.StatusCode}, third rejected: {ex.Message}; backend received {server.RequestCount}");
+            Assert.True(firstResponse.IsSuccessStatusCode);
+            Assert.True(queuedResponse.IsSuccessStatusCode);
+            Assert.Equal(2, server.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Create_FixedWindowWithQueueLimit_BurstWithinWindowPlusQueueAllAdmitted()
+    {
+        // 3 permits per 1 s window and room for 3 in the queue: a burst of 6 is never rejected, whenever the windows
+        // turn (a window that turns during the burst only lets more through at once). Without the queue, at least
+        // 3 of them would be rejected unless a window turned in between.
+        const int Permits = 3;
+        await using var a = await LoopbackServer.StartAsync("a");
+        var settings = Faults.Settings(a)
+            .With("RateLimit:Algorithm", "FixedWindow")
+            .With("RateLimit:PermitsPerSecond", Permits)
+            .With("RateLimit:QueueLimit", Permits);
+        await using var governed = Faults.Create(settings);
+
+        var watch = Stopwatch.StartNew();
+        var calls = Enumerable.Range(0, 2 * Permits).Select(_ => Faults.TryGetAsync(governed)).ToArray();
+        var results = await Task.WhenAll(calls).WaitAsync(Faults.BatchGuard);
+        output.WriteLine($"burst of {2 * Permits} with {Permits}/window and queue {Permits}: {Faults.Describe(results)} in {watch.ElapsedMilliseconds} ms; backend received {a.RequestCount}");
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(2 * Permits, a.RequestCount);
+    }
+}

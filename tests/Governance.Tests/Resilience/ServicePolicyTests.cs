@@ -1,0 +1,76 @@
+using System.Globalization;
+using System.Net;
+using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary><c>Retry-After</c> on 503 answers: waited for before the retry on the fake clock, or not retried when it cannot fit.</summary>
+public sealed class ServicePolicyTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan Total = TimeSpan.FromSeconds(20);
+
+    [Theory]
+    [InlineData("delta")]
+    [InlineData("date")]
+    public async Task RetryAfter_LongerThanRemainingTotal_NotRetriedAnd503Returned(string form)
+    {
+        // 60 s (or a date 120 s after the response's Date) cannot fit in the 20 s total timeout.
+        var retryAfter = form == "delta" ? "60" : DateTimeOffset.UtcNow.AddSeconds(120).ToString("R", CultureInfo.InvariantCulture);
+        await using var s1 = await Faults.StartStatusAsync("s1", 503, retryAfter);
+        await using var s2 = await Faults.StartStatusAsync("s2", 503, retryAfter);
+        var settings = Faults.Settings(s1, s2).With("Timeout:Total", Total);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+
+        using var response = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
+        output.WriteLine($"Retry-After {retryAfter} with Total {Total}: {(int)response.StatusCode}, server requests {s1.RequestCount + s2.RequestCount}");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.NotNull(response.Headers.RetryAfter);
+        Assert.Equal(1, s1.RequestCount + s2.RequestCount);
+    }
+
+    [Fact]
+    public async Task RetryAfter_ShorterThanRemainingTotal_RetryWaitsForItOnTheClock()
+    {
+        var retryAfter = TimeSpan.FromSeconds(3);
+        var time = new ObservedTimeProvider();
+        var requests = 0;
+        Task Handler(HttpContext context)
+        {
+            // The first request anywhere answers 503 with Retry-After; every later one succeeds.
+            if (Interlocked.Increment(ref requests) == 1)
+            {
+                context.Response.StatusCode = 503;
+                context.Response.Headers.RetryAfter = ((int)retryAfter.TotalSeconds).ToString(CultureInfo.InvariantCulture);
+            }
+
+            return Task.CompletedTask;
+        }
+
+        await using var s1 = await LoopbackServer.StartAsync("s1", Handler);
+        await using var s2 = await LoopbackServer.StartAsync("s2", Handler);
+        await using var governed = Faults.Create(Faults.Settings(s1, s2).With("Timeout:Total", Total), time);
+        var started = time.GetUtcNow();
+
+        var call = Faults.TryGetAsync(governed);
+
+        // The retry waits on a Retry-After-long timer of the service's clock, and nothing is sent before it fires.
+        await time.WaitForTimersAsync(retryAfter, 1).WaitAsync(Faults.Guard);
+        Assert.Equal(1, Volatile.Read(ref requests));
+        time.Advance(retryAfter - TimeSpan.FromMilliseconds(1));
+        Assert.False(call.IsCompleted, "the call completed before Retry-After elapsed");
+        Assert.Equal(1, Volatile.Read(ref requests));
+
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var result = await call.WaitAsync(Faults.Guard);
+        var first = s1.RequestCount == 1 && s2.RequestCount == 1 ? "the other endpoint" : "the same endpoint";
+        output.WriteLine($"503 with Retry-After {retryAfter}: retried after {time.GetUtcNow() - started} of fake time on {first}; {result.Status} from {result.Server}");
+
+        Assert.True(result.Succeeded, result.ToString());
+        Assert.Equal(2, Volatile.Read(ref requests));
+        Assert.Equal(1, s1.RequestCount);
+        Assert.Equal(1, s2.RequestCount);
+    }
+}

@@ -1,0 +1,170 @@
+using Governance.Pipeline;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary>Outlier ejection and panic mode of one service, driven through a governed client against real servers.</summary>
+public sealed class ServiceRuntimeTests(ITestOutputHelper output)
+{
+    private static readonly TimeSpan BaseEjection = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task RecordOutcome_OneOfThreeEndpointsAlways503_EjectedThenReadmittedAndReejectedForTwiceAsLong()
+    {
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var bad = await Faults.StartStatusAsync("bad", 503);
+        var settings = Faults.Settings(a, b, bad)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 5)
+            .With("OutlierDetection:BaseEjectionTime", BaseEjection)
+            .With("OutlierDetection:MaxEjectionTime", TimeSpan.FromMinutes(5))
+            .With("Timeout:Total", TimeSpan.FromSeconds(20));
+        await using var governed = Faults.Create(settings, time, logs);
+        var badState = Faults.State(governed, bad);
+
+        // Phase 1: 2,000 GETs, 8 in flight. The failing endpoint's 503s are retried on the others, and after five in a
+        // row it is ejected; the fake clock does not move, so the ejection lasts the whole burst.
+        const int Requests = 2000;
+        const int Concurrency = 8;
+        var burst = await Faults.SendManyAsync(governed, Requests, Concurrency);
+        var succeeded = burst.Count(r => r.Succeeded);
+        var badShare = (double)bad.RequestCount / (a.RequestCount + b.RequestCount + bad.RequestCount);
+        output.WriteLine($"burst: {succeeded}/{Requests} succeeded ({(double)succeeded / Requests:P2}); {Faults.Describe(burst)}");
+        output.WriteLine($"server requests: a={a.RequestCount} b={b.RequestCount} bad={bad.RequestCount} (bad share {badShare:P2})");
+
+        Assert.True(succeeded >= Requests * 0.999, $"{succeeded}/{Requests} succeeded, below 99.9%: {Faults.Describe(burst)}");
+        Assert.True(Faults.Has(badState, EndpointConditions.Ejected), $"bad not ejected: {badState.Conditions}");
+        Assert.True(bad.RequestCount <= 5 + Concurrency, $"bad received {bad.RequestCount} requests; ejection after 5 consecutive 503s allows at most 5 + {Concurrency} in flight");
+        Assert.Equal(1, badState.EjectionCount);
+
+        // While ejected it gets nothing.
+        var beforeIdle = bad.RequestCount;
+        var idle = await Faults.SendManyAsync(governed, 300, Concurrency);
+        Assert.All(idle, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(beforeIdle, bad.RequestCount);
+
+        // Phase 2: once BaseEjectionTime has passed on the fake clock it is readmitted and gets traffic again, fails five
+        // times in a row (one request at a time, so exactly five) and is ejected a second time.
+        await time.WaitForTimersAsync(BaseEjection, 1).WaitAsync(Faults.Guard);
+        time.Advance(BaseEjection);
+        Assert.True(await Faults.EventuallyAsync(() => !Faults.Has(badState, EndpointConditions.Ejected)), "bad not readmitted after BaseEjectionTime");
+        var beforeReadmission = bad.RequestCount;
+        var readmitted = await Faults.SendSequentialAsync(governed, 30);
+        var reejectedAfter = bad.RequestCount - beforeReadmission;
+        output.WriteLine($"after readmission: bad received {reejectedAfter} requests before its second ejection; {Faults.Describe(readmitted)}");
+
+        Assert.All(readmitted, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(5, reejectedAfter);
+        Assert.True(Faults.Has(badState, EndpointConditions.Ejected), $"bad not re-ejected: {badState.Conditions}");
+        Assert.Equal(2, badState.EjectionCount);
+
+        // Phase 3: the second ejection lasts 2 x BaseEjectionTime: still out after one BaseEjectionTime, back after two.
+        await time.WaitForTimersAsync(2 * BaseEjection, 1).WaitAsync(Faults.Guard);
+        time.Advance(BaseEjection);
+        var stillOut = bad.RequestCount;
+        Assert.True(Faults.Has(badState, EndpointConditions.Ejected), "second ejection ended after one BaseEjectionTime");
+        Assert.All(await Faults.SendSequentialAsync(governed, 30), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(stillOut, bad.RequestCount);
+
+        time.Advance(BaseEjection);
+        Assert.True(await Faults.EventuallyAsync(() => !Faults.Has(badState, EndpointConditions.Ejected)), "bad not readmitted after 2 x BaseEjectionTime");
+        Assert.All(await Faults.SendSequentialAsync(governed, 6), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.True(bad.RequestCount > stillOut, "bad got no traffic after its second readmission");
+
+        var ejections = logs.Entries.Where(e => e.EventId.Id == GovernanceEventIds.EndpointEjected).Select(e => e.Message).ToArray();
+        output.WriteLine(string.Join(Environment.NewLine, ejections));
+        Assert.Equal(2, ejections.Length);
+        Assert.Contains($"ejected for {BaseEjection} (ejection 1 in a row)", ejections[0], StringComparison.Ordinal);
+        Assert.Contains($"ejected for {2 * BaseEjection} (ejection 2 in a row)", ejections[1], StringComparison.Ordinal);
+        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.EndpointReadmitted));
+    }
+
+    [Fact]
+    public async Task Publish_ThreeOfFourEndpointsEjected_PanicModeSendsTrafficToAllEndpoints()
+    {
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        await using var good = await LoopbackServer.StartAsync("good");
+        await using var bad1 = await Faults.StartStatusAsync("bad1", 503);
+        await using var bad2 = await Faults.StartStatusAsync("bad2", 503);
+        await using var bad3 = await Faults.StartStatusAsync("bad3", 503);
+        LoopbackServer[] servers = [good, bad1, bad2, bad3];
+        var settings = Faults.Settings(servers)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("Retry:MaxRetries", 3)
+            .With("Retry:Budget:RetryPercent", 1000);
+        await using var governed = Faults.Create(settings, time, logs);
+        var runtime = Faults.Runtime(governed);
+
+        // Each failing endpoint is ejected on its first 503; with three of four out, 25% are available, below the
+        // default panic threshold of 50%.
+        for (var i = 0; i < 40 && !runtime.Endpoints.IsPanic; i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        Assert.True(runtime.Endpoints.IsPanic, "no panic mode after 40 requests");
+        Assert.All([bad1, bad2, bad3], s => Assert.True(Faults.Has(Faults.State(governed, s), EndpointConditions.Ejected), $"{s.Name} not ejected"));
+
+        var before = servers.Select(s => s.RequestCount).ToArray();
+        var results = await Faults.SendSequentialAsync(governed, 40);
+        var delta = servers.Select((s, i) => s.RequestCount - before[i]).ToArray();
+        output.WriteLine($"in panic mode, 40 GETs: {string.Join(", ", servers.Select((s, i) => $"{s.Name}={delta[i]}"))}; {Faults.Describe(results)}");
+
+        // Panic mode ignores the ejections: every endpoint gets traffic; retries (avoiding tried endpoints) reach "good".
+        Assert.All(delta, d => Assert.True(d > 0, $"an endpoint got no traffic in panic mode: {string.Join(",", delta)}"));
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.All([bad1, bad2, bad3], s => Assert.True(Faults.Has(Faults.State(governed, s), EndpointConditions.Ejected), $"{s.Name} ejection lost in panic mode"));
+
+        var panic = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.PanicMode);
+        output.WriteLine(panic.Message);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, panic.Level);
+        Assert.Contains("3 of 4 endpoints are unavailable", panic.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Publish_PanicModeWithDisabledEndpoint_DisabledEndpointGetsNoTraffic()
+    {
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        await using var good = await LoopbackServer.StartAsync("good");
+        await using var off = await LoopbackServer.StartAsync("off");
+        await using var bad1 = await Faults.StartStatusAsync("bad1", 503);
+        await using var bad2 = await Faults.StartStatusAsync("bad2", 503);
+        LoopbackServer[] servers = [good, off, bad1, bad2];
+        var settings = Faults.Settings(servers)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("Retry:MaxRetries", 3)
+            .With("Retry:Budget:RetryPercent", 1000);
+        await using var governed = Faults.Create(settings, time, logs);
+        var runtime = Faults.Runtime(governed);
+
+        // An operator takes "off" out; then both failing endpoints are ejected: 1 of 4 available, panic.
+        Assert.True(Faults.State(governed, off).SetAvailable(false));
+        runtime.Refresh();
+        for (var i = 0; i < 40 && !runtime.Endpoints.IsPanic; i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        Assert.True(runtime.Endpoints.IsPanic, "no panic mode after 40 requests");
+        var before = servers.Select(s => s.RequestCount).ToArray();
+        var results = await Faults.SendSequentialAsync(governed, 30);
+        var delta = servers.Select((s, i) => s.RequestCount - before[i]).ToArray();
+        output.WriteLine($"in panic mode, 30 GETs: {string.Join(", ", servers.Select((s, i) => $"{s.Name}={delta[i]}"))}; {Faults.Describe(results)}");
+
+        Assert.Equal(0, off.RequestCount);
+        Assert.True(delta[0] > 0 && delta[2] > 0 && delta[3] > 0, $"a non-disabled endpoint got no traffic: {string.Join(",", delta)}");
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(1, logs.Entries.Count(GovernanceEventIds.PanicMode));
+    }
+}
