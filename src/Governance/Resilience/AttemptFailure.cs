@@ -95,13 +95,8 @@ internal static class AttemptClassifier
             return true;
         }
 
-        var on = retry.Conditions;
-        return ((on & RetryConditions.ServerError) != 0 && (failure & AttemptFailure.ServerError) != 0)
-            || ((on & RetryConditions.GatewayError) != 0 && (failure & AttemptFailure.GatewayError) != 0)
-            || ((on & RetryConditions.ConnectFailure) != 0 && (failure & AttemptFailure.ConnectFailure) != 0)
-            || ((on & RetryConditions.Reset) != 0 && (failure & AttemptFailure.Reset) != 0)
-            || ((on & RetryConditions.Timeout) != 0 && (failure & AttemptFailure.Timeout) != 0)
-            || ((on & RetryConditions.Retriable4xx) != 0 && (failure & AttemptFailure.Retriable4xx) != 0);
+        // RetryConditions uses the bit values of the failures it names, so the configured conditions are a mask.
+        return (failure & (AttemptFailure)(int)retry.Conditions) != 0;
     }
 
     /// <summary>The reason recorded in telemetry when an attempt with this failure is retried.</summary>

@@ -5,17 +5,20 @@ using Polly;
 
 namespace Governance.Resilience;
 
-/// <summary>What makes an outcome retryable (<c>Retry:RetryOn</c>).</summary>
+/// <summary>
+/// What makes an outcome retryable (<c>Retry:RetryOn</c>). Each value is the bit of the <see cref="AttemptFailure"/> it
+/// names, so the configured conditions are a mask over failures.
+/// </summary>
 [Flags]
 internal enum RetryConditions
 {
     None = 0,
-    ServerError = 1,
-    GatewayError = 2,
-    ConnectFailure = 4,
-    Reset = 8,
-    Timeout = 16,
-    Retriable4xx = 32,
+    ServerError = AttemptFailure.ServerError,
+    GatewayError = AttemptFailure.GatewayError,
+    ConnectFailure = AttemptFailure.ConnectFailure,
+    Reset = AttemptFailure.Reset,
+    Timeout = AttemptFailure.Timeout,
+    Retriable4xx = AttemptFailure.Retriable4xx,
 }
 
 internal sealed record RetrySettings(
