@@ -164,3 +164,42 @@ public sealed class ReloadTests
             $$"""{ "MeshGovernance": { "Services": { "catalog": { "Endpoints": [ "{{server.Address}}" ] } } } }""";
     }
 }
+
+public sealed class ResilienceReloadTests
+{
+    [Fact]
+    public async Task Reload_ResilienceKeys_TakeEffectAndKeepUnchangedState()
+    {
+        await using var failing = await LoopbackServer.StartAsync("failing", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        var settings = Governed.Service("catalog", null, failing);
+        settings["Services:catalog:Retry:MaxRetries"] = "0";
+        settings["Services:catalog:RateLimit:PermitsPerSecond"] = "1000";
+        await using var governed = Governed.Create(settings);
+        Assert.True(governed.Services.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        var limiter = service.Policy.Limiter;
+        var breaker = service.Endpoints.All[0].Breaker;
+
+        using (var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal(1, failing.RequestCount);
+        }
+
+        governed.Configuration["MeshGovernance:Services:catalog:Retry:MaxRetries"] = "2";
+        governed.Configuration["MeshGovernance:Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        governed.Configuration.Reload();
+        using (var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal(4, failing.RequestCount);
+        }
+
+        // Unchanged parts keep their state: the same limiter (a reload does not refill it) and the same breaker.
+        Assert.Same(limiter, service.Policy.Limiter);
+        Assert.Same(breaker, service.Endpoints.All[0].Breaker);
+
+        governed.Configuration["MeshGovernance:Services:catalog:RateLimit:PermitsPerSecond"] = "5";
+        governed.Configuration["MeshGovernance:Services:catalog:CircuitBreaker:Enabled"] = "false";
+        governed.Configuration.Reload();
+        Assert.NotSame(limiter, service.Policy.Limiter);
+        Assert.Null(service.Endpoints.All[0].Breaker);
+    }
+}
