@@ -12,7 +12,9 @@ namespace Governance.Pipeline;
 /// <summary>
 /// One governed service: its discovery watcher, its endpoint states, its resilience policy and the current immutable
 /// <see cref="EndpointSet"/>. Rebuilds (reload, discovery update, ejection, circuit change, health change) happen under
-/// a lock off the request path and publish a new state with one volatile write; requests only read.
+/// a lock and publish a new state with one volatile write; requests only read and never wait for the lock. Reloads,
+/// discovery updates, readmissions and health changes rebuild on background threads; an ejection or a circuit opening
+/// is rebuilt by the attempt that caused it (a rare event, and only that request pays for it).
 /// </summary>
 internal sealed partial class ServiceRuntime : IAsyncDisposable
 {
