@@ -1,7 +1,6 @@
 using System.Net.Http;
 using Governance.Resilience;
 using Polly;
-using Polly.CircuitBreaker;
 
 namespace Governance.Pipeline;
 
@@ -141,29 +140,58 @@ internal sealed class EndpointState
     private sealed record RewriteEntry(Uri Logical, Uri Physical);
 }
 
-/// <summary>An endpoint's Polly circuit breaker, its state, and the settings it was built with.</summary>
-internal sealed record EndpointBreaker(CircuitBreakerSettings Settings, ResiliencePipeline<HttpResponseMessage> Pipeline, CircuitBreakerStateProvider State)
+/// <summary>An endpoint's Polly circuit breaker and the settings it was built with.</summary>
+internal sealed class EndpointBreaker(CircuitBreakerSettings settings)
 {
+    private volatile bool _isClosed = true;
+
+    public CircuitBreakerSettings Settings { get; } = settings;
+
+    public ResiliencePipeline<HttpResponseMessage> Pipeline { get; set; } = ResiliencePipeline<HttpResponseMessage>.Empty;
+
     /// <summary>
-    /// Lets the breaker count an outcome obtained outside it (the closed-circuit fast path). The callback only hands the
-    /// outcome back, so the pipeline completes synchronously. If the circuit opened in the meantime the breaker declines
-    /// to count it, which is harmless: the caller keeps the real outcome.
+    /// Gets a value indicating whether the circuit is closed, as last reported by Polly (<c>OnOpened</c> clears it,
+    /// <c>OnClosed</c> sets it). Read without Polly's lock on every attempt.
     /// </summary>
-    public void Record(Outcome<HttpResponseMessage> outcome)
+    public bool IsClosed => _isClosed;
+
+    public void OnOpened() => _isClosed = false;
+
+    public void OnClosed() => _isClosed = true;
+
+    /// <summary>
+    /// Lets the breaker count an outcome obtained outside it (the closed-circuit fast path): the callback only hands the
+    /// outcome back. Not counted: cancellations (a hedge that lost, a caller that gave up, which say nothing about the
+    /// endpoint) and outcomes that arrive after the circuit opened (stale evidence must not decide a half-open probe).
+    /// </summary>
+    public ValueTask RecordAsync(Outcome<HttpResponseMessage> outcome)
     {
-        var context = ResilienceContextPool.Shared.Get(CancellationToken.None);
-        try
+        if (!_isClosed || outcome.Exception is OperationCanceledException)
         {
-            var recorded = Pipeline.ExecuteOutcomeAsync(static (_, o) => new ValueTask<Outcome<HttpResponseMessage>>(o), context, outcome);
-            if (!recorded.IsCompleted)
-            {
-                // Not expected: the callback is synchronous. Observe the task so that nothing is lost.
-                recorded.AsTask().GetAwaiter().GetResult();
-            }
+            return default;
         }
-        finally
+
+        var context = ResilienceContextPool.Shared.Get(CancellationToken.None);
+        var recorded = Pipeline.ExecuteOutcomeAsync(static (_, o) => new ValueTask<Outcome<HttpResponseMessage>>(o), context, outcome);
+        if (recorded.IsCompletedSuccessfully)
         {
             ResilienceContextPool.Shared.Return(context);
+            return default;
+        }
+
+        // The outcome tripped the circuit: Polly runs OnOpened before completing.
+        return AwaitAsync(recorded, context);
+
+        static async ValueTask AwaitAsync(ValueTask<Outcome<HttpResponseMessage>> recorded, ResilienceContext context)
+        {
+            try
+            {
+                await recorded.ConfigureAwait(false);
+            }
+            finally
+            {
+                ResilienceContextPool.Shared.Return(context);
+            }
         }
     }
 }

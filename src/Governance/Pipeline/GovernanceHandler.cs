@@ -88,67 +88,88 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return SendAsync(request, cancellationToken).GetAwaiter().GetResult();
     }
 
-    /// <summary>One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting.</summary>
+    /// <summary>
+    /// One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting. An endpoint whose circuit turns
+    /// the attempt away (nothing was sent) is replaced by another candidate within the same attempt, so open circuits
+    /// never spend retries and are skipped even when retries are off.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer)
     {
-        if (call.Service.TryPick(call.Request, tried) is not { } endpoint)
+        var exclude = tried;
+        while (true)
         {
-            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
-        }
+            if (call.Service.TryPick(call.Request, exclude) is not { } endpoint)
+            {
+                return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
+            }
 
-        var remaining = call.Remaining;
-        if (remaining <= TimeSpan.Zero)
-        {
-            return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
-        }
+            var remaining = call.Remaining;
+            if (remaining <= TimeSpan.Zero)
+            {
+                return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
+            }
 
-        var perAttempt = call.Policy.Timeout.PerAttempt;
-        var isTotal = remaining <= perAttempt;
-        var attempt = new AttemptState(this, call.Request, call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt), isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, outer);
-        var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), attempt.Source) : default;
-        endpoint.OnRequestStarted();
-        call.Request.RequestUri = endpoint.Rewrite(call.Logical);
-        Outcome<HttpResponseMessage> outcome;
-        try
-        {
+            var perAttempt = call.Policy.Timeout.PerAttempt;
+            var isTotal = remaining <= perAttempt;
+            var attempt = new AttemptState(this, call.Request, call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt), isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, outer);
+            var registration = default(CancellationTokenRegistration);
             var breaker = endpoint.Breaker;
-            if (breaker is null)
+            var wasClosed = breaker?.IsClosed ?? true;
+            Outcome<HttpResponseMessage> outcome;
+            try
             {
-                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-            }
-            else if (breaker.State.CircuitState == CircuitState.Closed)
-            {
-                // Closed (the common case): send, then let the breaker record the outcome. The breaker's callback
-                // completes synchronously, so Polly's strategy adds no async layer to the request.
-                outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                breaker.Record(outcome);
-            }
-            else
-            {
-                // Open, half-open or isolated: the attempt runs inside the breaker, which rejects it or lets it
-                // through as the single half-open probe.
-                var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
-                try
+                registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), attempt.Source) : default;
+                endpoint.OnRequestStarted();
+                call.Request.RequestUri = endpoint.Rewrite(call.Logical);
+                if (breaker is null)
                 {
-                    outcome = await breaker.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
+                    outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
                 }
-                finally
+                else if (wasClosed)
                 {
-                    ResilienceContextPool.Shared.Return(context);
+                    // Closed (the common case): send, then let the breaker count the outcome. Counting completes
+                    // synchronously unless it trips the circuit, so Polly adds no async layer to a healthy request.
+                    outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
+                    await breaker.RecordAsync(outcome).ConfigureAwait(false);
+                }
+                else
+                {
+                    // Open, half-open or isolated: the attempt runs inside the breaker, which rejects it or lets it
+                    // through as the single half-open probe.
+                    var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
+                    try
+                    {
+                        outcome = await breaker.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        ResilienceContextPool.Shared.Return(context);
+                    }
                 }
             }
-        }
-        finally
-        {
-            endpoint.OnRequestEnded();
-            registration.Dispose();
-        }
+            finally
+            {
+                endpoint.OnRequestEnded();
+                registration.Dispose();
+                call.Policy.Timeouts.Return(attempt.Source);
+            }
 
-        call.Policy.Timeouts.Return(attempt.Source);
-        call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
-        call.Service.RecordOutcome(endpoint, outcome);
-        return new AttemptResult(outcome, endpoint);
+            if (breaker is not null && breaker.IsClosed != wasClosed)
+            {
+                GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, breaker.IsClosed ? "closed" : "opened");
+            }
+
+            if (outcome.Exception is BrokenCircuitException && (exclude?.Count ?? 0) + 1 < call.Service.Endpoints.Candidates.Length)
+            {
+                exclude = exclude is null ? [endpoint] : [.. exclude, endpoint];
+                continue;
+            }
+
+            call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
+            call.Service.RecordOutcome(endpoint, outcome);
+            return new AttemptResult(outcome, endpoint);
+        }
     }
 
     private static bool MayRetry(GovernedCall call, Outcome<HttpResponseMessage> outcome)

@@ -343,7 +343,11 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
 
             var holder = new TimerHolder(this, action, endpoint);
-            holder.Timer = _time.CreateTimer(static s => ((TimerHolder)s!).Fire(), holder, delay, Timeout.InfiniteTimeSpan);
+            using (BackgroundWork.SuppressFlow())
+            {
+                holder.Timer = _time.CreateTimer(static s => ((TimerHolder)s!).Fire(), holder, delay, Timeout.InfiniteTimeSpan);
+            }
+
             _timers.Add(holder.Timer);
         }
     }
@@ -521,29 +525,35 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         state.Set(EndpointConditions.CircuitOpen, false);
-        var stateProvider = new CircuitBreakerStateProvider();
-        var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = _time }
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
-            {
-                FailureRatio = settings.FailureRatio,
-                MinimumThroughput = settings.MinimumThroughput,
-                SamplingDuration = settings.SamplingDuration,
-                BreakDuration = settings.BreakDuration,
-                StateProvider = stateProvider,
-                ShouldHandle = static args => new ValueTask<bool>(IsBreakerFailure(args.Outcome)),
-                OnOpened = args =>
+        var breaker = new EndpointBreaker(settings);
+        using (BackgroundWork.SuppressFlow())
+        {
+            // Polly's breaker keeps a scheduler for its callbacks: build it without the current request's context.
+            breaker.Pipeline = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = _time }
+                .AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
                 {
-                    OnCircuitOpened(state, args.BreakDuration);
-                    return default;
-                },
-                OnClosed = _ =>
-                {
-                    OnCircuitClosed(state);
-                    return default;
-                },
-            })
-            .Build();
-        state.Breaker = new EndpointBreaker(settings, pipeline, stateProvider);
+                    FailureRatio = settings.FailureRatio,
+                    MinimumThroughput = settings.MinimumThroughput,
+                    SamplingDuration = settings.SamplingDuration,
+                    BreakDuration = settings.BreakDuration,
+                    ShouldHandle = static args => new ValueTask<bool>(IsBreakerFailure(args.Outcome)),
+                    OnOpened = args =>
+                    {
+                        breaker.OnOpened();
+                        OnCircuitOpened(state, args.BreakDuration);
+                        return default;
+                    },
+                    OnClosed = _ =>
+                    {
+                        breaker.OnClosed();
+                        OnCircuitClosed(state);
+                        return default;
+                    },
+                })
+                .Build();
+        }
+
+        state.Breaker = breaker;
     }
 
     private static bool IsBreakerFailure(Outcome<HttpResponseMessage> outcome) =>

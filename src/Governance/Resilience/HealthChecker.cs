@@ -31,7 +31,10 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         {
             Timeout = Timeout.InfiniteTimeSpan,
         };
-        _loop = Task.Run(RunAsync);
+        using (BackgroundWork.SuppressFlow())
+        {
+            _loop = Task.Run(RunAsync);
+        }
     }
 
     public async ValueTask DisposeAsync()
@@ -90,6 +93,16 @@ internal sealed partial class HealthChecker : IAsyncDisposable
 
     private void Record(EndpointState endpoint, bool healthy)
     {
+        if (_counts.Count > 4 * Math.Max(1, _service.Endpoints.All.Length))
+        {
+            // Forget endpoints that discovery dropped.
+            var live = new HashSet<EndpointState>(_service.Endpoints.All);
+            foreach (var gone in _counts.Keys.Where(e => !live.Contains(e)).ToList())
+            {
+                _counts.Remove(gone);
+            }
+        }
+
         _counts.TryGetValue(endpoint, out var counts);
         counts = healthy ? (0, counts.Successes + 1) : (counts.Failures + 1, 0);
         _counts[endpoint] = counts;

@@ -257,14 +257,16 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         {
             CircuitTransitions.Add(1, new TagList { { GovernanceTelemetry.ServiceTag, service.Name }, { ServerAddressTag, endpoint.Host }, { ServerPortTag, endpoint.BoxedPort }, { GovernanceTelemetry.StateTag, state } });
         }
+    }
 
-        Activity.Current?.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.CircuitTransition, tags: new ActivityTagsCollection
+    /// <summary>Adds a circuit transition the attempt caused (or observed) to the logical call's span.</summary>
+    public static void CircuitEvent(Activity? activity, EndpointState endpoint, string state) =>
+        activity?.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.CircuitTransition, tags: new ActivityTagsCollection
         {
             { ServerAddressTag, endpoint.Host },
             { ServerPortTag, endpoint.BoxedPort },
             { GovernanceTelemetry.StateTag, state },
         }));
-    }
 
     public void RecordDiscovery(string service, string provider, bool error)
     {
