@@ -120,6 +120,29 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             settings.Add(ServiceSettings.Create(name, service, options, _policies, _discovery));
         }
 
+        // New services are built before anything changes; if one fails, the running configuration stays as it was.
+        var current = _services;
+        var created = new Dictionary<string, ServiceRuntime>(StringComparer.OrdinalIgnoreCase);
+        try
+        {
+            foreach (var setting in settings)
+            {
+                if (!current.ContainsKey(setting.Name))
+                {
+                    created[setting.Name] = new ServiceRuntime(setting, _time, _instrumentation, _loggerFactory.CreateLogger("Governance.Resilience"));
+                }
+            }
+        }
+        catch
+        {
+            foreach (var service in created.Values)
+            {
+                _ = service.DisposeAsync().AsTask();
+            }
+
+            throw;
+        }
+
         List<ServiceRuntime> removed = [];
         lock (_gate)
         {
@@ -128,7 +151,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                 return;
             }
 
-            var current = _services;
+            current = _services;
             var next = new Dictionary<string, ServiceRuntime>(StringComparer.OrdinalIgnoreCase);
             foreach (var setting in settings)
             {
@@ -139,7 +162,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                 }
                 else
                 {
-                    next[setting.Name] = new ServiceRuntime(setting, _time, _instrumentation, _loggerFactory.CreateLogger("Governance.Resilience"));
+                    next[setting.Name] = created[setting.Name];
                 }
             }
 

@@ -145,13 +145,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     {
         IServiceEndpointWatcher? oldWatcher;
         ServicePolicy oldPolicy;
+
+        // Everything that can fail is created before anything changes, so a failure leaves the service as it was.
+        var watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             oldWatcher = _watcher;
             oldPolicy = _state.Policy;
             _watcherRegistration?.Dispose();
-            _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
+            _watcher = watcher;
             Publish(Build(settings, ServicePolicy.Create(settings.Resilience, _time, oldPolicy), _watcher));
             _watcherRegistration = Subscribe(_watcher);
             if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
@@ -161,7 +164,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
         }
 
-        oldPolicy.Dispose();
+        oldPolicy.Retire();
         _ = oldWatcher.DisposeAsync().AsTask();
     }
 
@@ -453,7 +456,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     private ServiceState Build(ServiceSettings settings, ServicePolicy policy, IServiceEndpointWatcher watcher)
     {
-        var endpoints = watcher.Current;
+        // A watcher that a reload just created may not have answered yet: keep routing to the last known endpoints
+        // until it does, rather than making requests wait.
+        var endpoints = watcher.Current ?? _lastEndpoints;
         var resilience = settings.Resilience;
         EndpointSet set;
         if (endpoints is null)

@@ -78,6 +78,19 @@ internal sealed class HedgeState
         return result.Outcome;
     }
 
+    private static bool Contains(IReadOnlyCollection<string> names, string name)
+    {
+        foreach (var candidate in names)
+        {
+            if (string.Equals(candidate, name, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     private static HttpRequestMessage Copy(HttpRequestMessage request, Uri logical)
     {
         // The body is shared: only replayable (in-memory) content is hedged, and reading it concurrently is safe.
@@ -87,9 +100,15 @@ internal sealed class HedgeState
             VersionPolicy = request.VersionPolicy,
             Content = request.Content,
         };
+        // Trace-context headers were written by the first attempt's own HttpClient span: leave them out so that each
+        // hedged attempt gets its own parent id; cookies are added again by the handler that owns the cookie container.
+        var propagated = System.Diagnostics.DistributedContextPropagator.Current.Fields;
         foreach (var header in request.Headers)
         {
-            copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
+            if (!Contains(propagated, header.Key) && !string.Equals(header.Key, "Cookie", StringComparison.OrdinalIgnoreCase))
+            {
+                copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
         }
 
         foreach (var option in request.Options)

@@ -133,11 +133,12 @@ internal sealed record ResilienceSettings(
         var rl = service.RateLimit;
         var drl = defaults.RateLimit;
         RateLimitSettings? rateLimit = null;
-        if (rl?.Enabled ?? drl?.Enabled ?? (IsSet(rl) || IsSet(drl)))
+        // The service's own keys turn the limit on even when Defaults turned it off; its own Enabled has the last word.
+        if (rl?.Enabled ?? (IsSet(rl) || (drl?.Enabled ?? IsSet(drl))))
         {
             var permits = rl?.PermitsPerSecond ?? drl?.PermitsPerSecond ?? ResilienceConstants.PermitsPerSecond;
             rateLimit = new RateLimitSettings(
-                rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm,
+                (rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm).Trim(),
                 permits,
                 rl?.Burst ?? drl?.Burst ?? permits,
                 rl?.QueueLimit ?? drl?.QueueLimit ?? ResilienceConstants.QueueLimit);

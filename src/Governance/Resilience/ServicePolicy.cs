@@ -17,7 +17,7 @@ internal sealed class ServicePolicy : IDisposable
     /// <summary>Key under which the per-call retry state travels in the Polly context.</summary>
     public static readonly ResiliencePropertyKey<RetryState> RetryStateKey = new("MeshGovernance.RetryState");
 
-    private readonly bool _ownsLimiter;
+    private volatile bool _limiterHandedOver;
 
     private ServicePolicy(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous)
     {
@@ -34,14 +34,12 @@ internal sealed class ServicePolicy : IDisposable
             if (previous?.Settings.RateLimit == limit && previous.Limiter is not null)
             {
                 Limiter = previous.Limiter;
-                previous.HandOverLimiter();
+                previous._limiterHandedOver = true;
             }
             else
             {
                 Limiter = RateLimiterFactory.Create(limit);
             }
-
-            _ownsLimiter = true;
         }
 
         RetryPipeline = Retry.MaxRetries == 0 ? null : BuildRetryPipeline(Retry, time);
@@ -60,7 +58,7 @@ internal sealed class ServicePolicy : IDisposable
 
     public RetryBudget Budget { get; }
 
-    public RateLimiter? Limiter { get; private set; }
+    public RateLimiter? Limiter { get; }
 
     /// <summary>Gets the Polly retry pipeline, or <see langword="null"/> when <c>Retry:MaxRetries</c> is 0.</summary>
     public ResiliencePipeline<HttpResponseMessage>? RetryPipeline { get; }
@@ -70,15 +68,40 @@ internal sealed class ServicePolicy : IDisposable
 
     public static ServicePolicy Create(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous) => new(settings, time, previous);
 
+    /// <summary>
+    /// Retires this policy after a reload replaced it. Calls that read it may still be acquiring or holding a permit, so
+    /// a limiter that was not handed over to the next policy is disposed only once they have had the total timeout to
+    /// finish.
+    /// </summary>
+    public void Retire()
+    {
+        if (Limiter is { } limiter && !_limiterHandedOver)
+        {
+            ITimer? timer = null;
+            using (BackgroundWork.SuppressFlow())
+            {
+                timer = Time.CreateTimer(
+                    static s =>
+                    {
+                        var (l, t) = ((RateLimiter, Func<ITimer?>))s!;
+                        l.Dispose();
+                        t()?.Dispose();
+                    },
+                    (limiter, (Func<ITimer?>)(() => timer)),
+                    Timeout.Total + TimeSpan.FromSeconds(1),
+                    System.Threading.Timeout.InfiniteTimeSpan);
+            }
+        }
+    }
+
+    /// <summary>Disposes the limiter at once (the service itself is going away).</summary>
     public void Dispose()
     {
-        if (_ownsLimiter)
+        if (!_limiterHandedOver)
         {
             Limiter?.Dispose();
         }
     }
-
-    private void HandOverLimiter() => Limiter = null;
 
     private static ResiliencePipeline<HttpResponseMessage> BuildRetryPipeline(RetrySettings retry, TimeProvider time) =>
         new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = time }
@@ -103,6 +126,13 @@ internal sealed class ServicePolicy : IDisposable
                 ShouldHandle = static args => new ValueTask<bool>(HedgeState.ShouldHedge(args.Outcome, args.Context)),
                 ActionGenerator = static args =>
                 {
+                    // Hedged attempts are extra load, like retries: they spend the same budget, and stop when it is spent.
+                    var state = args.PrimaryContext.Properties.GetValue(HedgeState.Key, null!);
+                    if (!state.Call.Policy.Budget.TryRetry())
+                    {
+                        return null;
+                    }
+
                     args.ActionContext.Properties.Set(HedgeState.AttemptKey, args.AttemptNumber);
                     return () => args.Callback(args.ActionContext);
                 },

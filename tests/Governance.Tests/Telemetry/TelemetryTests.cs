@@ -183,6 +183,46 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task GetAsync_Hedged_EachAttemptCarriesItsOwnParent()
+    {
+        Listen();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var seen = new ConcurrentQueue<string>();
+        await using var stuck = await LoopbackServer.StartAsync("stuck", async c =>
+        {
+            seen.Enqueue(c.Request.Headers.TraceParent.ToString());
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        });
+        await using var fast = await LoopbackServer.StartAsync("fast", c =>
+        {
+            seen.Enqueue(c.Request.Headers.TraceParent.ToString());
+            return Task.CompletedTask;
+        });
+        var settings = Governed.Service("catalog", "RoundRobin", stuck, fast);
+        settings["Services:catalog:Hedging:Enabled"] = "true";
+        settings["Services:catalog:Hedging:Delay"] = "00:00:00.020";
+        await using var governed = Governed.Create(settings);
+        try
+        {
+            for (var i = 0; i < 4 && stuck.RequestCount == 0; i++)
+            {
+                using var root = TestSource.StartActivity("test")!;
+                using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal("fast", Assert.Single(response.Headers.GetValues("x-server")));
+            }
+        }
+        finally
+        {
+            release.SetResult();
+        }
+
+        // Every request that reached a backend carried a distinct parent: the hedged copy did not reuse the first attempt's.
+        var parents = seen.Select(t => ActivityContext.Parse(t, null).SpanId.ToHexString()).ToList();
+        Assert.True(stuck.RequestCount >= 1, "a primary attempt went to the stuck endpoint and was hedged");
+        Assert.Equal(parents.Count, parents.Distinct().Count());
+    }
+
+    [Fact]
     public async Task Metrics_NamesUnitsAndTagsArePinned()
     {
         var measurements = new ConcurrentQueue<(string Instrument, string? Unit, object Value, Dictionary<string, object?> Tags)>();
