@@ -51,7 +51,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
 
             var refused = service.NoEndpoint();
-            GovernanceInstrumentation.RecordRefused(service, request, refused);
+            service.Instrumentation.RecordRefused(service, request, refused);
             return Task.FromException<HttpResponseMessage>(refused);
         }
 

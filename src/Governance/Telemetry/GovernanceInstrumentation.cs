@@ -197,6 +197,8 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
         }
 
+        RecordRefusedDuration(service, request, typeof(RateLimitRejectedException));
+
         if (Source.HasListeners())
         {
             // A rejected call still gets its span, so that traces show what was refused and why.
@@ -215,9 +217,10 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         }
     }
 
-    /// <summary>A call refused before any attempt (no endpoint): it still gets its span, with error status.</summary>
-    public static void RecordRefused(ServiceRuntime service, HttpRequestMessage request, Exception error)
+    /// <summary>A call refused before any attempt (no endpoint): it still gets its span, with error status, and its duration.</summary>
+    public void RecordRefused(ServiceRuntime service, HttpRequestMessage request, Exception error)
     {
+        RecordRefusedDuration(service, request, error.GetType());
         if (!Source.HasListeners())
         {
             return;
@@ -234,6 +237,20 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         }
 
         Activity.Current = previous;
+    }
+
+    /// <summary>A refused call is a logical call too: it is recorded with duration 0 and its error type.</summary>
+    private void RecordRefusedDuration(ServiceRuntime service, HttpRequestMessage request, Type error)
+    {
+        if (RequestDuration.Enabled)
+        {
+            RequestDuration.Record(0, new TagList
+            {
+                { GovernanceTelemetry.ServiceTag, service.Name },
+                { MethodTag, request.Method.Method },
+                { ErrorTypeTag, error.FullName },
+            });
+        }
     }
 
     public void RecordEjection(ServiceRuntime service, EndpointState endpoint, TimeSpan duration)

@@ -277,8 +277,12 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             output.WriteLine($"{m.Instrument} [{m.Unit}] {m.Value} {string.Join(", ", m.Tags.Select(t => $"{t.Key}={t.Value}"))}");
         }
 
+        // Two answered calls and the rejected one: every logical call has its duration.
         var durations = ours.Where(m => m.Instrument == GovernanceTelemetry.Instruments.RequestDuration).ToList();
-        Assert.Equal(2, durations.Count);
+        Assert.Equal(3, durations.Count);
+        var rejected = Assert.Single(durations, d => d.Tags.ContainsKey("error.type"));
+        Assert.Equal(typeof(RateLimitRejectedException).FullName, rejected.Tags["error.type"]);
+        durations.Remove(rejected);
         Assert.All(durations, d =>
         {
             Assert.Equal("s", d.Unit);
