@@ -259,10 +259,37 @@ internal sealed class GovernanceConfigurationSchema
                 ("UnhealthyThreshold", integer),
                 ("HealthyThreshold", integer))),
             ("RateLimit", Object(("Enabled", boolean), ("Algorithm", text), ("PermitsPerSecond", integer), ("Burst", integer), ("QueueLimit", integer))),
-            ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))));
+            ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))),
+            ("Tags", textList),
+            ("OnlyPassing", boolean));
+        var consul = Object(
+            ("Address", text),
+            ("Token", text),
+            ("Datacenter", text),
+            ("WaitTime", duration),
+            ("InitialResolutionTimeout", duration));
+        var registration = Object(
+            ("Enabled", boolean),
+            ("InstanceId", text),
+            ("Address", text),
+            ("Port", integer),
+            ("Scheme", text),
+            ("Tags", textList),
+            ("Metadata", textMap),
+            ("Weights", Object(("Passing", integer), ("Warning", integer))),
+            ("Check", Object(
+                ("Enabled", boolean),
+                ("HttpPath", text),
+                ("Interval", duration),
+                ("Timeout", duration),
+                ("Ttl", duration),
+                ("DeregisterCriticalServiceAfter", duration))),
+            ("FailFast", boolean));
         return Object(
             ("Application", Object(("Name", text), ("Zone", text))),
             ("Defaults", service),
-            ("Services", new GovernanceConfigurationSchema(Kind.Map, item: service)));
+            ("Services", new GovernanceConfigurationSchema(Kind.Map, item: service)),
+            ("Consul", consul),
+            ("Registration", registration));
     }
 }
