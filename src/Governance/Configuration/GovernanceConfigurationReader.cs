@@ -227,6 +227,8 @@ internal sealed class GovernanceConfigurationSchema
         var service = Object(
             ("Discovery", text),
             ("Endpoints", new GovernanceConfigurationSchema(Kind.List, item: endpoint)),
+            ("Tags", textList),
+            ("OnlyPassing", boolean),
             ("LoadBalancer", Object(("Policy", text), ("HashHeader", text))),
             ("Retry", Object(
                 ("MaxRetries", integer),
@@ -259,9 +261,7 @@ internal sealed class GovernanceConfigurationSchema
                 ("UnhealthyThreshold", integer),
                 ("HealthyThreshold", integer))),
             ("RateLimit", Object(("Enabled", boolean), ("Algorithm", text), ("PermitsPerSecond", integer), ("Burst", integer), ("QueueLimit", integer))),
-            ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))),
-            ("Tags", textList),
-            ("OnlyPassing", boolean));
+            ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))));
         var consul = Object(
             ("Address", text),
             ("Token", text),

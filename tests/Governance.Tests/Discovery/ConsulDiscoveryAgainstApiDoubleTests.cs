@@ -1,6 +1,8 @@
 using Governance.Discovery.Consul;
+using Governance.Pipeline;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using static Governance.Tests.Discovery.ConsulTestKit;
@@ -443,6 +445,42 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         await EndpointsAsync(second, e => e.Count == 2);
         await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count == 3));
         Assert.Equal([null, "101", "102"], consul.HealthQueries.Select(q => q.Param("index")));
+    }
+
+    [Fact]
+    public async Task GetAsync_ConsulDiscoveredService_ReachesInstancesAndFollowsChanges()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        consul.Register(ConsulInstance.For("catalog", a));
+        var time = new FakeTimeProvider();
+        var settings = Settings(consul);
+        settings["Services:catalog:LoadBalancer:Policy"] = "RoundRobin";
+        await using var governed = Governed.Create(settings, s => s.AddSingleton<TimeProvider>(time));
+        var runtime = governed.Services.GetRequiredService<GovernanceRuntime>();
+        string[] Live() => [.. runtime.Services["catalog"].Endpoints.All.Select(e => e.Authority)];
+        string Authority(LoopbackServer server) => server.Address.GetLeftPart(UriPartial.Authority);
+
+        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().SequenceEqual([Authority(a)]));
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/items/1"));
+
+        consul.Register(ConsulInstance.For("catalog", b));
+        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().Length == 2);
+        var answered = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            answered.Add(await governed.GetServerAsync("http://catalog/items/1"));
+        }
+
+        Assert.Equal(["a", "b"], answered.Distinct().Order());
+
+        consul.SetStatus("a", "critical");
+        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().SequenceEqual([Authority(b)]));
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal("b", await governed.GetServerAsync("http://catalog/items/1"));
+        }
     }
 
     [Fact]
