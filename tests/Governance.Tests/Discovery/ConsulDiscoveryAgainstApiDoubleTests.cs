@@ -63,8 +63,9 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new FakeTimeProvider();
+        var logs = new CapturingLoggerProvider();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
-        await using var services = Build(Settings(consul), time);
+        await using var services = Build(Settings(consul), time, logs);
         await using var watcher = Watch(services);
         await EndpointsAsync(watcher, e => e.Count == 1);
         var high = consul.Index;
@@ -81,6 +82,8 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
 
         var indexes = consul.HealthQueries.Select(q => q.Param("index")).ToArray();
         Assert.Equal(new string?[] { null, high.ToString(System.Globalization.CultureInfo.InvariantCulture), null, restored }, indexes);
+        var reset = Assert.Single(logs.Entries, e => e.EventId.Id == 1113);
+        Assert.Equal($"Consul index of service catalog went backwards ({high} to {restored}): restarting its blocking query from 0", reset.Message);
     }
 
     [Fact]
@@ -293,6 +296,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         await using var services = Build(settings, time, logs);
         await using var watcher = Watch(services);
         await EndpointsAsync(watcher, e => e.Count == 1);
+        await consul.WaitForAsync(r => r.Count == 2);
 
         // The token is replaced by one that may not read the service: Consul filters the answer instead of refusing it.
         consul.EnableAcl("admin");

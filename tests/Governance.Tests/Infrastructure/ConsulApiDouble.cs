@@ -305,8 +305,13 @@ public sealed class ConsulApiDouble : IAsyncDisposable
             body);
         Task? hang;
         (int Status, string Body)? failure;
+        Acl access;
+        int elapsed;
         lock (_gate)
         {
+            // What a request sees is fixed when it arrives (its ACL, the wait generation), before anyone can observe it.
+            access = Access(recorded.Token);
+            elapsed = _elapsed;
             _requests.Add(recorded);
             for (var i = _waiters.Count - 1; i >= 0; i--)
             {
@@ -339,7 +344,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
                 return;
             }
 
-            await RouteAsync(context, recorded, aborted.Token);
+            await RouteAsync(context, recorded, access, elapsed, aborted.Token);
         }
         catch (OperationCanceledException)
         {
@@ -347,10 +352,9 @@ public sealed class ConsulApiDouble : IAsyncDisposable
         }
     }
 
-    private async Task RouteAsync(HttpContext context, ConsulRequest request, CancellationToken cancellationToken)
+    private async Task RouteAsync(HttpContext context, ConsulRequest request, Acl access, int elapsed, CancellationToken cancellationToken)
     {
         var path = request.Path;
-        var access = Access(request.Token);
         if (access == Acl.Unknown)
         {
             await TextAsync(context, 403, "ACL not found");
@@ -359,7 +363,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
 
         if (request.Method == "GET" && path.StartsWith("/v1/health/service/", StringComparison.Ordinal))
         {
-            await HealthServiceAsync(context, Uri.UnescapeDataString(path["/v1/health/service/".Length..]), access, cancellationToken);
+            await HealthServiceAsync(context, Uri.UnescapeDataString(path["/v1/health/service/".Length..]), access, elapsed, cancellationToken);
             return;
         }
 
@@ -420,7 +424,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
         }
     }
 
-    private async Task HealthServiceAsync(HttpContext context, string service, Acl access, CancellationToken cancellationToken)
+    private async Task HealthServiceAsync(HttpContext context, string service, Acl access, int elapsed, CancellationToken cancellationToken)
     {
         var query = context.Request.Query;
         var datacenter = query.TryGetValue("dc", out var dc) ? dc.ToString() : Datacenter;
@@ -440,12 +444,6 @@ public sealed class ConsulApiDouble : IAsyncDisposable
             // Block while the index is not above the client's, until a change lifts it or the wait elapses.
             using var waitOver = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             waitOver.CancelAfter(wait);
-            int elapsed;
-            lock (_gate)
-            {
-                elapsed = _elapsed;
-            }
-
             while (true)
             {
                 Task changed;

@@ -232,7 +232,8 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
             error.Message);
 
         consul.Recover();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => consul.GetRegistration($"orders-{Machine}-8080") is not null);
+        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => logs.Entries.Any(e => e.EventId.Id == 1600));
+        Assert.NotNull(consul.GetRegistration($"orders-{Machine}-8080"));
         Assert.Single(logs.Entries, e => e.EventId.Id == 1600);
         await host.StopAsync().WaitAsync(Guard);
     }

@@ -53,9 +53,6 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
     /// <summary>Gets the last failure's message while the loop is failing, or <see langword="null"/> once Consul answers.</summary>
     public string? LastError => _lastError;
 
-    /// <summary>Gets the index of the last answer, for tests.</summary>
-    internal ulong Index { get; private set; }
-
     public IChangeToken GetChangeToken() => new CancellationChangeToken(Volatile.Read(ref _changed).Token);
 
     public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
@@ -103,7 +100,6 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
 
                 _lastError = null;
                 index = Accept(index, answer);
-                Index = index;
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {

@@ -30,8 +30,11 @@ internal sealed class ConsulHttpClient : IDisposable
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             ConnectTimeout = ConsulConstants.RequestTimeout,
             AutomaticDecompression = DecompressionMethods.All,
-            UseProxy = false,
             AllowAutoRedirect = false,
+
+            // The environment's proxy (HTTP_PROXY, NO_PROXY), except for a loopback agent, as Consul's Go client does:
+            // a proxy in front of the local agent would only add a place where long polls get cut.
+            Proxy = new LoopbackBypassProxy(HttpClient.DefaultProxy),
         };
         _http = new HttpClient(handler, disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan };
     }
@@ -260,6 +263,21 @@ internal sealed class ConsulHttpClient : IDisposable
 
     private static ConsulApiException TimedOut(ConsulConnection connection, string operation, TimeSpan timeout, Exception inner) =>
         new($"Consul at {connection} did not answer {operation} within {timeout}", null, inner);
+}
+
+/// <summary>Uses an inner proxy except for loopback hosts (Go's <c>http.ProxyFromEnvironment</c> rule).</summary>
+internal sealed class LoopbackBypassProxy(IWebProxy inner) : IWebProxy
+{
+    public ICredentials? Credentials
+    {
+        get => inner.Credentials;
+        set => inner.Credentials = value;
+    }
+
+    public Uri? GetProxy(Uri destination) => inner.GetProxy(destination);
+
+    public bool IsBypassed(Uri host) =>
+        host.IsLoopback || string.Equals(host.Host, "localhost", StringComparison.OrdinalIgnoreCase) || inner.IsBypassed(host);
 }
 
 /// <summary>What one health query asks: the service and its filters. Blocking parameters come with each request.</summary>

@@ -135,8 +135,6 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
         /// <summary>Gets why the last query failed while Consul keeps failing, or <see langword="null"/>; for the first request's error.</summary>
         public string? LastError => watch.LastError;
 
-        internal ConsulHealthWatch Loop => watch;
-
         public IChangeToken GetChangeToken() => watch.GetChangeToken();
 
         public ValueTask DisposeAsync() =>
