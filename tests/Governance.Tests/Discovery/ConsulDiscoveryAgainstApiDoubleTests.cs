@@ -452,6 +452,29 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Watch_QueryChangedByReload_NewQueryServesLastKnownEndpointsUntilItsFirstAnswer()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080) { Tags = ["v1"] });
+        consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080) { Tags = ["v2"] });
+        await using var services = Build(Settings(consul), new FakeTimeProvider());
+        var before = Watch(services);
+        var known = await EndpointsAsync(before, e => e.Count == 2);
+        consul.Hang();
+
+        // A reload sets Tags: a different query; the runtime watches it before disposing the old watcher.
+        var options = new Governance.Configuration.ServiceOptions { Discovery = "Consul" };
+        options.Tags.Add("v2");
+        await using var after = ConsulTestKit.Provider(services).Watch("catalog", options);
+        await before.DisposeAsync();
+
+        Assert.Same(known, after.Current);
+        consul.Recover();
+        var filtered = await EndpointsAsync(after, e => e.Count == 1);
+        Assert.Equal("http://10.0.0.12:8080", filtered[0].Authority);
+    }
+
+    [Fact]
     public async Task GetAsync_ConsulDiscoveredService_ReachesInstancesAndFollowsChanges()
     {
         await using var consul = await ConsulApiDouble.StartAsync();

@@ -30,9 +30,12 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
     private volatile string? _lastError;
     private Task _loop = Task.CompletedTask;
 
-    public ConsulHealthWatch(string key, ConsulConnection connection, ConsulHealthQuery query, ConsulHttpClient http, TimeProvider time, GovernanceInstrumentation instrumentation, ILogger logger)
+    // seed: the endpoints another query of the same service last published (a reload changed the query), used until
+    // this query's first answer, so that reconfiguring never leaves the service without endpoints.
+    public ConsulHealthWatch(string key, ConsulConnection connection, ConsulHealthQuery query, ConsulHttpClient http, TimeProvider time, GovernanceInstrumentation instrumentation, ILogger logger, IReadOnlyList<ServiceEndpoint>? seed = null)
     {
         Key = key;
+        _current = seed;
         _connection = connection;
         _query = query;
         _http = http;
@@ -43,6 +46,9 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
 
     /// <summary>Gets the identity of the query (never logged: it contains the token).</summary>
     public string Key { get; }
+
+    /// <summary>Gets the Consul service name.</summary>
+    public string Service => _query.Service;
 
     /// <summary>Gets or sets how many watchers use this loop; guarded by the provider's lock.</summary>
     public int References { get; set; }

@@ -9,7 +9,9 @@ namespace Governance.Discovery.Consul;
 /// <summary>
 /// Endpoints from Consul's health API (<c>Discovery: Consul</c>). Each service gets a background blocking-query loop;
 /// requests only read the loop's last published list. Watchers of the same query share one loop, so the configuration
-/// reloads that rebuild every service's watcher neither restart the blocking queries nor forget the known endpoints.
+/// reloads that rebuild every service's watcher neither restart the blocking queries nor forget the known endpoints; a
+/// reload that changes the query (agent, token, filters) starts a new loop that serves the old loop's endpoints until
+/// its first answer.
 /// </summary>
 internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider, IAsyncDisposable, IDisposable
 {
@@ -48,7 +50,16 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (!_watches.TryGetValue(key, out var watch))
             {
-                watch = new ConsulHealthWatch(key, connection, query, _http, _time, _instrumentation, _logger);
+                IReadOnlyList<ServiceEndpoint>? seed = null;
+                foreach (var other in _watches.Values)
+                {
+                    if (string.Equals(other.Service, query.Service, StringComparison.OrdinalIgnoreCase) && other.Current is { } known)
+                    {
+                        seed = known;
+                    }
+                }
+
+                watch = new ConsulHealthWatch(key, connection, query, _http, _time, _instrumentation, _logger, seed);
                 _watches.Add(key, watch);
                 watch.Start();
             }
