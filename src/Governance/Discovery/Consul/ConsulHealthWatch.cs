@@ -53,7 +53,7 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
     /// <summary>Gets or sets how many watchers use this loop; guarded by the provider's lock.</summary>
     public int References { get; set; }
 
-    /// <summary>Gets the latest endpoints, or <see langword="null"/> until Consul first answered.</summary>
+    /// <summary>Gets the latest endpoints (at first, those of the query this one replaced, if any), or <see langword="null"/> until Consul first answered.</summary>
     public IReadOnlyList<ServiceEndpoint>? Current => _current;
 
     /// <summary>Gets the last failure's message while the loop is failing, or <see langword="null"/> once Consul answers.</summary>
