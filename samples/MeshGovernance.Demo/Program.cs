@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Governance.LoadBalancing;
 using MeshGovernance.Demo;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -71,19 +72,42 @@ async Task<bool> RunAsync(CancellationToken cancellationToken)
         Console.WriteLine(Invariant($"  {backend.Name}  {Authority(backend)}  {speed}"));
     }
 
-    // appsettings.json holds the documented configuration; the real (ephemeral) addresses go over it. Endpoints 0 and
-    // 1 are objects there (address, weight, zone, metadata), endpoint 2 is a bare address string.
-    var overrides = new RuntimeOverrides(new Dictionary<string, string?>
-    {
-        [ServiceSection + ":Endpoints:0:Address"] = Authority(a),
-        [ServiceSection + ":Endpoints:1:Address"] = Authority(b),
-        [ServiceSection + ":Endpoints:2"] = Authority(c),
-    });
-
     var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
-    builder.Configuration.Sources.Add(overrides);
-    builder.Services.AddMeshGovernance();
+
+    // Optional: with MeshGovernance:Consul:Address set (command line, environment), the endpoints of catalog come from
+    // a real Consul agent instead of appsettings.json; see ConsulDemoRegistry.cs and README, section Consul.
+    var consulAddress = builder.Configuration["MeshGovernance:Consul:Address"];
+    await using var consul = string.IsNullOrWhiteSpace(consulAddress) ? null : new ConsulDemoRegistry(new Uri(consulAddress), builder.Configuration["MeshGovernance:Consul:Token"]);
+    RuntimeOverrides overrides;
+    if (consul is null)
+    {
+        // appsettings.json holds the documented configuration; the real (ephemeral) addresses go over it. Endpoints 0
+        // and 1 are objects there (address, weight, zone, metadata), endpoint 2 is a bare address string.
+        overrides = new RuntimeOverrides(new Dictionary<string, string?>
+        {
+            [ServiceSection + ":Endpoints:0:Address"] = Authority(a),
+            [ServiceSection + ":Endpoints:1:Address"] = Authority(b),
+            [ServiceSection + ":Endpoints:2"] = Authority(c),
+        });
+        builder.Configuration.Sources.Add(overrides);
+        builder.Services.AddMeshGovernance();
+    }
+    else
+    {
+        Console.WriteLine(Invariant($"  Consul at {consulAddress}: registering the backends as instances of {Service}"));
+        await consul.RegisterAsync(Service, a, weight: 1, "zone-a", cancellationToken);
+        await consul.RegisterAsync(Service, b, weight: 1, "zone-b", cancellationToken);
+        await consul.RegisterAsync(Service, c, weight: 1, zone: null, cancellationToken);
+
+        // The same MeshGovernance settings, minus the static endpoints of catalog, which discovers them in Consul.
+        overrides = new RuntimeOverrides(builder.Configuration.GetSection("MeshGovernance").AsEnumerable()
+            .Where(static p => p.Value is not null && !p.Key.StartsWith(ServiceSection + ":Endpoints", StringComparison.OrdinalIgnoreCase))
+            .Append(KeyValuePair.Create<string, string?>(ServiceSection + ":Discovery", "Consul")));
+        builder.Services.AddMeshGovernance(new ConfigurationBuilder().Add(overrides).Build().GetSection("MeshGovernance"));
+    }
+
     DemoTelemetry.Add(builder);
+
     builder.Services.AddHttpClient(Service, static client => client.Timeout = TimeSpan.FromSeconds(10));
 
     using var host = builder.Build();
@@ -94,6 +118,10 @@ async Task<bool> RunAsync(CancellationToken cancellationToken)
     // One client for the whole demo: every policy and weight change below reaches it through configuration reload.
     var client = host.Services.GetRequiredService<IHttpClientFactory>().CreateClient(Service);
     var ok = true;
+    if (consul is not null)
+    {
+        ok &= Expect(await ConsulDiscoveredAsync(client, endpoints, cancellationToken), "every backend should be discovered through Consul (checks passing) within 30 s");
+    }
 
     Console.WriteLine();
     Console.WriteLine("Warm-up with appsettings.json as it is (RoundRobin): connections, JIT");
@@ -124,10 +152,21 @@ async Task<bool> RunAsync(CancellationToken cancellationToken)
     }
 
     Console.WriteLine();
-    Console.WriteLine(Invariant($"Live reload: {ServiceSection}:Endpoints:0:Weight 1 -> 6 with RoundRobin (same client, no restart)"));
-    overrides.Apply(
-        KeyValuePair.Create<string, string?>(PolicyKey, LoadBalancingPolicyNames.RoundRobin),
-        KeyValuePair.Create<string, string?>(ServiceSection + ":Endpoints:0:Weight", "6"));
+    if (consul is null)
+    {
+        Console.WriteLine(Invariant($"Live reload: {ServiceSection}:Endpoints:0:Weight 1 -> 6 with RoundRobin (same client, no restart)"));
+        overrides.Apply(
+            KeyValuePair.Create<string, string?>(PolicyKey, LoadBalancingPolicyNames.RoundRobin),
+            KeyValuePair.Create<string, string?>(ServiceSection + ":Endpoints:0:Weight", "6"));
+    }
+    else
+    {
+        Console.WriteLine(Invariant($"Consul: {a.Name} re-registered with Weights.Passing 1 -> 6, RoundRobin (the blocking query delivers it)"));
+        overrides.Apply(KeyValuePair.Create<string, string?>(PolicyKey, LoadBalancingPolicyNames.RoundRobin));
+        await consul.RegisterAsync(Service, a, weight: 6, "zone-a", cancellationToken);
+        ok &= Expect(await WeightAppliedAsync(client, a.Name, cancellationToken), "the new weight should reach the client within 15 s");
+    }
+
     var reloaded = await RunOnceAsync(client, users: 0, RequestsPerRun, cancellationToken);
     ResultTable.Print(reloaded, endpoints);
     ok &= Check(reloaded);
@@ -143,6 +182,52 @@ Task<RunResult> RunOnceAsync(HttpClient client, int users, int requests, Cancell
 {
     sent += requests;
     return LoadRun.RunAsync(client, Service, requests, Concurrency, users, new ProgressLine(requests, redirected), cancellationToken);
+}
+
+// Consul path: wait until round robin has reached every backend, i.e. Consul reports them all passing.
+static async Task<bool> ConsulDiscoveredAsync(HttpClient client, string[] names, CancellationToken cancellationToken)
+{
+    var seen = new HashSet<string>();
+    var started = Stopwatch.GetTimestamp();
+    while (seen.Count < names.Length && Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(30))
+    {
+        try
+        {
+            using var response = await client.GetAsync(new Uri($"http://{Service}/items?id=0"), cancellationToken);
+            if (response.Headers.TryGetValues("x-server", out var server))
+            {
+                seen.UnionWith(server);
+            }
+        }
+        catch (Governance.NoAvailableEndpointException)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(200), cancellationToken); // Not resolved yet, or no check passed yet.
+        }
+    }
+
+    return seen.Count == names.Length;
+}
+
+// Consul path: wait until round robin gives backend a 6 of every 8 requests.
+static async Task<bool> WeightAppliedAsync(HttpClient client, string name, CancellationToken cancellationToken)
+{
+    var started = Stopwatch.GetTimestamp();
+    while (Stopwatch.GetElapsedTime(started) < TimeSpan.FromSeconds(15))
+    {
+        var hits = 0;
+        for (var i = 0; i < 80; i++)
+        {
+            using var response = await client.GetAsync(new Uri($"http://{Service}/items?id={i}"), cancellationToken);
+            hits += response.Headers.GetValues("x-server").Contains(name) ? 1 : 0;
+        }
+
+        if (hits >= 56)
+        {
+            return true;
+        }
+    }
+
+    return false;
 }
 
 static bool Check(RunResult result)

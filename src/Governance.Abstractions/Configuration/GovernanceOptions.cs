@@ -23,6 +23,15 @@ public sealed class GovernanceOptions
     /// </summary>
     public IDictionary<string, ServiceOptions> Services { get; } = new Dictionary<string, ServiceOptions>(StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>Gets or sets how to reach Consul, for Consul discovery and registration. Default: empty (no Consul).</summary>
+    public ConsulOptions Consul { get; set; } = new();
+
+    /// <summary>
+    /// Gets or sets the registration of this application in Consul. Default: <see langword="null"/> (not registered);
+    /// registration is on when this is set and its <see cref="RegistrationOptions.Enabled"/> is not <see langword="false"/>.
+    /// </summary>
+    public RegistrationOptions? Registration { get; set; }
+
     /// <summary>Gets the configuration path the options were bound from, used to name keys in validation messages.</summary>
     internal string SectionPath { get; set; } = SectionName;
 

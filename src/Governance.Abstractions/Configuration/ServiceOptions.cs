@@ -18,6 +18,19 @@ public sealed class ServiceOptions
     /// </summary>
     public IList<EndpointOptions> Endpoints { get; } = new List<EndpointOptions>();
 
+    /// <summary>
+    /// Gets the tags an instance must all carry to be used (Consul's <c>tag</c> filter), with <c>Consul</c> discovery.
+    /// A service that lists none inherits those of <c>Defaults</c>. Default: empty (no tag filter).
+    /// </summary>
+    public IList<string> Tags { get; } = new List<string>();
+
+    /// <summary>
+    /// Gets or sets a value indicating whether only instances whose checks all pass are used, with <c>Consul</c>
+    /// discovery (Consul's <c>passing</c> filter). When <see langword="false"/>, instances with a check in warning are used
+    /// too, at their warning weight; instances with a critical check never are. Default: <see langword="true"/>.
+    /// </summary>
+    public bool? OnlyPassing { get; set; }
+
     /// <summary>Gets or sets the load-balancing settings. Default: <see langword="null"/> (inherited).</summary>
     public LoadBalancerOptions? LoadBalancer { get; set; }
 

@@ -106,6 +106,13 @@ internal sealed class GovernanceConfigurationSchema
     public void Check(IConfiguration node, string path, List<string> errors, List<string> malformed)
     {
         var value = (node as IConfigurationSection)?.Value;
+
+        // An empty value (`"Ttl": ""`) means "not set" for typed settings, as the binder reads it.
+        if (value is { Length: 0 } && _kind is Kind.Integer or Kind.Number or Kind.Boolean or Kind.Duration)
+        {
+            return;
+        }
+
         switch (_kind)
         {
             case Kind.Text:
@@ -227,6 +234,8 @@ internal sealed class GovernanceConfigurationSchema
         var service = Object(
             ("Discovery", text),
             ("Endpoints", new GovernanceConfigurationSchema(Kind.List, item: endpoint)),
+            ("Tags", textList),
+            ("OnlyPassing", boolean),
             ("LoadBalancer", Object(("Policy", text), ("HashHeader", text))),
             ("Retry", Object(
                 ("MaxRetries", integer),
@@ -260,9 +269,34 @@ internal sealed class GovernanceConfigurationSchema
                 ("HealthyThreshold", integer))),
             ("RateLimit", Object(("Enabled", boolean), ("Algorithm", text), ("PermitsPerSecond", integer), ("Burst", integer), ("QueueLimit", integer))),
             ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))));
+        var consul = Object(
+            ("Address", text),
+            ("Token", text),
+            ("Datacenter", text),
+            ("WaitTime", duration),
+            ("InitialResolutionTimeout", duration));
+        var registration = Object(
+            ("Enabled", boolean),
+            ("InstanceId", text),
+            ("Address", text),
+            ("Port", integer),
+            ("Scheme", text),
+            ("Tags", textList),
+            ("Metadata", textMap),
+            ("Weights", Object(("Passing", integer), ("Warning", integer))),
+            ("Check", Object(
+                ("Enabled", boolean),
+                ("HttpPath", text),
+                ("Interval", duration),
+                ("Timeout", duration),
+                ("Ttl", duration),
+                ("DeregisterCriticalServiceAfter", duration))),
+            ("FailFast", boolean));
         return Object(
             ("Application", Object(("Name", text), ("Zone", text))),
             ("Defaults", service),
-            ("Services", new GovernanceConfigurationSchema(Kind.Map, item: service)));
+            ("Services", new GovernanceConfigurationSchema(Kind.Map, item: service)),
+            ("Consul", consul),
+            ("Registration", registration));
     }
 }

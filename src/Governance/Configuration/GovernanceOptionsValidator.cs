@@ -54,6 +54,7 @@ internal sealed partial class GovernanceOptionsValidator
             ValidateService(name, service, defaults, path, errors);
         }
 
+        ValidateConsul(options, errors);
         return errors;
     }
 

@@ -1,13 +1,16 @@
 using Governance.Configuration;
 using Governance.Discovery;
+using Governance.Discovery.Consul;
 using Governance.LoadBalancing;
 using Governance.Pipeline;
+using Governance.Registration;
 using Governance.Telemetry;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace Governance.DependencyInjection;
@@ -48,6 +51,12 @@ internal sealed class GovernanceRegistration
         services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, PowerOfTwoChoicesLoadBalancingPolicy>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<ILoadBalancingPolicy, MaglevLoadBalancingPolicy>());
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceDiscoveryProvider, StaticServiceDiscoveryProvider>());
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IServiceDiscoveryProvider, ConsulServiceDiscoveryProvider>());
+
+        // Consul: one HTTP client of its own for discovery and registration; registration runs with the host and does
+        // nothing unless MeshGovernance:Registration is present.
+        services.TryAddSingleton<ConsulHttpClient>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, ConsulRegistrationService>());
 
         services.TryAddSingleton<LoadBalancingPolicyRegistry>();
         services.TryAddSingleton<ServiceDiscoveryProviderRegistry>();

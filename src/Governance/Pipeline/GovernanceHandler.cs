@@ -259,7 +259,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, CancellationToken cancellationToken)
     {
-        var timeout = service.Policy.Timeout.Total;
+        var timeout = service.Settings.FirstAnswerTimeout;
         if (!await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false))
         {
             throw new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");

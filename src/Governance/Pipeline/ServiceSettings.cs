@@ -8,8 +8,9 @@ namespace Governance.Pipeline;
 /// <summary>One service's effective settings: its own keys over <c>Defaults</c> over the built-in defaults.</summary>
 internal sealed class ServiceSettings
 {
-    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone, ResilienceSettings resilience)
+    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone, ResilienceSettings resilience, TimeSpan? initialResolutionTimeout)
     {
+        InitialResolutionTimeout = initialResolutionTimeout;
         Resilience = resilience;
         Name = name;
         Options = options;
@@ -36,6 +37,14 @@ internal sealed class ServiceSettings
 
     public ResilienceSettings Resilience { get; }
 
+    /// <summary>
+    /// Gets how long the first requests wait for discovery's first answer: the provider's setting (Consul's
+    /// <c>InitialResolutionTimeout</c>) when it has one, capped by the total timeout; otherwise the total timeout.
+    /// </summary>
+    public TimeSpan FirstAnswerTimeout => InitialResolutionTimeout is { } timeout && timeout < Resilience.Timeout.Total ? timeout : Resilience.Timeout.Total;
+
+    private TimeSpan? InitialResolutionTimeout { get; }
+
     /// <summary>Merges a validated service's options with the defaults.</summary>
     public static ServiceSettings Create(
         string name,
@@ -51,10 +60,20 @@ internal sealed class ServiceSettings
             HashHeader = NullIfEmpty(service.LoadBalancer?.HashHeader ?? defaults.LoadBalancer?.HashHeader),
         };
         var discoveryName = service.Discovery ?? defaults.Discovery ?? ServiceDiscoveryNames.Static;
-        var merged = new ServiceOptions { Discovery = discoveryName, LoadBalancer = loadBalancer };
+        var merged = new ServiceOptions
+        {
+            Discovery = discoveryName,
+            LoadBalancer = loadBalancer,
+            OnlyPassing = service.OnlyPassing ?? defaults.OnlyPassing,
+        };
         foreach (var endpoint in service.Endpoints)
         {
             merged.Endpoints.Add(endpoint);
+        }
+
+        foreach (var tag in service.Tags.Count > 0 ? service.Tags : defaults.Tags)
+        {
+            merged.Tags.Add(tag);
         }
 
         return new ServiceSettings(
@@ -64,7 +83,8 @@ internal sealed class ServiceSettings
             policies.Get(loadBalancer.Policy),
             loadBalancer,
             NullIfEmpty(root.Application?.Zone),
-            ResilienceSettings.Create(service, defaults));
+            ResilienceSettings.Create(service, defaults),
+            string.Equals(discoveryName, ServiceDiscoveryNames.Consul, StringComparison.OrdinalIgnoreCase) ? root.Consul?.InitialResolutionTimeout ?? Governance.Discovery.Consul.ConsulConstants.DefaultInitialResolutionTimeout : null);
     }
 
     private static string? NullIfEmpty(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();

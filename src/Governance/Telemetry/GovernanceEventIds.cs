@@ -13,6 +13,13 @@ internal static class GovernanceEventIds
     public const int EndpointsChanged = 1100;
     public const int DiscoveryWatcherFailed = 1101;
 
+    // Consul discovery (1110-1129).
+    public const int ConsulQueryFailed = 1110;
+    public const int ConsulQueryFailedAgain = 1111;
+    public const int ConsulQueryRecovered = 1112;
+    public const int ConsulIndexReset = 1113;
+    public const int ConsulInstanceSkipped = 1114;
+
     public const int NoAvailableEndpoint = 1200;
     public const int AttemptCompleted = 1201;
 
@@ -24,4 +31,11 @@ internal static class GovernanceEventIds
     public const int HealthCheckFailed = 1305;
     public const int HealthCheckRecovered = 1306;
     public const int HealthCheckProbeFailed = 1307;
+
+    public const int Registered = 1600;
+    public const int RegistrationFailed = 1601;
+    public const int RegistrationLost = 1602;
+    public const int RegistrationHeartbeatFailed = 1603;
+    public const int Deregistered = 1604;
+    public const int DeregistrationFailed = 1605;
 }

@@ -115,7 +115,7 @@ public sealed class ValidationTests
     {
         var message = Single(new() { ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Random" });
 
-        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static)", message);
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static, Consul)", message);
     }
 
     [Fact]
@@ -129,7 +129,7 @@ public sealed class ValidationTests
 
         var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
 
-        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static)", Assert.Single(ex.Failures));
+        Assert.Equal("MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static, Consul)", Assert.Single(ex.Failures));
     }
 
     [Fact]
@@ -141,7 +141,7 @@ public sealed class ValidationTests
             ["MeshGovernance:Services:catalog:LoadBalancr:Policy"] = "Random",
         });
 
-        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancr is not a known setting (Discovery, Endpoints, LoadBalancer, Retry, Timeout, CircuitBreaker, OutlierDetection, HealthCheck, RateLimit, Hedging)", message);
+        Assert.Equal("MeshGovernance:Services:catalog:LoadBalancr is not a known setting (Discovery, Endpoints, Tags, OnlyPassing, LoadBalancer, Retry, Timeout, CircuitBreaker, OutlierDetection, HealthCheck, RateLimit, Hedging)", message);
     }
 
     [Fact]
@@ -179,7 +179,7 @@ public sealed class ValidationTests
     {
         var message = Single(new() { ["MeshGovernance:Services:catalog:Discovery"] = "Eureka" });
 
-        Assert.Contains("MeshGovernance:Services:catalog:Discovery 'Eureka' is not a known discovery provider (Static)", message, StringComparison.Ordinal);
+        Assert.Contains("MeshGovernance:Services:catalog:Discovery 'Eureka' is not a known discovery provider (Static, Consul)", message, StringComparison.Ordinal);
     }
 
     [Fact]

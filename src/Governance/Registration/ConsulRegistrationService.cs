@@ -1,0 +1,221 @@
+using Governance.Configuration;
+using Governance.Discovery.Consul;
+using Governance.Telemetry;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace Governance.Registration;
+
+/// <summary>
+/// Registers this application in Consul once the host has started (after the server listens), keeps it registered
+/// (TTL heartbeats every third of the TTL; with an HTTP check or none, a look-up every 30 s) and registers it again
+/// when the agent has forgotten it (agent restart); deregisters it when the host begins a graceful shutdown, before the
+/// server stops accepting requests. A failed registration is logged and retried with backoff; it stops the host only
+/// with <c>Registration:FailFast</c>. Does nothing unless <c>MeshGovernance:Registration</c> is present.
+/// </summary>
+internal sealed partial class ConsulRegistrationService : IHostedLifecycleService, IAsyncDisposable, IDisposable
+{
+    private readonly IOptionsMonitor<GovernanceOptions> _options;
+    private readonly ConsulHttpClient _http;
+    private readonly TimeProvider _time;
+    private readonly IConfiguration? _configuration;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly object _gate = new();
+    private RegistrationSettings? _settings;
+    private Task _loop = Task.CompletedTask;
+    private volatile bool _registered;
+    private bool _stopped;
+
+    public ConsulRegistrationService(IOptionsMonitor<GovernanceOptions> options, ConsulHttpClient http, TimeProvider time, ILoggerFactory loggerFactory, IConfiguration? configuration = null)
+    {
+        _options = options;
+        _http = http;
+        _time = time;
+        _configuration = configuration;
+        _logger = loggerFactory.CreateLogger("Governance.Registration");
+    }
+
+    /// <summary>Gets or sets how environment variables are read (a seam for tests).</summary>
+    internal Func<string, string?> Environment { get; set; } = System.Environment.GetEnvironmentVariable;
+
+    /// <summary>Gets or sets how the address of a wildcard listener is found (a seam for tests).</summary>
+    internal Func<string?> HostAddress { get; set; } = ListeningAddress.FindHostAddress;
+
+    /// <summary>Gets a value indicating whether Consul currently has this instance, as far as this service knows.</summary>
+    internal bool IsRegistered => _registered;
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async Task StartedAsync(CancellationToken cancellationToken)
+    {
+        var settings = RegistrationSettings.Create(_options.CurrentValue, _configuration, Environment, HostAddress);
+        if (settings is null)
+        {
+            return;
+        }
+
+        _settings = settings;
+        var failures = 0;
+        try
+        {
+            await RegisterAsync(settings, cancellationToken).ConfigureAwait(false);
+        }
+        catch (ConsulApiException ex)
+        {
+            if (settings.FailFast)
+            {
+                throw new InvalidOperationException($"MeshGovernance could not register instance '{settings.InstanceId}' of service '{settings.ServiceName}' in Consul, and {settings.Section}:FailFast is true, so the host does not start. {ex.Message}", ex);
+            }
+
+            failures = 1;
+            LogRegistrationFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message, settings.Section);
+        }
+
+        lock (_gate)
+        {
+            if (!_stopped)
+            {
+                var stop = _stop.Token;
+                _loop = Task.Run(() => MaintainAsync(settings, failures, stop), CancellationToken.None);
+            }
+        }
+    }
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        await StopLoopAsync().ConfigureAwait(false);
+        if (_settings is not { } settings || !_registered)
+        {
+            return;
+        }
+
+        using var timeout = new CancellationTokenSource(ConsulConstants.DeregistrationTimeout, _time);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
+        try
+        {
+            await _http.DeregisterAsync(settings.Connection, settings.InstanceId, settings.ServiceName, linked.Token).ConfigureAwait(false);
+            _registered = false;
+            LogDeregistered(_logger, settings.InstanceId, settings.ServiceName, settings.Connection.ToString());
+        }
+        catch (Exception ex) when (ex is ConsulApiException or OperationCanceledException)
+        {
+            LogDeregistrationFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
+        }
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => StopLoopAsync();
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopLoopAsync().ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    /// <summary>Stops the loop without waiting for it (a container disposed synchronously); no deregistration.</summary>
+    public void Dispose() => _ = StopLoopAsync();
+
+    private async Task StopLoopAsync()
+    {
+        Task loop;
+        lock (_gate)
+        {
+            if (!_stopped)
+            {
+                _stopped = true;
+                _stop.Cancel();
+            }
+
+            loop = _loop;
+        }
+
+        await loop.ConfigureAwait(false);
+    }
+
+    private async Task RegisterAsync(RegistrationSettings settings, CancellationToken cancellationToken)
+    {
+        await _http.RegisterAsync(settings.Connection, settings.Request, cancellationToken).ConfigureAwait(false);
+        _registered = true;
+        var request = settings.Request;
+        var check = request.Check is null ? "no check" : request.Check.Ttl is { } ttl ? $"TTL check of {ttl}" : $"HTTP check of {request.Check.Http} every {request.Check.Interval}";
+        LogRegistered(_logger, settings.InstanceId, settings.ServiceName, $"{request.Address}:{request.Port}", check, settings.Connection.ToString());
+    }
+
+    private async Task MaintainAsync(RegistrationSettings settings, int failures, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var delay = _registered ? settings.HeartbeatInterval : ConsulConstants.Backoff(failures);
+                await Task.Delay(delay, _time, stop).ConfigureAwait(false);
+                if (!_registered)
+                {
+                    await RegisterAsync(settings, stop).ConfigureAwait(false);
+                }
+                else if (settings.Ttl is not null)
+                {
+                    try
+                    {
+                        await _http.PassCheckAsync(settings.Connection, settings.CheckId, settings.ServiceName, stop).ConfigureAwait(false);
+                    }
+                    catch (ConsulApiException ex) when (ex.StatusCode is 404 or 500)
+                    {
+                        // After an agent restart without its data, the check is unknown: "CheckID ... does not have associated TTL".
+                        _registered = false;
+                        LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
+                        await RegisterAsync(settings, stop).ConfigureAwait(false);
+                    }
+                }
+                else if (!await _http.IsRegisteredAsync(settings.Connection, settings.InstanceId, settings.ServiceName, stop).ConfigureAwait(false))
+                {
+                    _registered = false;
+                    LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, "the agent no longer knows the instance");
+                    await RegisterAsync(settings, stop).ConfigureAwait(false);
+                }
+
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (ConsulApiException ex)
+            {
+                failures++;
+                if (_registered)
+                {
+                    LogHeartbeatFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
+                }
+                else
+                {
+                    LogRegistrationFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message, settings.Section);
+                }
+            }
+        }
+    }
+
+    [LoggerMessage(GovernanceEventIds.Registered, LogLevel.Information, "Registered instance {InstanceId} of service {Service} at {Address} with {Check} in Consul at {Consul}")]
+    private static partial void LogRegistered(ILogger logger, string instanceId, string service, string address, string check, string consul);
+
+    [LoggerMessage(GovernanceEventIds.RegistrationFailed, LogLevel.Error, "Could not register instance {InstanceId} of service {Service} in Consul; retrying in the background (set {Section}:FailFast to true to stop the host instead): {Error}")]
+    private static partial void LogRegistrationFailed(ILogger logger, string instanceId, string service, string error, string section);
+
+    [LoggerMessage(GovernanceEventIds.RegistrationLost, LogLevel.Warning, "Consul lost instance {InstanceId} of service {Service} (agent restarted?); registering it again: {Reason}")]
+    private static partial void LogRegistrationLost(ILogger logger, string instanceId, string service, string reason);
+
+    [LoggerMessage(GovernanceEventIds.RegistrationHeartbeatFailed, LogLevel.Warning, "Could not confirm the registration of instance {InstanceId} of service {Service} with Consul: {Error}")]
+    private static partial void LogHeartbeatFailed(ILogger logger, string instanceId, string service, string error);
+
+    [LoggerMessage(GovernanceEventIds.Deregistered, LogLevel.Information, "Deregistered instance {InstanceId} of service {Service} from Consul at {Consul}")]
+    private static partial void LogDeregistered(ILogger logger, string instanceId, string service, string consul);
+
+    [LoggerMessage(GovernanceEventIds.DeregistrationFailed, LogLevel.Warning, "Could not deregister instance {InstanceId} of service {Service} from Consul; Consul removes it once its check has been critical for DeregisterCriticalServiceAfter: {Error}")]
+    private static partial void LogDeregistrationFailed(ILogger logger, string instanceId, string service, string error);
+}
