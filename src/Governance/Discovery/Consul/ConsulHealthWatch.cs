@@ -61,7 +61,14 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
 
     public IChangeToken GetChangeToken() => new CancellationChangeToken(Volatile.Read(ref _changed).Token);
 
-    public void Start() => _loop = Task.Run(() => RunAsync(_stop.Token));
+    public void Start()
+    {
+        // The loop lives as long as the watch: start it without the context of the request that created it.
+        using (Resilience.BackgroundWork.SuppressFlow())
+        {
+            _loop = Task.Run(() => RunAsync(_stop.Token));
+        }
+    }
 
     /// <summary>Stops the loop and waits for it to end.</summary>
     public async ValueTask DisposeAsync()
