@@ -141,7 +141,8 @@ public class UnobservedTelemetryBenchmarks : TelemetryBenchmarks
 
 /// <summary>
 /// The telemetry rows with an activity listener and a meter listener (see <see cref="TelemetryBenchmarks"/>), plus
-/// <c>GovernanceHandlerOnly</c> with only one of the two, to tell tracing's share from metrics'.
+/// <c>GovernanceHandlerOnly</c> and <c>TelemetryHooks</c> with only one of the two listeners, to tell tracing's share
+/// from metrics'.
 /// </summary>
 [MemoryDiagnoser]
 public class ObservedTelemetryBenchmarks : TelemetryBenchmarks
@@ -152,10 +153,10 @@ public class ObservedTelemetryBenchmarks : TelemetryBenchmarks
     [GlobalSetup]
     public Task Setup() => StartAsync(traces: true, metrics: true);
 
-    [GlobalSetup(Target = nameof(GovernanceHandlerOnlyTracesOnly))]
+    [GlobalSetup(Targets = [nameof(GovernanceHandlerOnlyTracesOnly), nameof(TelemetryHooksTracesOnly)])]
     public Task SetupTracesOnly() => StartAsync(traces: true, metrics: false);
 
-    [GlobalSetup(Target = nameof(GovernanceHandlerOnlyMetricsOnly))]
+    [GlobalSetup(Targets = [nameof(GovernanceHandlerOnlyMetricsOnly), nameof(TelemetryHooksMetricsOnly)])]
     public Task SetupMetricsOnly() => StartAsync(traces: false, metrics: true);
 
     [GlobalCleanup]
@@ -171,6 +172,12 @@ public class ObservedTelemetryBenchmarks : TelemetryBenchmarks
 
     [Benchmark]
     public Task<HttpResponseMessage> GovernanceHandlerOnlyMetricsOnly() => GovernanceHandlerOnly();
+
+    [Benchmark]
+    public void TelemetryHooksTracesOnly() => TelemetryHooks();
+
+    [Benchmark]
+    public void TelemetryHooksMetricsOnly() => TelemetryHooks();
 
     private async Task StartAsync(bool traces, bool metrics)
     {
