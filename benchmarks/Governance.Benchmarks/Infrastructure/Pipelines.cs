@@ -5,9 +5,10 @@ using Microsoft.Extensions.DependencyInjection;
 namespace Governance.Benchmarks.Infrastructure;
 
 /// <summary>
-/// Builds the three kinds of client pipeline the benchmarks compare, each in its own service provider so that one
-/// kind never leaks into another (<c>AddMeshGovernance</c> governs every factory client of its provider):
-/// the factory without governance, the factory with MeshGovernance, and the factory with
+/// Builds the kinds of client pipeline the benchmarks compare, each in its own service provider so that one kind never
+/// leaks into another (<c>AddMeshGovernance</c> governs every factory client of its provider): the factory without
+/// governance, the factory with Microsoft.Extensions.Http.Resilience's standard handler, the factory with
+/// MeshGovernance (defaults, or with extra keys such as a rate limit), and the factory with
 /// Microsoft.Extensions.ServiceDiscovery. All use the same client name, handler lifetime and logging (none).
 /// </summary>
 internal static class Pipelines
@@ -25,8 +26,32 @@ internal static class Pipelines
         return services.BuildServiceProvider();
     }
 
-    /// <summary><c>AddMeshGovernance(section)</c> with the service <see cref="ServiceName"/> on the given endpoints.</summary>
-    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, string? policy = null)
+    /// <summary>
+    /// The rate-limit keys of the "full stack" rows: the defaults (retry, both timeouts, per-endpoint breaker, outlier
+    /// detection) plus a token bucket so large that it never rejects, so that every call takes and returns a permit.
+    /// </summary>
+    public static readonly KeyValuePair<string, string?>[] NeverRejectingRateLimit =
+    [
+        new("RateLimit:Algorithm", "TokenBucket"),
+        new("RateLimit:PermitsPerSecond", "100000000"),
+        new("RateLimit:Burst", "100000000"),
+    ];
+
+    /// <summary>The factory's chain plus <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults).</summary>
+    public static ServiceProvider StandardResilience(Func<HttpMessageHandler> primary)
+    {
+        var services = new ServiceCollection();
+        services.AddLogging();
+        AddClient(services, primary).AddStandardResilienceHandler();
+        return services.BuildServiceProvider();
+    }
+
+    /// <summary>
+    /// <c>AddMeshGovernance(section)</c> with the service <see cref="ServiceName"/> on the given endpoints, its default
+    /// resilience (retry 2, total and per-attempt timeouts, per-endpoint circuit breaker, outlier detection), and
+    /// optionally a load-balancing policy and more keys of the service (relative to <c>Services:catalog</c>).
+    /// </summary>
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, string? policy = null, IEnumerable<KeyValuePair<string, string?>>? serviceKeys = null)
     {
         var settings = new Dictionary<string, string?>();
         for (var i = 0; i < endpoints.Count; i++)
@@ -39,6 +64,17 @@ internal static class Pipelines
             settings[$"MeshGovernance:Services:{ServiceName}:LoadBalancer:Policy"] = policy;
         }
 
+        foreach (var (key, value) in serviceKeys ?? [])
+        {
+            settings[$"MeshGovernance:Services:{ServiceName}:{key}"] = value;
+        }
+
+        return Governed(primary, settings);
+    }
+
+    /// <summary><c>AddMeshGovernance</c> over the given configuration keys (full paths, <c>MeshGovernance:…</c>).</summary>
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, Dictionary<string, string?> settings)
+    {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
         var services = new ServiceCollection();
         services.AddSingleton<IConfiguration>(configuration);

@@ -29,7 +29,13 @@ public class LoopbackBenchmarks
     public Task Factory() => LoopbackClients.SendConcurrentlyAsync(_clients.Factory, _clients.PhysicalUri, _tasks);
 
     [Benchmark(OperationsPerInvoke = Concurrency)]
+    public Task StandardResilience() => LoopbackClients.SendConcurrentlyAsync(_clients.StandardResilience, _clients.PhysicalUri, _tasks);
+
+    [Benchmark(OperationsPerInvoke = Concurrency)]
     public Task Governed() => LoopbackClients.SendConcurrentlyAsync(_clients.Governed, _clients.LogicalUri, _tasks);
+
+    [Benchmark(OperationsPerInvoke = Concurrency)]
+    public Task GovernedFullStack() => LoopbackClients.SendConcurrentlyAsync(_clients.GovernedFullStack, _clients.LogicalUri, _tasks);
 
     [Benchmark(OperationsPerInvoke = Concurrency)]
     public Task GovernanceHandlerOnly() => LoopbackClients.SendConcurrentlyAsync(_clients.GovernanceHandlerOnly, _clients.LogicalUri, _tasks);

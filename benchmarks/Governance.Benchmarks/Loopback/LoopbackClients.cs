@@ -9,7 +9,9 @@ namespace Governance.Benchmarks.Loopback;
 /// <list type="bullet">
 ///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
 ///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
-///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint;</description></item>
+///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
+///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
+///   <item><description><c>GovernedFullStack</c>: <c>Governed</c> plus a token-bucket rate limit that never rejects (<see cref="Pipelines.NeverRejectingRateLimit"/>);</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
 /// </list>
@@ -25,8 +27,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
         LogicalUri = new Uri($"http://{Pipelines.ServiceName}/api/items");
         Bare = new HttpClient(CreateSocketsHandler());
         Factory = Client(Pipelines.Factory(CreateSocketsHandler));
+        StandardResilience = Client(Pipelines.StandardResilience(CreateSocketsHandler));
         var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
         Governed = Client(governed);
+        GovernedFullStack = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NeverRejectingRateLimit));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
     }
@@ -41,7 +45,11 @@ internal sealed class LoopbackClients : IAsyncDisposable
 
     public HttpClient Factory { get; }
 
+    public HttpClient StandardResilience { get; }
+
     public HttpClient Governed { get; }
+
+    public HttpClient GovernedFullStack { get; }
 
     public HttpClient GovernanceHandlerOnly { get; }
 
@@ -66,7 +74,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     [
         (nameof(Bare), Bare, PhysicalUri),
         (nameof(Factory), Factory, PhysicalUri),
+        (nameof(StandardResilience), StandardResilience, PhysicalUri),
         (nameof(Governed), Governed, LogicalUri),
+        (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
     ];
@@ -75,7 +85,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     {
         Bare.Dispose();
         Factory.Dispose();
+        StandardResilience.Dispose();
         Governed.Dispose();
+        GovernedFullStack.Dispose();
         GovernanceHandlerOnly.Dispose();
         ServiceDiscovery.Dispose();
         foreach (var provider in _providers)

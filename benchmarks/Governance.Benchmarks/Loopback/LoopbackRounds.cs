@@ -8,9 +8,12 @@ namespace Governance.Benchmarks.Loopback;
 /// benchmark after another). Each round sends <c>--requests</c> GETs with <c>--concurrency</c> workers in a closed loop
 /// (each worker sends its next request as soon as its previous one completed) through each client in turn; the order
 /// of the clients is reversed every other round so that no client always runs first or last. Per client and round it
-/// records throughput and allocated bytes per request (<see cref="GC.GetTotalAllocatedBytes(bool)"/>, precise, whole
-/// process: the in-process server's allocations are included and are the same for every client), then prints the
-/// median and min-max spread, the ratio of medians to Bare, and the median and spread of the per-round paired ratios.
+/// records throughput, allocated bytes per request (<see cref="GC.GetTotalAllocatedBytes(bool)"/>, precise, whole
+/// process: the in-process server's allocations are included and are the same for every client) and the latency of
+/// every request (<see cref="Stopwatch.GetTimestamp"/> before the GET and after its body was read, stored in a
+/// preallocated array, so recording allocates nothing), from which it takes that round's p50 and p99. It then prints
+/// the median and min-max spread across rounds, the ratio of medians to Bare and to Factory, and the median and spread
+/// of the per-round paired ratios to Bare.
 /// </summary>
 internal static class LoopbackRounds
 {
@@ -43,21 +46,20 @@ internal static class LoopbackRounds
 
         await using var clients = await LoopbackClients.StartAsync();
         var targets = clients.All();
-        var throughput = new double[targets.Length][];
-        var allocated = new double[targets.Length][];
-        for (var c = 0; c < targets.Length; c++)
-        {
-            throughput[c] = new double[rounds];
-            allocated[c] = new double[rounds];
-        }
+        var throughput = NewTable(targets.Length, rounds);
+        var allocated = NewTable(targets.Length, rounds);
+        var p50 = NewTable(targets.Length, rounds);
+        var p99 = NewTable(targets.Length, rounds);
+        var latencies = new long[requests];
 
         Console.WriteLine($"loopback-rounds: {rounds} rounds x {requests} GETs per client, {concurrency} concurrent, server {clients.Server.Address}");
         Console.WriteLine($"runtime {Environment.Version}, {Environment.ProcessorCount} logical CPUs, server GC {System.Runtime.GCSettings.IsServerGC}");
 
-        // Warm-up: JIT, tiering and connection pools, not recorded.
+        // Warm-up: JIT, tiering and connection pools, not recorded. A full round per client, so that the first recorded
+        // round is not slower than the rest.
         for (var c = 0; c < targets.Length; c++)
         {
-            await RunRoundAsync(targets[c].Client, targets[c].Uri, Math.Max(concurrency, requests / 4), concurrency);
+            await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency, latencies);
         }
 
         for (var round = 0; round < rounds; round++)
@@ -69,17 +71,24 @@ internal static class LoopbackRounds
                 GC.Collect();
                 GC.WaitForPendingFinalizers();
                 GC.Collect();
-                var (seconds, bytes) = await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency);
+                var (seconds, bytes) = await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency, latencies);
                 throughput[c][round] = requests / seconds;
                 allocated[c][round] = (double)bytes / requests;
-                line += $"  {targets[c].Name} {throughput[c][round],8:F0} req/s {allocated[c][round],6:F0} B/req";
+
+                // After the allocation count: sorting is the only step here that could allocate.
+                Array.Sort(latencies);
+                p50[c][round] = Microseconds(Percentile(latencies, 0.50));
+                p99[c][round] = Microseconds(Percentile(latencies, 0.99));
+                line += $"  {targets[c].Name} {throughput[c][round],6:F0} req/s {allocated[c][round],5:F0} B/req p50 {p50[c][round],5:F0} p99 {p99[c][round],6:F0} us";
             }
 
             Console.WriteLine(line);
         }
 
-        Console.WriteLine();
         // Index 0 is Bare, index 1 the factory client without governance (see LoopbackClients.All).
+        Console.WriteLine();
+        Console.WriteLine("Throughput and allocations:");
+        Console.WriteLine();
         Console.WriteLine("| Client | Median req/s | Min req/s | Max req/s | Ratio to Bare (medians) | Paired ratio to Bare, median (min-max) | Ratio to Factory (medians) | Median B/req | Min-max B/req | B/req over Bare | B/req over Factory |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         var bareThroughput = Median(throughput[0]);
@@ -88,12 +97,7 @@ internal static class LoopbackRounds
         var factoryBytes = Median(allocated[1]);
         for (var c = 0; c < targets.Length; c++)
         {
-            var paired = new double[rounds];
-            for (var r = 0; r < rounds; r++)
-            {
-                paired[r] = throughput[c][r] / throughput[0][r];
-            }
-
+            var paired = Paired(throughput[c], throughput[0]);
             var median = Median(throughput[c]);
             var bytes = Median(allocated[c]);
             Console.WriteLine(string.Create(
@@ -101,10 +105,28 @@ internal static class LoopbackRounds
                 $"| {targets[c].Name} | {median:F0} | {throughput[c].Min():F0} | {throughput[c].Max():F0} | {median / bareThroughput:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median / factoryThroughput:F3} | {bytes:F0} | {allocated[c].Min():F0}-{allocated[c].Max():F0} | {bytes - bareBytes:+0;-0;0} | {bytes - factoryBytes:+0;-0;0} |"));
         }
 
+        Console.WriteLine();
+        Console.WriteLine("Latency per request (us; p50 and p99 of each round, then the median across rounds):");
+        Console.WriteLine();
+        Console.WriteLine("| Client | Median p50 | Median p99 | Min-max p99 | p99 ratio to Bare (medians) | Paired p99 ratio to Bare, median (min-max) | p99 ratio to Factory (medians) | p50 ratio to Bare (medians) |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
+        var bareP99 = Median(p99[0]);
+        var factoryP99 = Median(p99[1]);
+        var bareP50 = Median(p50[0]);
+        for (var c = 0; c < targets.Length; c++)
+        {
+            var paired = Paired(p99[c], p99[0]);
+            var median50 = Median(p50[c]);
+            var median99 = Median(p99[c]);
+            Console.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"| {targets[c].Name} | {median50:F0} | {median99:F0} | {p99[c].Min():F0}-{p99[c].Max():F0} | {median99 / bareP99:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median99 / factoryP99:F3} | {median50 / bareP50:F3} |"));
+        }
+
         return 0;
     }
 
-    private static async Task<(double Seconds, long Bytes)> RunRoundAsync(HttpClient client, Uri uri, int requests, int concurrency)
+    private static async Task<(double Seconds, long Bytes)> RunRoundAsync(HttpClient client, Uri uri, int requests, int concurrency, long[] latencies)
     {
         var issued = 0;
         var workers = new Task[concurrency];
@@ -114,9 +136,12 @@ internal static class LoopbackRounds
         {
             workers[w] = Task.Run(async () =>
             {
-                while (Interlocked.Increment(ref issued) <= requests)
+                int index;
+                while ((index = Interlocked.Increment(ref issued)) <= requests)
                 {
+                    var sent = Stopwatch.GetTimestamp();
                     await LoopbackClients.GetAsync(client, uri);
+                    latencies[index - 1] = Stopwatch.GetTimestamp() - sent;
                 }
             });
         }
@@ -126,6 +151,34 @@ internal static class LoopbackRounds
         var bytes = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
         return (elapsed.TotalSeconds, bytes);
     }
+
+    private static double[][] NewTable(int clients, int rounds)
+    {
+        var table = new double[clients][];
+        for (var c = 0; c < clients; c++)
+        {
+            table[c] = new double[rounds];
+        }
+
+        return table;
+    }
+
+    private static double[] Paired(double[] values, double[] baseline)
+    {
+        var ratios = new double[values.Length];
+        for (var r = 0; r < values.Length; r++)
+        {
+            ratios[r] = values[r] / baseline[r];
+        }
+
+        return ratios;
+    }
+
+    /// <summary>Nearest-rank percentile of sorted values.</summary>
+    private static long Percentile(long[] sorted, double fraction) =>
+        sorted[Math.Clamp((int)Math.Ceiling(fraction * sorted.Length) - 1, 0, sorted.Length - 1)];
+
+    private static double Microseconds(long ticks) => ticks * 1_000_000.0 / Stopwatch.Frequency;
 
     private static double Median(double[] values)
     {

@@ -11,7 +11,9 @@ namespace Governance.Benchmarks.Pipeline;
 /// <list type="bullet">
 ///   <item><description><c>Bare</c>: the terminal handler only, physical URL (the baseline of the Ratio column);</description></item>
 ///   <item><description><c>Factory</c>: the IHttpClientFactory chain with no governance, physical URL;</description></item>
-///   <item><description><c>Governed</c>: the same factory chain with <c>AddMeshGovernance</c>, logical URL <c>http://catalog/...</c>, 3 static endpoints, default policy (LeastRequest);</description></item>
+///   <item><description><c>StandardResilience</c>: the factory chain with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
+///   <item><description><c>Governed</c>: the same factory chain with <c>AddMeshGovernance</c>, logical URL <c>http://catalog/...</c>, 3 static endpoints, default policy (LeastRequest) and default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
+///   <item><description><c>GovernedFullStack</c>: <c>Governed</c> plus a token-bucket rate limit that never rejects;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: MeshGovernance's handler directly over the terminal, no factory handlers, logical URL (isolates governance's own cost: compare with <c>Bare</c>);</description></item>
 ///   <item><description><c>GovernedPassThrough</c>: the governed chain with a physical URL (host not governed);</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: the factory chain with Microsoft.Extensions.ServiceDiscovery, logical URL, the same 3 endpoints from configuration.</description></item>
@@ -36,7 +38,9 @@ public class GovernedRequestBenchmarks
     private readonly List<ServiceProvider> _providers = [];
     private HttpMessageInvoker _bare = null!;
     private HttpMessageInvoker _factory = null!;
+    private HttpMessageInvoker _standardResilience = null!;
     private HttpMessageInvoker _governed = null!;
+    private HttpMessageInvoker _governedFullStack = null!;
     private HttpMessageInvoker _governanceHandlerOnly = null!;
     private HttpMessageInvoker _serviceDiscovery = null!;
     private Uri[] _physical = null!;
@@ -66,15 +70,19 @@ public class GovernedRequestBenchmarks
 
         _bare = new HttpMessageInvoker(_terminal, disposeHandler: false);
         _factory = Invoker(Pipelines.Factory(() => _terminal));
+        _standardResilience = Invoker(Pipelines.StandardResilience(() => _terminal));
         var governed = Pipelines.Governed(() => _terminal, Endpoints);
         _governed = Invoker(governed);
+        _governedFullStack = Invoker(Pipelines.Governed(() => _terminal, Endpoints, serviceKeys: Pipelines.NeverRejectingRateLimit));
         _governanceHandlerOnly = new HttpMessageInvoker(Pipelines.GovernanceHandlerOnly(governed, _terminal), disposeHandler: false);
         _serviceDiscovery = Invoker(Pipelines.ServiceDiscovery(() => _terminal, Endpoints));
 
         // Prove each pipeline sends where it should (and warm the discovery caches) before measuring.
         _terminal.Record = true;
         await Check(_factory, _physical[0], expectedHost: "127.0.0.1");
+        await Check(_standardResilience, _physical[0], expectedHost: "127.0.0.1");
         await Check(_governed, _logical[0], expectedHost: "127.0.0.1");
+        await Check(_governedFullStack, _logical[0], expectedHost: "127.0.0.1");
         await Check(_governed, _physical[0], expectedHost: "127.0.0.1");
         await Check(_governanceHandlerOnly, _logical[0], expectedHost: "127.0.0.1");
         await Check(_serviceDiscovery, _logical[0], expectedHost: "127.0.0.1");
@@ -97,7 +105,13 @@ public class GovernedRequestBenchmarks
     public Task<HttpResponseMessage> Factory() => Send(_factory, _physical);
 
     [Benchmark]
+    public Task<HttpResponseMessage> StandardResilience() => Send(_standardResilience, _physical);
+
+    [Benchmark]
     public Task<HttpResponseMessage> Governed() => Send(_governed, _logical);
+
+    [Benchmark]
+    public Task<HttpResponseMessage> GovernedFullStack() => Send(_governedFullStack, _logical);
 
     [Benchmark]
     public Task<HttpResponseMessage> GovernanceHandlerOnly() => Send(_governanceHandlerOnly, _logical);

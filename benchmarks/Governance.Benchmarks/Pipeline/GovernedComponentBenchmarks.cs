@@ -1,0 +1,86 @@
+using BenchmarkDotNet.Attributes;
+using Governance.Benchmarks.Infrastructure;
+using Governance.Pipeline;
+using Microsoft.Extensions.DependencyInjection;
+using Polly;
+
+namespace Governance.Benchmarks.Pipeline;
+
+/// <summary>
+/// The pieces a successful one-attempt governed call runs, each called alone on the real objects of a governed
+/// provider with default settings (3 static endpoints, LeastRequest, default resilience), to tell which stage dominates
+/// the governed path. Internal APIs, reached through <c>InternalsVisibleTo</c>:
+/// <list type="bullet">
+///   <item><description><c>Pick</c>: <c>ServiceRuntime.TryPick</c> (endpoint set and LeastRequest picker);</description></item>
+///   <item><description><c>Rewrite</c>: <c>EndpointState.Rewrite</c> of the same logical URI (cache hit);</description></item>
+///   <item><description><c>AttemptTimeout</c>: renting the attempt's pooled <see cref="CancellationTokenSource"/> with <c>CancelAfter(Timeout:PerAttempt)</c> and returning it (<c>TryReset</c>);</description></item>
+///   <item><description><c>BreakerRecord</c>: <c>EndpointBreaker.Record</c>, the closed-circuit path that lets Polly's breaker count a 200;</description></item>
+///   <item><description><c>OutlierRecord</c>: <c>ServiceRuntime.RecordOutcome</c> of a 200 (outlier accounting);</description></item>
+///   <item><description><c>RetryBudget</c>: <c>RetryBudget.OnRequest</c>, counted once per call;</description></item>
+///   <item><description><c>Timestamp</c>: one <c>TimeProvider.System.GetTimestamp()</c> (the call's start, its remaining time, the retry budget's bucket and Polly's breaker each read the clock).</description></item>
+/// </list>
+/// </summary>
+[MemoryDiagnoser]
+public class GovernedComponentBenchmarks
+{
+    private static readonly Uri[] Endpoints =
+    [
+        new("http://127.0.0.1:5001"),
+        new("http://127.0.0.1:5002"),
+        new("http://127.0.0.1:5003"),
+    ];
+
+    private readonly CompletedResponseHandler _terminal = new();
+    private readonly HttpRequestMessage _request = new(HttpMethod.Get, $"http://{Pipelines.ServiceName}/api/items");
+    private readonly Outcome<HttpResponseMessage> _outcome = Outcome.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK));
+    private ServiceProvider _provider = null!;
+    private ServiceRuntime _service = null!;
+    private EndpointState _endpoint = null!;
+    private Uri _logical = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _provider = Pipelines.Governed(() => _terminal, Endpoints);
+        if (!_provider.GetRequiredService<GovernanceRuntime>().TryGetService(Pipelines.ServiceName, out var service))
+        {
+            throw new InvalidOperationException($"service {Pipelines.ServiceName} is not governed");
+        }
+
+        _service = service;
+        _endpoint = service.Endpoints.All[0];
+        _logical = _request.RequestUri!;
+        if (_endpoint.Breaker is null || service.Policy.Settings.Outlier is null)
+        {
+            throw new InvalidOperationException("the default settings should enable the breaker and outlier detection");
+        }
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() => _provider.Dispose();
+
+    [Benchmark]
+    public object? Pick() => _service.TryPick(_request);
+
+    [Benchmark]
+    public Uri Rewrite() => _endpoint.Rewrite(_logical);
+
+    [Benchmark]
+    public void AttemptTimeout()
+    {
+        var policy = _service.Policy;
+        policy.Timeouts.Return(policy.Timeouts.Rent(policy.Timeout.PerAttempt));
+    }
+
+    [Benchmark]
+    public void BreakerRecord() => _endpoint.Breaker!.Record(_outcome);
+
+    [Benchmark]
+    public void OutlierRecord() => _service.RecordOutcome(_endpoint, _outcome);
+
+    [Benchmark]
+    public void RetryBudget() => _service.Policy.Budget.OnRequest();
+
+    [Benchmark]
+    public long Timestamp() => TimeProvider.System.GetTimestamp();
+}

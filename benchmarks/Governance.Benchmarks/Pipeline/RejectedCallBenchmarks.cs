@@ -1,0 +1,185 @@
+using System.Threading.RateLimiting;
+using BenchmarkDotNet.Attributes;
+using Governance.Benchmarks.Infrastructure;
+using Governance.Pipeline;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Governance.Benchmarks.Pipeline;
+
+/// <summary>
+/// A call that governance refuses, in memory: one <see cref="HttpMessageInvoker.SendAsync"/> of a reused request whose
+/// returned task is faulted at once. The benchmark only checks <see cref="Task.IsFaulted"/>: it neither awaits nor reads
+/// <see cref="Task.Exception"/> (which would allocate an <see cref="AggregateException"/>), so nothing is thrown
+/// anywhere in the measured code unless the pipeline itself throws. Calls that were not refused are counted and printed
+/// by the cleanup (<c>// not refused: …</c> in the log), so a row that measured something else would show it.
+/// One provider governs four services, each on the same 3 static endpoints and the default resilience:
+/// <list type="bullet">
+///   <item><description><c>open</c>: nothing refuses; <c>Accepted</c> is a normal governed call, the reference for the others;</description></item>
+///   <item><description><c>limited</c>: <c>RateLimit:Algorithm Concurrency</c>, <c>Burst 1</c>, and the one permit is held by the setup for the whole run, so every call is rejected (the limiter's failed lease is a cached instance without metadata);</description></item>
+///   <item><description><c>bucket</c>: <c>RateLimit:Algorithm TokenBucket</c>, <c>Burst 1</c>, <c>PermitsPerSecond 1</c>, its token taken by the setup; it refills one token a second, so about one call a second is accepted (counted), and each rejection carries a <c>RetryAfter</c>;</description></item>
+///   <item><description><c>down</c>: every endpoint disabled (<c>SetAvailable(false)</c> then <c>Refresh()</c>, as an operator would), so the call fails with <see cref="NoAvailableEndpointException"/> before any permit or async layer.</description></item>
+/// </list>
+/// Rows without a suffix send through MeshGovernance's handler directly over the terminal (<c>HttpMessageInvoker</c>
+/// over <c>GovernanceHandler</c>, as <c>GovernanceHandlerOnly</c> elsewhere): the governance pipeline alone. Rows with
+/// <c>ViaFactory</c> send through the whole IHttpClientFactory chain, which is the only way users reach governance: the
+/// factory's own logging handlers sit around it (they are async methods that await the faulted task, so the exception
+/// is thrown and caught there; BenchmarkDotNet's <c>// Exceptions</c> line counts it); these rows observe the exception.
+/// </summary>
+[MemoryDiagnoser]
+public class RejectedCallBenchmarks
+{
+    private static readonly Uri[] Endpoints =
+    [
+        new("http://127.0.0.1:5001"),
+        new("http://127.0.0.1:5002"),
+        new("http://127.0.0.1:5003"),
+    ];
+
+    private readonly CompletedResponseHandler _terminal = new();
+    private readonly HttpRequestMessage _open = new(HttpMethod.Get, "http://open/api/items");
+    private readonly HttpRequestMessage _limited = new(HttpMethod.Get, "http://limited/api/items");
+    private readonly HttpRequestMessage _bucket = new(HttpMethod.Get, "http://bucket/api/items");
+    private readonly HttpRequestMessage _down = new(HttpMethod.Get, "http://down/api/items");
+    private ServiceProvider _provider = null!;
+    private HttpMessageInvoker _handler = null!;
+    private HttpMessageInvoker _factory = null!;
+    private RateLimitLease _heldPermit = null!;
+    private long _notRefused;
+
+    [GlobalSetup]
+    public async Task Setup()
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:limited:RateLimit:Algorithm"] = "Concurrency",
+            ["MeshGovernance:Services:limited:RateLimit:Burst"] = "1",
+            ["MeshGovernance:Services:bucket:RateLimit:Algorithm"] = "TokenBucket",
+            ["MeshGovernance:Services:bucket:RateLimit:Burst"] = "1",
+            ["MeshGovernance:Services:bucket:RateLimit:PermitsPerSecond"] = "1",
+        };
+        foreach (var service in new[] { "open", "limited", "bucket", "down" })
+        {
+            for (var i = 0; i < Endpoints.Length; i++)
+            {
+                settings[$"MeshGovernance:Services:{service}:Endpoints:{i}"] = Endpoints[i].ToString();
+            }
+        }
+
+        _provider = Pipelines.Governed(() => _terminal, settings);
+        var runtime = _provider.GetRequiredService<GovernanceRuntime>();
+        _handler = new HttpMessageInvoker(Pipelines.GovernanceHandlerOnly(_provider, _terminal), disposeHandler: false);
+        _factory = new HttpMessageInvoker(Pipelines.CreateHandler(_provider), disposeHandler: false);
+
+        // Hold the only permit of "limited"; take the only token of "bucket".
+        runtime.TryGetService("limited", out var limited);
+        _heldPermit = limited!.Policy.Limiter!.AttemptAcquire();
+        runtime.TryGetService("bucket", out var bucket);
+        using (var token = bucket!.Policy.Limiter!.AttemptAcquire())
+        {
+            Require(token.IsAcquired, "the bucket's token was not available");
+        }
+
+        // Disable every endpoint of "down".
+        runtime.TryGetService("down", out var down);
+        foreach (var endpoint in down!.Endpoints.All)
+        {
+            endpoint.SetAvailable(false);
+        }
+
+        down.Refresh();
+        Require(_heldPermit.IsAcquired && down.Endpoints.Candidates.Length == 0, "setup did not take the permit or disable the endpoints");
+
+        // Each row does what it says, through both chains, before anything is measured.
+        foreach (var invoker in new[] { _handler, _factory })
+        {
+            var accepted = await invoker.SendAsync(_open, CancellationToken.None);
+            Require(accepted.IsSuccessStatusCode, "the open service did not answer 200");
+            Refused<RateLimitRejectedException>(invoker.SendAsync(_limited, CancellationToken.None));
+            Refused<RateLimitRejectedException>(invoker.SendAsync(_bucket, CancellationToken.None));
+            Refused<NoAvailableEndpointException>(invoker.SendAsync(_down, CancellationToken.None));
+        }
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        Console.WriteLine($"// not refused: {_notRefused}");
+        _heldPermit.Dispose();
+        _provider.Dispose();
+    }
+
+    [Benchmark(Baseline = true)]
+    public Task<HttpResponseMessage> Accepted() => _handler.SendAsync(_open, CancellationToken.None);
+
+    [Benchmark]
+    public bool RateLimitedConcurrency() => IsRefused(_handler.SendAsync(_limited, CancellationToken.None));
+
+    [Benchmark]
+    public bool RateLimitedTokenBucket() => IsRefused(_handler.SendAsync(_bucket, CancellationToken.None));
+
+    [Benchmark]
+    public bool NoAvailableEndpoint() => IsRefused(_handler.SendAsync(_down, CancellationToken.None));
+
+    [Benchmark]
+    public bool RateLimitedConcurrencyObserved() => IsRefusedObserved(_handler.SendAsync(_limited, CancellationToken.None));
+
+    [Benchmark]
+    public bool RateLimitedTokenBucketObserved() => IsRefusedObserved(_handler.SendAsync(_bucket, CancellationToken.None));
+
+    [Benchmark]
+    public bool NoAvailableEndpointObserved() => IsRefusedObserved(_handler.SendAsync(_down, CancellationToken.None));
+
+    [Benchmark]
+    public Exception NewException() => new RateLimitRejectedException("limited", retryAfter: null);
+
+    [Benchmark]
+    public bool FaultedTask() => IsRefused(Task.FromException<HttpResponseMessage>(new RateLimitRejectedException("limited", retryAfter: null)));
+
+    [Benchmark]
+    public bool FaultedTaskObserved() => IsRefusedObserved(Task.FromException<HttpResponseMessage>(new RateLimitRejectedException("limited", retryAfter: null)));
+
+    [Benchmark]
+    public bool RateLimitedConcurrencyViaFactory() => IsRefusedObserved(_factory.SendAsync(_limited, CancellationToken.None));
+
+    [Benchmark]
+    public bool NoAvailableEndpointViaFactory() => IsRefusedObserved(_factory.SendAsync(_down, CancellationToken.None));
+
+    private static void Require(bool condition, string message)
+    {
+        if (!condition)
+        {
+            throw new InvalidOperationException(message);
+        }
+    }
+
+    private static void Refused<TException>(Task<HttpResponseMessage> task)
+        where TException : Exception
+    {
+        Require(task.IsFaulted && task.Exception!.InnerException is TException, $"expected a task faulted with {typeof(TException).Name}, got {task.Status} {task.Exception?.InnerException?.GetType().Name}");
+    }
+
+    private bool IsRefused(Task<HttpResponseMessage> task)
+    {
+        if (task.IsFaulted)
+        {
+            return true;
+        }
+
+        _notRefused++;
+        return false;
+    }
+
+    private bool IsRefusedObserved(Task<HttpResponseMessage> task)
+    {
+        if (task.IsFaulted)
+        {
+            // Marks the exception observed (the task's exception holder is then no longer finalized), as an await
+            // would, but without throwing. Allocates one AggregateException.
+            _ = task.Exception;
+            return true;
+        }
+
+        _notRefused++;
+        return false;
+    }
+}
