@@ -73,15 +73,33 @@ internal static class Pipelines
     }
 
     /// <summary><c>AddMeshGovernance</c> over the given configuration keys (full paths, <c>MeshGovernance:…</c>).</summary>
-    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, Dictionary<string, string?> settings)
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, Dictionary<string, string?> settings, bool removeFactoryLoggers = false)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
         var services = new ServiceCollection();
         services.AddSingleton<IConfiguration>(configuration);
         services.AddLogging();
         services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
-        AddClient(services, primary);
+        var client = AddClient(services, primary);
+        if (removeFactoryLoggers)
+        {
+            // IHttpClientFactory's own logging handlers (.NET 8+ opt-out): governance and the socket handler only.
+            client.RemoveAllLoggers();
+        }
+
         return services.BuildServiceProvider();
+    }
+
+    /// <summary><see cref="Governed(Func{HttpMessageHandler}, IReadOnlyList{Uri}, string?, IEnumerable{KeyValuePair{string, string?}}?)"/> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>).</summary>
+    public static ServiceProvider GovernedWithoutFactoryLoggers(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints)
+    {
+        var settings = new Dictionary<string, string?>();
+        for (var i = 0; i < endpoints.Count; i++)
+        {
+            settings[$"MeshGovernance:Services:{ServiceName}:Endpoints:{i}"] = endpoints[i].ToString();
+        }
+
+        return Governed(primary, settings, removeFactoryLoggers: true);
     }
 
     /// <summary>

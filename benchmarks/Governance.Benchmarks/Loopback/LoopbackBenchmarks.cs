@@ -38,6 +38,9 @@ public class LoopbackBenchmarks
     public Task GovernedFullStack() => LoopbackClients.SendConcurrentlyAsync(_clients.GovernedFullStack, _clients.LogicalUri, _tasks);
 
     [Benchmark(OperationsPerInvoke = Concurrency)]
+    public Task GovernedNoFactoryLoggers() => LoopbackClients.SendConcurrentlyAsync(_clients.GovernedNoFactoryLoggers, _clients.LogicalUri, _tasks);
+
+    [Benchmark(OperationsPerInvoke = Concurrency)]
     public Task GovernanceHandlerOnly() => LoopbackClients.SendConcurrentlyAsync(_clients.GovernanceHandlerOnly, _clients.LogicalUri, _tasks);
 
     [Benchmark(OperationsPerInvoke = Concurrency)]

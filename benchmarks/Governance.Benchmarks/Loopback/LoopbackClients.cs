@@ -32,6 +32,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         Governed = Client(governed);
         GovernedFullStack = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NeverRejectingRateLimit));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
+        GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
     }
 
@@ -52,6 +53,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     public HttpClient GovernedFullStack { get; }
 
     public HttpClient GovernanceHandlerOnly { get; }
+
+    /// <summary>Gets <c>Governed</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>): what a user gets who opts out of them.</summary>
+    public HttpClient GovernedNoFactoryLoggers { get; }
 
     public HttpClient ServiceDiscovery { get; }
 
@@ -78,6 +82,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(Governed), Governed, LogicalUri),
         (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
+        (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
     ];
 
@@ -89,6 +94,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         Governed.Dispose();
         GovernedFullStack.Dispose();
         GovernanceHandlerOnly.Dispose();
+        GovernedNoFactoryLoggers.Dispose();
         ServiceDiscovery.Dispose();
         foreach (var provider in _providers)
         {

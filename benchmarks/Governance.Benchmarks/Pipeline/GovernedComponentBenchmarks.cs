@@ -73,7 +73,7 @@ public class GovernedComponentBenchmarks
     }
 
     [Benchmark]
-    public void BreakerRecord() => _endpoint.Breaker!.Record(_outcome);
+    public ValueTask BreakerRecord() => _endpoint.Breaker!.RecordAsync(_outcome);
 
     [Benchmark]
     public void OutlierRecord() => _service.RecordOutcome(_endpoint, _outcome);
