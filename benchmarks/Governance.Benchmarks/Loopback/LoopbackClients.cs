@@ -12,6 +12,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
 ///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
 ///   <item><description><c>GovernedFullStack</c>: <c>Governed</c> plus a token-bucket rate limit that never rejects (<see cref="Pipelines.NeverRejectingRateLimit"/>);</description></item>
+///   <item><description><c>GovernedNoBreaker</c> and <c>GovernedTimeoutsOnly</c> (only in <c>loopback-rounds</c>, to tell which stage costs what): <c>Governed</c> with <c>CircuitBreaker:Enabled false</c>, and with the breaker, outlier detection and retries off (<c>Retry:MaxRetries 0</c>), which leaves the two timeouts;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
 /// </list>
@@ -31,6 +32,11 @@ internal sealed class LoopbackClients : IAsyncDisposable
         var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
         Governed = Client(governed);
         GovernedFullStack = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NeverRejectingRateLimit));
+        GovernedNoBreaker = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: [new("CircuitBreaker:Enabled", "false")]));
+        GovernedTimeoutsOnly = Client(Pipelines.Governed(
+            CreateSocketsHandler,
+            [server.Address],
+            serviceKeys: [new("CircuitBreaker:Enabled", "false"), new("OutlierDetection:Enabled", "false"), new("Retry:MaxRetries", "0")]));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
@@ -51,6 +57,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
     public HttpClient Governed { get; }
 
     public HttpClient GovernedFullStack { get; }
+
+    public HttpClient GovernedNoBreaker { get; }
+
+    public HttpClient GovernedTimeoutsOnly { get; }
 
     public HttpClient GovernanceHandlerOnly { get; }
 
@@ -81,6 +91,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(StandardResilience), StandardResilience, PhysicalUri),
         (nameof(Governed), Governed, LogicalUri),
         (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
+        (nameof(GovernedNoBreaker), GovernedNoBreaker, LogicalUri),
+        (nameof(GovernedTimeoutsOnly), GovernedTimeoutsOnly, LogicalUri),
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
         (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
@@ -93,6 +105,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         StandardResilience.Dispose();
         Governed.Dispose();
         GovernedFullStack.Dispose();
+        GovernedNoBreaker.Dispose();
+        GovernedTimeoutsOnly.Dispose();
         GovernanceHandlerOnly.Dispose();
         GovernedNoFactoryLoggers.Dispose();
         ServiceDiscovery.Dispose();
