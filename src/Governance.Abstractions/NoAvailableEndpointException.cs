@@ -10,11 +10,16 @@ public sealed class NoAvailableEndpointException : GovernanceException
     /// <param name="serviceName">Logical service that has no usable endpoint.</param>
     /// <param name="reason">Why no endpoint is usable, appended to the message.</param>
     public NoAvailableEndpointException(string serviceName, string reason)
-        : base(serviceName, $"Service '{serviceName}' has no available endpoint: {reason}")
+        : base(serviceName, message: null)
     {
         Reason = reason;
     }
 
     /// <summary>Gets why no endpoint is usable.</summary>
     public string Reason { get; }
+
+    /// <summary>Gets the message, which names the service and the reason (built on first use: refusal is a hot path).</summary>
+    public override string Message => _message ??= $"Service '{ServiceName}' has no available endpoint: {Reason}";
+
+    private string? _message;
 }
