@@ -295,7 +295,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         HttpResponseMessage? response = null;
         try
         {
-            call.Policy.Budget.OnRequest();
+            call.Policy.Budget.OnRequest(call.StartedAt);
             if (call.Policy.HedgingPipeline is not null && MayHedge(call))
             {
                 return response = await HedgeAsync(call).ConfigureAwait(false);

@@ -32,12 +32,15 @@ internal sealed class RetryBudget
     public int MinRetriesPerSecond { get; }
 
     /// <summary>Counts a logical request (one per call, not per attempt).</summary>
-    public void OnRequest() => Interlocked.Increment(ref _requests[Bucket(out _)]);
+    public void OnRequest() => OnRequest(_time.GetTimestamp());
+
+    /// <summary>Counts a logical request that started at <paramref name="timestamp"/> (saves a clock read on the request path).</summary>
+    public void OnRequest(long timestamp) => Interlocked.Increment(ref _requests[Bucket(timestamp, out _)]);
 
     /// <summary>Takes one retry from the budget; <see langword="false"/> when it is spent.</summary>
     public bool TryRetry()
     {
-        var index = Bucket(out var now);
+        var index = Bucket(_time.GetTimestamp(), out var now);
         long requests = 0;
         long retries = 0;
         for (var i = 0; i < Buckets; i++)
@@ -58,9 +61,9 @@ internal sealed class RetryBudget
         return true;
     }
 
-    private int Bucket(out long now)
+    private int Bucket(long timestamp, out long now)
     {
-        now = _time.GetTimestamp() / _ticksPerBucket;
+        now = timestamp / _ticksPerBucket;
         var index = (int)(now % Buckets);
         var epoch = Volatile.Read(ref _epoch[index]);
         if (epoch != now && Interlocked.CompareExchange(ref _epoch[index], now, epoch) == epoch)
