@@ -282,46 +282,55 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
     {
-        // Kept small on purpose: everything hoisted here is boxed on every governed request. The span starts here,
-        // inside the async method, so that Activity.Current changes stay inside this call.
-        var instrumentation = call.Service.Instrumentation;
-        var activity = GovernanceInstrumentation.StartCall(call.Service, call.Request);
-        var startedAt = instrumentation.RequestDuration.Enabled ? call.StartedAt : 0;
-        if (activity is not null)
+        // Kept small on purpose: everything hoisted here is boxed on every governed request, so telemetry state lives in
+        // the call (its span) and is read back at the end. The span starts here, inside the async method, so that
+        // Activity.Current changes stay inside this call.
+        if (GovernanceInstrumentation.StartCall(call.Service, call.Request) is { } activity)
         {
             call = new GovernedCall(call, call.Request, activity);
         }
 
-        HttpResponseMessage? response = null;
         try
         {
             call.Policy.Budget.OnRequest(call.StartedAt);
+            HttpResponseMessage response;
             if (call.Policy.HedgingPipeline is not null && MayHedge(call))
             {
-                return response = await HedgeAsync(call).ConfigureAwait(false);
+                response = await HedgeAsync(call).ConfigureAwait(false);
+            }
+            else
+            {
+                var first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken).ConfigureAwait(false);
+                response = MayRetry(call, first.Outcome)
+                    ? await RetryAsync(call, first).ConfigureAwait(false)
+                    : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
             }
 
-            var first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken).ConfigureAwait(false);
-            return response = MayRetry(call, first.Outcome)
-                ? await RetryAsync(call, first).ConfigureAwait(false)
-                : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
+            EndCall(call, response, null);
+            return response;
         }
-        catch (Exception ex) when (activity is not null || startedAt != 0)
+        catch (Exception ex) when (EndCall(call, null, ex))
         {
-            instrumentation.EndCall(activity, call.Service, call.Request, startedAt, call.Policy.Time, null, ex);
-            activity = null;
-            startedAt = 0;
+            // Not reached: the filter records the failure and lets the exception continue unchanged.
             throw;
         }
         finally
         {
             call.Request.RequestUri = call.Logical;
             lease?.Dispose();
-            if (activity is not null || startedAt != 0)
-            {
-                instrumentation.EndCall(activity, call.Service, call.Request, startedAt, call.Policy.Time, response, null);
-            }
         }
+    }
+
+    /// <summary>Ends the call's span and records its duration; returns <see langword="false"/> so that it can serve as an exception filter.</summary>
+    private static bool EndCall(GovernedCall call, HttpResponseMessage? response, Exception? error)
+    {
+        var instrumentation = call.Service.Instrumentation;
+        if (call.Activity is not null || instrumentation.RequestDuration.Enabled)
+        {
+            instrumentation.EndCall(call.Activity, call.Service, call.Request, call.StartedAt, call.Policy.Time, response, error);
+        }
+
+        return false;
     }
 
     /// <summary>The retry phase: Polly decides whether and when; the total timeout bounds its delays too.</summary>
