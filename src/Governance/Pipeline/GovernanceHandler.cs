@@ -179,7 +179,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
             return false;
         }
 
-        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, call.Policy.Retry);
+        var failure = AttemptClassifier.Classify(outcome, call.Policy.Retry);
         if (!AttemptClassifier.IsRetryable(failure, call.Policy.Retry))
         {
             return false;
@@ -202,14 +202,28 @@ internal sealed class GovernanceHandler : DelegatingHandler
     private async Task<HttpResponseMessage> HedgeAsync(GovernedCall call)
     {
         var state = new HedgeState(this, call);
+        var outcome = await ExecuteWithinTotalAsync(call, call.Policy.HedgingPipeline!, HedgeState.Key, state, static (ctx, s) => s.AttemptAsync(ctx)).ConfigureAwait(false);
+        return Complete(call, outcome, state.Attempts, budgetExhausted: false);
+    }
+
+    /// <summary>
+    /// Runs a Polly phase (retry or hedging) of a call: its context carries <paramref name="state"/> and a token that
+    /// fires at the call's total timeout or when the caller cancels, so Polly's delays are bounded by the total timeout too.
+    /// </summary>
+    private static async Task<Outcome<HttpResponseMessage>> ExecuteWithinTotalAsync<TState>(
+        GovernedCall call,
+        ResiliencePipeline<HttpResponseMessage> pipeline,
+        ResiliencePropertyKey<TState> key,
+        TState state,
+        Func<ResilienceContext, TState, ValueTask<Outcome<HttpResponseMessage>>> callback)
+    {
         var total = call.Policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
         var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
         var context = ResilienceContextPool.Shared.Get(total.Token);
-        context.Properties.Set(HedgeState.Key, state);
-        Outcome<HttpResponseMessage> outcome;
+        context.Properties.Set(key, state);
         try
         {
-            outcome = await call.Policy.HedgingPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.AttemptAsync(ctx), context, state).ConfigureAwait(false);
+            return await pipeline.ExecuteOutcomeAsync(callback, context, state).ConfigureAwait(false);
         }
         finally
         {
@@ -217,8 +231,6 @@ internal sealed class GovernanceHandler : DelegatingHandler
             registration.Dispose();
             call.Policy.Timeouts.Return(total);
         }
-
-        return Complete(call, outcome, state.Attempts, budgetExhausted: false);
     }
 
     private static RateLimitRejectedException Rejected(ServiceRuntime service, HttpRequestMessage request, RateLimitLease lease)
@@ -336,24 +348,8 @@ internal sealed class GovernanceHandler : DelegatingHandler
     /// <summary>The retry phase: Polly decides whether and when; the total timeout bounds its delays too.</summary>
     private async Task<HttpResponseMessage> RetryAsync(GovernedCall call, AttemptResult first)
     {
-        var policy = call.Policy;
         var state = new RetryState(this, call, first.Outcome, first.Endpoint);
-        var total = policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
-        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
-        var context = ResilienceContextPool.Shared.Get(total.Token);
-        context.Properties.Set(ServicePolicy.RetryStateKey, state);
-        Outcome<HttpResponseMessage> outcome;
-        try
-        {
-            outcome = await policy.RetryPipeline!.ExecuteOutcomeAsync(static (ctx, s) => s.NextAsync(ctx), context, state).ConfigureAwait(false);
-        }
-        finally
-        {
-            ResilienceContextPool.Shared.Return(context);
-            registration.Dispose();
-            policy.Timeouts.Return(total);
-        }
-
+        var outcome = await ExecuteWithinTotalAsync(call, call.Policy.RetryPipeline!, ServicePolicy.RetryStateKey, state, static (ctx, s) => s.NextAsync(ctx)).ConfigureAwait(false);
         return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
     }
 

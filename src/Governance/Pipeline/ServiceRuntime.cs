@@ -115,11 +115,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         return picked;
     }
 
-    /// <summary>Picks the endpoint for one attempt.</summary>
-    /// <exception cref="NoAvailableEndpointException">No endpoint can take the request.</exception>
-    public EndpointState Pick(HttpRequestMessage request, List<EndpointState>? tried = null) =>
-        TryPick(request, tried) ?? throw NoEndpoint();
-
     /// <summary>
     /// Waits until discovery has answered for the first time (off the request path, the watcher resolves; the first
     /// request waits here), at most <paramref name="timeout"/>; <see langword="false"/> when it did not answer in time.
@@ -562,9 +557,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     private static bool IsBreakerFailure(Outcome<HttpResponseMessage> outcome) =>
-        outcome.Exception is { } exception
-            ? exception is not OperationCanceledException && (AttemptClassifier.Classify(exception) & AttemptFailure.CountsAs5xx) != 0
-            : (AttemptClassifier.Classify(outcome.Result!) & AttemptFailure.CountsAs5xx) != 0;
+        outcome.Exception is not OperationCanceledException && (AttemptClassifier.Classify(outcome) & AttemptFailure.CountsAs5xx) != 0;
 
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);

@@ -68,6 +68,10 @@ internal static class AttemptClassifier
         return failure;
     }
 
+    /// <summary>Classifies an attempt's outcome: its exception, else its response.</summary>
+    public static AttemptFailure Classify(Polly.Outcome<HttpResponseMessage> outcome, RetrySettings? retry = null) =>
+        outcome.Exception is { } exception ? Classify(exception) : Classify(outcome.Result!, retry);
+
     public static AttemptFailure Classify(Exception exception) => exception switch
     {
         AttemptTimeoutException { IsTotal: false } => AttemptFailure.Timeout,

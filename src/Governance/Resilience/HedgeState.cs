@@ -37,7 +37,7 @@ internal sealed class HedgeState
             return false;
         }
 
-        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, state.Call.Policy.Retry);
+        var failure = AttemptClassifier.Classify(outcome, state.Call.Policy.Retry);
         return AttemptClassifier.IsRetryable(failure, state.Call.Policy.Retry);
     }
 

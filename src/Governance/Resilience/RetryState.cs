@@ -57,7 +57,7 @@ internal sealed class RetryState
             return false;
         }
 
-        var failure = outcome.Exception is { } exception ? AttemptClassifier.Classify(exception) : AttemptClassifier.Classify(outcome.Result!, policy.Retry);
+        var failure = AttemptClassifier.Classify(outcome, policy.Retry);
         if (!AttemptClassifier.IsRetryable(failure, policy.Retry))
         {
             return false;
