@@ -12,7 +12,6 @@ internal static class ResilienceConstants
     public static readonly string[] RetryOn = ["5xx", "connect-failure", "reset", "timeout"];
     public const double RetryBudgetPercent = 20;
     public const int MinRetriesPerSecond = 3;
-    public static readonly TimeSpan RetryBudgetWindow = TimeSpan.FromSeconds(10);
 
     public static readonly TimeSpan TotalTimeout = TimeSpan.FromSeconds(30);
     public static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(10);

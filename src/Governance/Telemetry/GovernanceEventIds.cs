@@ -11,7 +11,6 @@ internal static class GovernanceEventIds
     public const int ConfigurationReloadRejected = 1001;
 
     public const int EndpointsChanged = 1100;
-    public const int DiscoveryWatcherFailed = 1101;
 
     // Consul discovery (1110-1129).
     public const int ConsulQueryFailed = 1110;
@@ -20,7 +19,6 @@ internal static class GovernanceEventIds
     public const int ConsulIndexReset = 1113;
     public const int ConsulInstanceSkipped = 1114;
 
-    public const int NoAvailableEndpoint = 1200;
     public const int AttemptCompleted = 1201;
 
     public const int EndpointEjected = 1300;
