@@ -73,7 +73,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
         }
 
-        return SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease);
+        return SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease).AsTask();
     }
 
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
@@ -91,15 +91,19 @@ internal sealed class GovernanceHandler : DelegatingHandler
     /// <summary>
     /// One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting. An endpoint whose circuit turns
     /// the attempt away (nothing was sent) is replaced by another candidate within the same attempt, so open circuits
-    /// never spend retries and are skipped even when retries are off.
+    /// never spend retries and are skipped even when retries are off. The first attempt of a call whose pick has a closed
+    /// circuit does not come here: <see cref="SendGovernedAsync"/> runs it inline (the same steps, one async layer less)
+    /// and passes the endpoint it <paramref name="picked"/> when the circuit is not closed.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer)
+    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer, EndpointState? picked = null)
     {
         var exclude = tried;
         while (true)
         {
-            if (call.Service.TryPick(call.Request, exclude) is not { } endpoint)
+            var endpoint = picked ?? call.Service.TryPick(call.Request, exclude);
+            picked = null;
+            if (endpoint is null)
             {
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
             }
@@ -110,28 +114,31 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
             }
 
-            var perAttempt = call.Policy.Timeout.PerAttempt;
-            var isTotal = remaining <= perAttempt;
-            var attempt = new AttemptState(this, call.Request, call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt), isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, outer);
-            var registration = default(CancellationTokenRegistration);
             var breaker = endpoint.Breaker;
             var wasClosed = breaker?.IsClosed ?? true;
+            var attempt = BeginAttempt(call, endpoint, remaining, outer);
             Outcome<HttpResponseMessage> outcome;
             try
             {
-                registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), attempt.Source) : default;
-                endpoint.OnRequestStarted();
-                call.Request.RequestUri = endpoint.Rewrite(call.Logical);
-                if (breaker is null)
+                if (wasClosed)
                 {
-                    outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                }
-                else if (wasClosed)
-                {
-                    // Closed (the common case): send, then let the breaker count the outcome. Counting completes
-                    // synchronously unless it trips the circuit, so Polly adds no async layer to a healthy request.
-                    outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                    await breaker.RecordAsync(outcome).ConfigureAwait(false);
+                    // No breaker, or a closed one (the common case): send, then let the breaker count the outcome.
+                    // Counting completes synchronously unless it trips the circuit.
+                    try
+                    {
+                        outcome = Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
+                    }
+#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
+                    catch (Exception ex)
+#pragma warning restore CA1031
+                    {
+                        outcome = attempt.Failed(ex);
+                    }
+
+                    if (breaker is not null)
+                    {
+                        await breaker.RecordAsync(outcome).ConfigureAwait(false);
+                    }
                 }
                 else
                 {
@@ -140,7 +147,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
                     try
                     {
-                        outcome = await breaker.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
+                        outcome = await breaker!.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
                     }
                     finally
                     {
@@ -150,9 +157,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
             finally
             {
-                endpoint.OnRequestEnded();
-                registration.Dispose();
-                call.Policy.Timeouts.Return(attempt.Source);
+                EndAttempt(call, attempt);
             }
 
             if (breaker is not null && breaker.IsClosed != wasClosed)
@@ -166,10 +171,39 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 continue;
             }
 
-            call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
-            call.Service.RecordOutcome(endpoint, outcome);
-            return new AttemptResult(outcome, endpoint);
+            return Account(call, endpoint, attemptNumber, outcome);
         }
+    }
+
+    /// <summary>
+    /// Starts an attempt on <paramref name="endpoint"/>: arms its timeout (the per-attempt timeout, or what is left of
+    /// the total one when that is shorter), links the caller's token, counts it in flight and rewrites the URI.
+    /// Every <see cref="BeginAttempt"/> is paired with one <see cref="EndAttempt"/>.
+    /// </summary>
+    private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, TimeSpan remaining, CancellationToken outer)
+    {
+        var perAttempt = call.Policy.Timeout.PerAttempt;
+        var isTotal = remaining <= perAttempt;
+        var source = call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt);
+        var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), source) : default;
+        endpoint.OnRequestStarted();
+        call.Request.RequestUri = endpoint.Rewrite(call.Logical);
+        return new AttemptState(this, call.Request, source, registration, isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, endpoint, outer);
+    }
+
+    private static void EndAttempt(GovernedCall call, AttemptState attempt)
+    {
+        attempt.Endpoint.OnRequestEnded();
+        attempt.Registration.Dispose();
+        call.Policy.Timeouts.Return(attempt.Source);
+    }
+
+    /// <summary>Counts a finished attempt (attempts metric, outlier detection) and pairs its outcome with its endpoint.</summary>
+    private static AttemptResult Account(GovernedCall call, EndpointState endpoint, int attemptNumber, Outcome<HttpResponseMessage> outcome)
+    {
+        call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
+        call.Service.RecordOutcome(endpoint, outcome);
+        return new AttemptResult(outcome, endpoint);
     }
 
     private static bool MayRetry(GovernedCall call, Outcome<HttpResponseMessage> outcome)
@@ -292,11 +326,16 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return await SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease).ConfigureAwait(false);
     }
 
-    private async Task<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
+    /// <summary>
+    /// The governed call. Built with <see cref="PoolingAsyncValueTaskMethodBuilder{TResult}"/>: its state machine, which
+    /// holds the call, the lease and the first attempt, comes from the runtime's per-thread and per-core cache, so a
+    /// call that really awaits (on a socket) allocates only the <see cref="Task"/> that <see cref="SendAsync"/> returns.
+    /// A successful first attempt on a closed circuit runs inline here: one async layer from the caller to the socket.
+    /// </summary>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
     {
-        // Kept small on purpose: everything hoisted here is boxed on every governed request, so telemetry state lives in
-        // the call (its span) and is read back at the end. The span starts here, inside the async method, so that
-        // Activity.Current changes stay inside this call.
+        // The span starts here, inside the async method, so that Activity.Current changes stay inside this call.
         if (GovernanceInstrumentation.StartCall(call.Service, call.Request) is { } activity)
         {
             call = new GovernedCall(call, call.Request, activity);
@@ -312,7 +351,50 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
             else
             {
-                var first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken).ConfigureAwait(false);
+                AttemptResult first;
+                var endpoint = call.Service.TryPick(call.Request);
+                if (endpoint is null)
+                {
+                    first = new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
+                }
+                else if (endpoint.Breaker?.IsClosed ?? true)
+                {
+                    // The first attempt, inline. Nothing has run since the call's clock started (a rate-limit queue
+                    // wait comes before it), so the whole total timeout is left and the clock is not read again.
+                    var attempt = BeginAttempt(call, endpoint, call.Policy.Timeout.Total, call.CallerToken);
+                    Outcome<HttpResponseMessage> outcome;
+                    try
+                    {
+                        outcome = Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
+                    }
+#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
+                    catch (Exception ex)
+#pragma warning restore CA1031
+                    {
+                        outcome = attempt.Failed(ex);
+                    }
+                    finally
+                    {
+                        EndAttempt(call, attempt);
+                    }
+
+                    if (endpoint.Breaker is { } breaker)
+                    {
+                        await breaker.RecordAsync(outcome).ConfigureAwait(false);
+                        if (!breaker.IsClosed)
+                        {
+                            GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
+                        }
+                    }
+
+                    first = Account(call, endpoint, attemptNumber: 1, outcome);
+                }
+                else
+                {
+                    // The picked endpoint's circuit is not closed: the general attempt runs it inside the breaker.
+                    first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint).ConfigureAwait(false);
+                }
+
                 response = MayRetry(call, first.Outcome)
                     ? await RetryAsync(call, first).ConfigureAwait(false)
                     : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
@@ -353,6 +435,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
     }
 
+    /// <summary>The send of an attempt that runs inside a Polly breaker (open, half-open or isolated circuit).</summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<Outcome<HttpResponseMessage>> SendAttemptAsync(AttemptState attempt)
     {
@@ -360,24 +443,30 @@ internal sealed class GovernanceHandler : DelegatingHandler
         {
             return Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
         }
-        catch (OperationCanceledException ex) when (attempt.Source.IsCancellationRequested && !attempt.Outer.IsCancellationRequested)
-        {
-            return Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(attempt.Timeout, attempt.IsTotal, ex));
-        }
 #pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            return Outcome.FromException<HttpResponseMessage>(ex);
+            return attempt.Failed(ex);
         }
     }
 
-    /// <summary>What one attempt's send needs, passed by value through Polly's state parameter.</summary>
+    /// <summary>One attempt in flight: what its send needs (passed by value through Polly's state parameter) and what ends it.</summary>
     private readonly record struct AttemptState(
         GovernanceHandler Handler,
         HttpRequestMessage Request,
         CancellationTokenSource Source,
+        CancellationTokenRegistration Registration,
         TimeSpan Timeout,
         bool IsTotal,
-        CancellationToken Outer);
+        EndpointState Endpoint,
+        CancellationToken Outer)
+    {
+        /// <summary>Turns a failed send into an outcome: a cancellation by the attempt's own timer becomes an <see cref="AttemptTimeoutException"/>.</summary>
+        public Outcome<HttpResponseMessage> Failed(Exception exception) =>
+            Outcome.FromException<HttpResponseMessage>(
+                exception is OperationCanceledException && Source.IsCancellationRequested && !Outer.IsCancellationRequested
+                    ? new AttemptTimeoutException(Timeout, IsTotal, exception)
+                    : exception);
+    }
 }
