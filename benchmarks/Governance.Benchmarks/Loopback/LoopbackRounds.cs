@@ -13,7 +13,10 @@ namespace Governance.Benchmarks.Loopback;
 /// every request (<see cref="Stopwatch.GetTimestamp"/> before the GET and after its body was read, stored in a
 /// preallocated array, so recording allocates nothing), from which it takes that round's p50 and p99. It then prints
 /// the median and min-max spread across rounds, the ratio of medians to Bare and to Factory, and the median and spread
-/// of the per-round paired ratios to Bare.
+/// of the per-round paired ratios to Bare. It also records the process's CPU time per request
+/// (<see cref="Environment.CpuUsage"/>, user + kernel, client and server together): on a shared VM, time stolen by other
+/// guests lowers throughput but is not charged to the process, so CPU per request is the steadier measure of what a
+/// client costs. <c>--clients Bare,Governed,...</c> runs a subset (Bare and Factory are always included).
 /// </summary>
 internal static class LoopbackRounds
 {
@@ -24,8 +27,15 @@ internal static class LoopbackRounds
         var rounds = 10;
         var requests = 20_000;
         var concurrency = LoopbackBenchmarks.Concurrency;
+        string[]? only = null;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
+            if (args[i] == "--clients")
+            {
+                only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                continue;
+            }
+
             var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             switch (args[i])
             {
@@ -39,14 +49,20 @@ internal static class LoopbackRounds
                     concurrency = value;
                     break;
                 default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 10] [--requests 20000] [--concurrency 32]");
+                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...]");
                     return 2;
             }
         }
 
         await using var clients = await LoopbackClients.StartAsync();
         var targets = clients.All();
+        if (only is not null)
+        {
+            targets = Array.FindAll(targets, t => t.Name is "Bare" or "Factory" || Array.IndexOf(only, t.Name) >= 0);
+        }
+
         var throughput = NewTable(targets.Length, rounds);
+        var cpu = NewTable(targets.Length, rounds);
         var allocated = NewTable(targets.Length, rounds);
         var p50 = NewTable(targets.Length, rounds);
         var p99 = NewTable(targets.Length, rounds);
@@ -71,21 +87,22 @@ internal static class LoopbackRounds
                 GC.Collect();
                 GC.WaitForPendingFinalizers();
                 GC.Collect();
-                var (seconds, bytes) = await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency, latencies);
+                var (seconds, bytes, cpuTime) = await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency, latencies);
                 throughput[c][round] = requests / seconds;
+                cpu[c][round] = cpuTime.TotalMicroseconds / requests;
                 allocated[c][round] = (double)bytes / requests;
 
                 // After the allocation count: sorting is the only step here that could allocate.
                 Array.Sort(latencies);
                 p50[c][round] = Microseconds(Percentile(latencies, 0.50));
                 p99[c][round] = Microseconds(Percentile(latencies, 0.99));
-                line += $"  {targets[c].Name} {throughput[c][round],6:F0} req/s {allocated[c][round],5:F0} B/req p50 {p50[c][round],5:F0} p99 {p99[c][round],6:F0} us";
+                line += $"  {targets[c].Name} {throughput[c][round],6:F0} req/s {allocated[c][round],5:F0} B/req {cpu[c][round],5:F1} cpu-us/req p50 {p50[c][round],5:F0} p99 {p99[c][round],6:F0} us";
             }
 
             Console.WriteLine(line);
         }
 
-        // Index 0 is Bare, index 1 the factory client without governance (see LoopbackClients.All).
+        // Index 0 is Bare, index 1 the factory client without governance (see LoopbackClients.All; --clients keeps both).
         Console.WriteLine();
         Console.WriteLine("Throughput and allocations:");
         Console.WriteLine();
@@ -103,6 +120,21 @@ internal static class LoopbackRounds
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
                 $"| {targets[c].Name} | {median:F0} | {throughput[c].Min():F0} | {throughput[c].Max():F0} | {median / bareThroughput:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median / factoryThroughput:F3} | {bytes:F0} | {allocated[c].Min():F0}-{allocated[c].Max():F0} | {bytes - bareBytes:+0;-0;0} | {bytes - factoryBytes:+0;-0;0} |"));
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("CPU time per request (us of process CPU, user + kernel, client and server together; lower is better):");
+        Console.WriteLine();
+        Console.WriteLine("| Client | Median CPU us/req | Min-max | Ratio to Bare (medians) | Paired ratio to Bare, median (min-max) | Over Bare (us, medians) |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|");
+        var bareCpu = Median(cpu[0]);
+        for (var c = 0; c < targets.Length; c++)
+        {
+            var paired = Paired(cpu[c], cpu[0]);
+            var median = Median(cpu[c]);
+            Console.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"| {targets[c].Name} | {median:F2} | {cpu[c].Min():F2}-{cpu[c].Max():F2} | {median / bareCpu:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median - bareCpu:+0.00;-0.00;0} |"));
         }
 
         Console.WriteLine();
@@ -126,10 +158,11 @@ internal static class LoopbackRounds
         return 0;
     }
 
-    private static async Task<(double Seconds, long Bytes)> RunRoundAsync(HttpClient client, Uri uri, int requests, int concurrency, long[] latencies)
+    private static async Task<(double Seconds, long Bytes, TimeSpan Cpu)> RunRoundAsync(HttpClient client, Uri uri, int requests, int concurrency, long[] latencies)
     {
         var issued = 0;
         var workers = new Task[concurrency];
+        var cpuBefore = Environment.CpuUsage.TotalTime;
         var allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
         var start = Stopwatch.GetTimestamp();
         for (var w = 0; w < workers.Length; w++)
@@ -149,7 +182,7 @@ internal static class LoopbackRounds
         await Task.WhenAll(workers).WaitAsync(TimeSpan.FromMinutes(5));
         var elapsed = Stopwatch.GetElapsedTime(start);
         var bytes = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
-        return (elapsed.TotalSeconds, bytes);
+        return (elapsed.TotalSeconds, bytes, Environment.CpuUsage.TotalTime - cpuBefore);
     }
 
     private static double[][] NewTable(int clients, int rounds)
