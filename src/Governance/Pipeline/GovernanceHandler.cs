@@ -343,7 +343,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
         try
         {
-            call.Policy.Budget.OnRequest(call.StartedAt);
+            if (call.Policy.UsesBudget)
+            {
+                call.Policy.Budget.OnRequest(call.StartedAt);
+            }
+
             HttpResponseMessage response;
             if (call.Policy.HedgingPipeline is not null && MayHedge(call))
             {

@@ -44,6 +44,7 @@ internal sealed class ServicePolicy : IDisposable
 
         RetryPipeline = Retry.MaxRetries == 0 ? null : BuildRetryPipeline(Retry, time);
         HedgingPipeline = settings.Hedging is { } hedging ? BuildHedgingPipeline(hedging, time) : null;
+        UsesBudget = RetryPipeline is not null || HedgingPipeline is not null;
     }
 
     public ResilienceSettings Settings { get; }
@@ -57,6 +58,12 @@ internal sealed class ServicePolicy : IDisposable
     public CancellationTokenSourcePool Timeouts { get; }
 
     public RetryBudget Budget { get; }
+
+    /// <summary>
+    /// Gets a value indicating whether retries or hedges draw on <see cref="Budget"/>. When neither is on, calls are not
+    /// counted (one interlocked write per call saved); a reload that turns retries on starts from the budget's reserve.
+    /// </summary>
+    public bool UsesBudget { get; }
 
     public RateLimiter? Limiter { get; }
 
