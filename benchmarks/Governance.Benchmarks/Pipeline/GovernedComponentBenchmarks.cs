@@ -14,7 +14,8 @@ namespace Governance.Benchmarks.Pipeline;
 ///   <item><description><c>Pick</c>: <c>ServiceRuntime.TryPick</c> (endpoint set and LeastRequest picker);</description></item>
 ///   <item><description><c>Rewrite</c>: <c>EndpointState.Rewrite</c> of the same logical URI (cache hit);</description></item>
 ///   <item><description><c>AttemptTimeout</c>: renting the attempt's pooled <see cref="CancellationTokenSource"/> with <c>CancelAfter(Timeout:PerAttempt)</c> and returning it (<c>TryReset</c>);</description></item>
-///   <item><description><c>BreakerRecord</c>: <c>EndpointBreaker.Record</c>, the closed-circuit path that lets Polly's breaker count a 200;</description></item>
+///   <item><description><c>BreakerRecord</c>: <c>EndpointBreaker.RecordAsync</c> of a 200 on a closed circuit;</description></item>
+///   <item><description><c>BreakerRecordFailure</c>: <c>EndpointBreaker.RecordAsync</c> of a 503 on a closed circuit that never trips (a second provider with <c>FailureRatio</c> 1 and <c>MinimumThroughput</c> <see cref="int.MaxValue"/>, so every failure is counted and evaluated but none opens it);</description></item>
 ///   <item><description><c>OutlierRecord</c>: <c>ServiceRuntime.RecordOutcome</c> of a 200 (outlier accounting);</description></item>
 ///   <item><description><c>RetryBudget</c>: <c>RetryBudget.OnRequest</c>, counted once per call;</description></item>
 ///   <item><description><c>Timestamp</c>: one <c>TimeProvider.System.GetTimestamp()</c> (the call's start, its remaining time, the retry budget's bucket and Polly's breaker each read the clock).</description></item>
@@ -33,7 +34,10 @@ public class GovernedComponentBenchmarks
     private readonly CompletedResponseHandler _terminal = new();
     private readonly HttpRequestMessage _request = new(HttpMethod.Get, $"http://{Pipelines.ServiceName}/api/items");
     private readonly Outcome<HttpResponseMessage> _outcome = Outcome.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK));
+    private readonly Outcome<HttpResponseMessage> _failure = Outcome.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.ServiceUnavailable));
     private ServiceProvider _provider = null!;
+    private ServiceProvider _neverTripping = null!;
+    private EndpointState _neverTrippingEndpoint = null!;
     private ServiceRuntime _service = null!;
     private EndpointState _endpoint = null!;
     private Uri _logical = null!;
@@ -54,10 +58,26 @@ public class GovernedComponentBenchmarks
         {
             throw new InvalidOperationException("the default settings should enable the breaker and outlier detection");
         }
+
+        _neverTripping = Pipelines.Governed(
+            () => _terminal,
+            Endpoints,
+            serviceKeys: [new("CircuitBreaker:FailureRatio", "1"), new("CircuitBreaker:MinimumThroughput", int.MaxValue.ToString(System.Globalization.CultureInfo.InvariantCulture))]);
+        if (!_neverTripping.GetRequiredService<GovernanceRuntime>().TryGetService(Pipelines.ServiceName, out var neverTripping)
+            || neverTripping.Endpoints.All[0].Breaker is null)
+        {
+            throw new InvalidOperationException($"service {Pipelines.ServiceName} should have a breaker");
+        }
+
+        _neverTrippingEndpoint = neverTripping.Endpoints.All[0];
     }
 
     [GlobalCleanup]
-    public void Cleanup() => _provider.Dispose();
+    public void Cleanup()
+    {
+        _provider.Dispose();
+        _neverTripping.Dispose();
+    }
 
     [Benchmark]
     public object? Pick() => _service.TryPick(_request);
@@ -74,6 +94,9 @@ public class GovernedComponentBenchmarks
 
     [Benchmark]
     public ValueTask BreakerRecord() => _endpoint.Breaker!.RecordAsync(_outcome);
+
+    [Benchmark]
+    public ValueTask BreakerRecordFailure() => _neverTrippingEndpoint.Breaker!.RecordAsync(_failure);
 
     [Benchmark]
     public void OutlierRecord() => _service.RecordOutcome(_endpoint, _outcome);

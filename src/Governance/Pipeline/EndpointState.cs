@@ -1,6 +1,4 @@
-using System.Net.Http;
 using Governance.Resilience;
-using Polly;
 
 namespace Governance.Pipeline;
 
@@ -138,60 +136,4 @@ internal sealed class EndpointState
     }
 
     private sealed record RewriteEntry(Uri Logical, Uri Physical);
-}
-
-/// <summary>An endpoint's Polly circuit breaker and the settings it was built with.</summary>
-internal sealed class EndpointBreaker(CircuitBreakerSettings settings)
-{
-    private volatile bool _isClosed = true;
-
-    public CircuitBreakerSettings Settings { get; } = settings;
-
-    public ResiliencePipeline<HttpResponseMessage> Pipeline { get; set; } = ResiliencePipeline<HttpResponseMessage>.Empty;
-
-    /// <summary>
-    /// Gets a value indicating whether the circuit is closed, as last reported by Polly (<c>OnOpened</c> clears it,
-    /// <c>OnClosed</c> sets it). Read without Polly's lock on every attempt.
-    /// </summary>
-    public bool IsClosed => _isClosed;
-
-    public void OnOpened() => _isClosed = false;
-
-    public void OnClosed() => _isClosed = true;
-
-    /// <summary>
-    /// Lets the breaker count an outcome obtained outside it (the closed-circuit fast path): the callback only hands the
-    /// outcome back. Not counted: cancellations (a hedge that lost, a caller that gave up, which say nothing about the
-    /// endpoint) and outcomes that arrive after the circuit opened (stale evidence must not decide a half-open probe).
-    /// </summary>
-    public ValueTask RecordAsync(Outcome<HttpResponseMessage> outcome)
-    {
-        if (!_isClosed || outcome.Exception is OperationCanceledException)
-        {
-            return default;
-        }
-
-        var context = ResilienceContextPool.Shared.Get(CancellationToken.None);
-        var recorded = Pipeline.ExecuteOutcomeAsync(static (_, o) => new ValueTask<Outcome<HttpResponseMessage>>(o), context, outcome);
-        if (recorded.IsCompletedSuccessfully)
-        {
-            ResilienceContextPool.Shared.Return(context);
-            return default;
-        }
-
-        // The outcome tripped the circuit: Polly runs OnOpened before completing.
-        return AwaitAsync(recorded, context);
-
-        static async ValueTask AwaitAsync(ValueTask<Outcome<HttpResponseMessage>> recorded, ResilienceContext context)
-        {
-            try
-            {
-                await recorded.ConfigureAwait(false);
-            }
-            finally
-            {
-                ResilienceContextPool.Shared.Return(context);
-            }
-        }
-    }
 }

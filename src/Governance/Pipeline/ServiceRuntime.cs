@@ -525,39 +525,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         state.Set(EndpointConditions.CircuitOpen, false);
-        var breaker = new EndpointBreaker(settings);
-        using (BackgroundWork.SuppressFlow())
-        {
-            // Polly's breaker keeps a scheduler for its callbacks: build it without the current request's context.
-            breaker.Pipeline = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = _time }
-                .AddCircuitBreaker(new CircuitBreakerStrategyOptions<HttpResponseMessage>
-                {
-                    FailureRatio = settings.FailureRatio,
-                    MinimumThroughput = settings.MinimumThroughput,
-                    SamplingDuration = settings.SamplingDuration,
-                    BreakDuration = settings.BreakDuration,
-                    ShouldHandle = static args => new ValueTask<bool>(IsBreakerFailure(args.Outcome)),
-                    OnOpened = args =>
-                    {
-                        breaker.OnOpened();
-                        OnCircuitOpened(state, args.BreakDuration);
-                        return default;
-                    },
-                    OnClosed = _ =>
-                    {
-                        breaker.OnClosed();
-                        OnCircuitClosed(state);
-                        return default;
-                    },
-                })
-                .Build();
-        }
-
+        var breaker = new EndpointBreaker(settings, _time, d => OnCircuitOpened(state, d), () => OnCircuitClosed(state));
         state.Breaker = breaker;
     }
-
-    private static bool IsBreakerFailure(Outcome<HttpResponseMessage> outcome) =>
-        outcome.Exception is not OperationCanceledException && (AttemptClassifier.Classify(outcome) & AttemptFailure.CountsAs5xx) != 0;
 
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);
