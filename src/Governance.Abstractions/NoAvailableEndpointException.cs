@@ -4,6 +4,15 @@ namespace Governance;
 /// Thrown without any network I/O when a governed service has no endpoint that can take the call: discovery returned
 /// none, or every endpoint is excluded. Catch it to fail over or degrade; it is never retried against the same service.
 /// </summary>
+/// <remarks>
+/// A call refused before any attempt is answered with an already faulted task, without throwing, and for speed the
+/// calls refused while the service's endpoints stay the same share one instance of this exception (and one faulted
+/// task); a new one is made when the endpoints change, so <see cref="Reason"/> is always the current one. Concurrent
+/// callers that await it rethrow the same instance, as they would when sharing any faulted <see cref="Task"/>:
+/// <see cref="Exception.StackTrace"/> may then show another caller's frames, and anything added to
+/// <see cref="Exception.Data"/> is seen by the other callers. A call that fails because every endpoint it tried turned
+/// it away gets an instance of its own.
+/// </remarks>
 public sealed class NoAvailableEndpointException : GovernanceException
 {
     /// <summary>Creates the exception.</summary>

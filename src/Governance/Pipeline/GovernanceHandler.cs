@@ -43,16 +43,18 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
         // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer; the first
         // requests to a service whose discovery has not answered yet wait for that answer instead.
-        if (service.Endpoints.Candidates.Length == 0)
+        if (service.Endpoints is { Candidates.Length: 0 } empty)
         {
-            if (service.Endpoints.IsPending)
+            if (empty.IsPending)
             {
                 return SendWhenResolvedAsync(service, request, cancellationToken);
             }
 
-            var refused = service.NoEndpoint();
-            service.Instrumentation.RecordRefused(service, request, refused);
-            return Task.FromException<HttpResponseMessage>(refused);
+            // One exception and one faulted task per endpoint set, shared by the calls it refuses (RefusedCall);
+            // telemetry still records each call.
+            var refused = service.NoEndpointRefusal(empty);
+            service.Instrumentation.RecordRefused(service, request, refused.Error);
+            return refused.Task;
         }
 
         var policy = service.Policy;
@@ -69,7 +71,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 }
 
                 // Rejected before any network work, without throwing inside the pipeline.
-                return Task.FromException<HttpResponseMessage>(Rejected(service, request, lease));
+                return Rejected(service, policy, request, lease);
             }
         }
 
@@ -267,12 +269,26 @@ internal sealed class GovernanceHandler : DelegatingHandler
         }
     }
 
+    /// <summary>
+    /// A call the limiter rejected at once: answered with the policy's shared faulted task (one exception per policy
+    /// and retry-after due time, see <see cref="ServicePolicy.Rejection"/>), recorded in telemetry per call.
+    /// </summary>
+    private static Task<HttpResponseMessage> Rejected(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, RateLimitLease lease)
+    {
+        TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
+        lease.Dispose();
+        var refused = policy.Rejection(service.Name, retryAfter, out var hint);
+        service.Instrumentation.RecordRejection(service, request, hint);
+        return refused.Task;
+    }
+
+    /// <summary>A queued call the limiter rejected: its own exception, since the caller's async path throws it.</summary>
     private static RateLimitRejectedException Rejected(ServiceRuntime service, HttpRequestMessage request, RateLimitLease lease)
     {
         TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
         lease.Dispose();
         service.Instrumentation.RecordRejection(service, request, retryAfter);
-        return new RateLimitRejectedException(service.Name, retryAfter);
+        return new RateLimitRejectedException(service.Name, retryAfter, service.Policy.Time);
     }
 
     private static HttpResponseMessage Complete(GovernedCall call, Outcome<HttpResponseMessage> outcome, int attempts, bool budgetExhausted)

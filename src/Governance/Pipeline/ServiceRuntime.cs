@@ -31,6 +31,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private IDisposable? _watcherRegistration;
     private HealthChecker? _healthChecker;
     private bool _disposed;
+    private RefusedCall? _noEndpoint;
 
     public ServiceRuntime(ServiceSettings settings, TimeProvider time, GovernanceInstrumentation instrumentation, ILogger logger)
     {
@@ -134,6 +135,25 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     /// <summary>Creates (does not throw) the error of a call that found no endpoint.</summary>
     public NoAvailableEndpointException NoEndpoint() => new(Name, _state.Set.EmptyReason);
+
+    /// <summary>
+    /// The shared answer to calls refused up front because <paramref name="set"/>, the service's current endpoint set,
+    /// has no candidate: one <see cref="NoAvailableEndpointException"/> with the set's <see cref="EndpointSet.EmptyReason"/>
+    /// and one task faulted with it (see <see cref="RefusedCall"/>). It is made again only when the endpoint set is
+    /// replaced (reload, discovery update, circuit, ejection or health change), so the reason is always the set's own.
+    /// </summary>
+    public RefusedCall NoEndpointRefusal(EndpointSet set)
+    {
+        var refusal = Volatile.Read(ref _noEndpoint);
+        if (refusal is null || !ReferenceEquals(refusal.Owner, set))
+        {
+            // Two racing callers may each build one; either is correct, the last one stays.
+            refusal = new RefusedCall(new NoAvailableEndpointException(Name, set.EmptyReason), set);
+            Volatile.Write(ref _noEndpoint, refusal);
+        }
+
+        return refusal;
+    }
 
     /// <summary>Applies new settings (configuration reload), keeping endpoint states, breakers and ejections that still apply.</summary>
     public void Reconfigure(ServiceSettings settings)

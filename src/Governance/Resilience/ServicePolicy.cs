@@ -1,5 +1,6 @@
 using System.Net;
 using System.Threading.RateLimiting;
+using Governance.Pipeline;
 using Governance.RateLimiting;
 using Polly;
 using Polly.Hedging;
@@ -17,7 +18,10 @@ internal sealed class ServicePolicy : IDisposable
     /// <summary>Key under which the per-call retry state travels in the Polly context.</summary>
     public static readonly ResiliencePropertyKey<RetryState> RetryStateKey = new("MeshGovernance.RetryState");
 
+    private readonly double _timestampTicksPerTimeSpanTick;
     private volatile bool _limiterHandedOver;
+    private RefusedCall? _rejected;
+    private RefusedCall? _rejectedUntil;
 
     private ServicePolicy(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous)
     {
@@ -25,6 +29,7 @@ internal sealed class ServicePolicy : IDisposable
         Retry = settings.Retry;
         Timeout = settings.Timeout;
         Time = time;
+        _timestampTicksPerTimeSpanTick = time.TimestampFrequency / (double)TimeSpan.TicksPerSecond;
         Timeouts = previous?.Timeouts ?? new CancellationTokenSourcePool(time);
         Budget = previous is not null && previous.Budget.RetryPercent == Retry.BudgetPercent && previous.Budget.MinRetriesPerSecond == Retry.MinRetriesPerSecond
             ? previous.Budget
@@ -74,6 +79,58 @@ internal sealed class ServicePolicy : IDisposable
     public ResiliencePipeline<HttpResponseMessage>? HedgingPipeline { get; }
 
     public static ServicePolicy Create(ResilienceSettings settings, TimeProvider time, ServicePolicy? previous) => new(settings, time, previous);
+
+    /// <summary>
+    /// The shared answer to calls that this policy's limiter rejects (see <see cref="RefusedCall"/>): one
+    /// <see cref="RateLimitRejectedException"/> and one task faulted with it, instead of a new pair per call. A reload
+    /// builds a new policy, so a new configuration never sees the previous one's refusal.
+    /// </summary>
+    /// <param name="serviceName">The service this policy belongs to (named by the exception).</param>
+    /// <param name="retryAfter">The limiter's hint for this call (its lease's <c>RetryAfter</c> metadata), if any.</param>
+    /// <param name="hint">The hint the returned exception gives at this moment (for telemetry).</param>
+    /// <remarks>
+    /// Without a hint (the concurrency limiter) one refusal serves this policy's whole life. With one (token bucket,
+    /// fixed and sliding window) the exception holds the due time, now + hint on the service's <see cref="Time"/>, and
+    /// counts down to it when read; it is shared until that time has passed or until the limiter gives a hint that
+    /// ends sooner. A later hint that ends after the shared due time does not replace it: System.Threading.RateLimiting
+    /// answers with whole replenishment periods counted from the moment of the rejection, whatever the phase of its
+    /// replenishment timer, so the first rejection's due time is already past the next replenishment and the count
+    /// down to it is the closer estimate. As with the limiter's own hint, nothing reserves the permit for the caller.
+    /// One clock read per rejection with a hint; none without.
+    /// </remarks>
+    public RefusedCall Rejection(string serviceName, TimeSpan? retryAfter, out TimeSpan? hint)
+    {
+        if (retryAfter is not { } delay)
+        {
+            hint = null;
+            var plain = Volatile.Read(ref _rejected);
+            if (plain is null)
+            {
+                plain = new RefusedCall(new RateLimitRejectedException(serviceName, retryAfter: null, Time));
+                Volatile.Write(ref _rejected, plain);
+            }
+
+            return plain;
+        }
+
+        if (delay < TimeSpan.Zero)
+        {
+            delay = TimeSpan.Zero;
+        }
+
+        var now = Time.GetTimestamp();
+        var due = now + (long)(delay.Ticks * _timestampTicksPerTimeSpanTick);
+        var refusal = Volatile.Read(ref _rejectedUntil);
+        if (refusal is null || now >= refusal.DueAt || due < refusal.DueAt)
+        {
+            // Two racing callers may each build one; either is correct, the last one stays.
+            refusal = new RefusedCall(new RateLimitRejectedException(serviceName, delay, Time, now), dueAt: due);
+            Volatile.Write(ref _rejectedUntil, refusal);
+        }
+
+        hint = TimeSpan.FromTicks((long)((refusal.DueAt - now) / _timestampTicksPerTimeSpanTick));
+        return refusal;
+    }
 
     /// <summary>
     /// Retires this policy after a reload replaced it. Calls that read it may still be acquiring or holding a permit, so

@@ -46,8 +46,9 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         {
             Assert.Equal(Faults.Service, ex.ServiceName);
             Assert.Contains($"Service '{Faults.Service}'", ex.Message, StringComparison.Ordinal);
+            // The limiter's hint is one replenishment period; read after the burst, it has counted down since.
             Assert.NotNull(ex.RetryAfter);
-            Assert.InRange(ex.RetryAfter.Value, TimeSpan.FromTicks(1), TimeSpan.FromSeconds(1));
+            Assert.InRange(ex.RetryAfter.Value, TimeSpan.Zero, period);
         });
     }
 
