@@ -18,7 +18,7 @@ namespace Governance.Benchmarks.Pipeline;
 ///   <item><description><c>BreakerRecordFailure</c>: <c>EndpointBreaker.RecordAsync</c> of a 503 on a closed circuit that never trips (a second provider with <c>FailureRatio</c> 1 and <c>MinimumThroughput</c> <see cref="int.MaxValue"/>, so every failure is counted and evaluated but none opens it);</description></item>
 ///   <item><description><c>OutlierRecord</c>: <c>ServiceRuntime.RecordOutcome</c> of a 200 (outlier accounting);</description></item>
 ///   <item><description><c>RetryBudget</c>: <c>RetryBudget.OnRequest</c>, counted once per call;</description></item>
-///   <item><description><c>Timestamp</c>: one <c>TimeProvider.System.GetTimestamp()</c> (the call's start, its remaining time, the retry budget's bucket and Polly's breaker each read the clock).</description></item>
+///   <item><description><c>Timestamp</c>: one <c>TimeProvider.System.GetTimestamp()</c> (a successful first attempt reads the clock once, at the call's start; retries read it again for their remaining time, and a breaker failure for its window).</description></item>
 /// </list>
 /// </summary>
 [MemoryDiagnoser]
