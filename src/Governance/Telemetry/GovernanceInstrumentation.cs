@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.Diagnostics.CodeAnalysis;
 using System.Diagnostics.Metrics;
+using System.Runtime.CompilerServices;
 using Governance.Pipeline;
 using Microsoft.Extensions.Logging;
 
@@ -19,8 +21,10 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     private const string ErrorTypeTag = "error.type";
     private const string ServerAddressTag = "server.address";
     private const string ServerPortTag = "server.port";
+    private const string UrlTemplateTag = "url.template";
 
     private static readonly object[] StatusCodes = CreateStatusCodes();
+    private static readonly string[] ErrorStatuses = CreateErrorStatuses();
     private readonly Meter _meter;
     private readonly bool _ownsMeter;
     private Func<IEnumerable<ServiceRuntime>>? _services;
@@ -88,12 +92,21 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         {
             activity.SetTag(GovernanceTelemetry.ServiceTag, service.Name);
             activity.SetTag(MethodTag, request.Method.Method);
+            if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
+            {
+                activity.SetTag(UrlTemplateTag, template);
+            }
         }
 
         return activity;
     }
 
     /// <summary>Ends the logical call: span tags and status, duration histogram.</summary>
+    /// <remarks>
+    /// With a span and the system clock, the duration is the span's own (its end time is set first, so that the histogram
+    /// is still recorded inside the span, for exemplars): one clock read instead of two. Tags go on the stack in a
+    /// <see cref="TagBuffer"/>, which costs less than a <see cref="TagList"/> of the same tags.
+    /// </remarks>
     public void EndCall(Activity? activity, ServiceRuntime service, HttpRequestMessage request, long startedAt, TimeProvider time, HttpResponseMessage? response, Exception? error)
     {
         var durationEnabled = RequestDuration.Enabled && startedAt != 0;
@@ -102,28 +115,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             return;
         }
 
-        var status = response is null ? null : StatusCode((int)response.StatusCode);
-        var errorType = error is not null ? error.GetType().FullName : response is { StatusCode: >= (System.Net.HttpStatusCode)400 } ? ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture) : null;
-        if (durationEnabled)
-        {
-            var tags = new TagList
-            {
-                { GovernanceTelemetry.ServiceTag, service.Name },
-                { MethodTag, request.Method.Method },
-            };
-            if (status is not null)
-            {
-                tags.Add(StatusCodeTag, status);
-            }
-
-            if (errorType is not null)
-            {
-                tags.Add(ErrorTypeTag, errorType);
-            }
-
-            RequestDuration.Record(time.GetElapsedTime(startedAt).TotalSeconds, tags);
-        }
-
+        var code = response is null ? 0 : (int)response.StatusCode;
+        var status = response is null ? null : StatusCode(code);
+        var errorType = error is not null ? error.GetType().FullName : code >= 400 ? ErrorStatus(code) : null;
         if (activity is not null)
         {
             if (activity.IsAllDataRequested)
@@ -143,31 +137,66 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             {
                 activity.SetStatus(ActivityStatusCode.Error, error?.Message);
             }
-
-            activity.Stop();
         }
+
+        if (durationEnabled)
+        {
+            TimeSpan duration;
+            if (activity is not null && ReferenceEquals(time, TimeProvider.System))
+            {
+                // Activity.Stop keeps an end time already set, so the span and the histogram share this one reading.
+                activity.SetEndTime(time.GetUtcNow().UtcDateTime);
+                duration = activity.Duration;
+            }
+            else
+            {
+                duration = time.GetElapsedTime(startedAt);
+            }
+
+            var tags = default(TagBuffer);
+            tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);
+            tags[1] = new(MethodTag, request.Method.Method);
+            var count = 2;
+            if (status is not null)
+            {
+                tags[count++] = new(StatusCodeTag, status);
+            }
+
+            if (errorType is not null)
+            {
+                tags[count++] = new(ErrorTypeTag, errorType);
+            }
+
+            if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
+            {
+                tags[count++] = new(UrlTemplateTag, template);
+            }
+
+            RequestDuration.Record(duration.TotalSeconds, tags.Slice(count));
+        }
+
+        activity?.Stop();
     }
 
     public void RecordAttempt(ServiceRuntime service, EndpointState endpoint, int attempt, Polly.Outcome<HttpResponseMessage> outcome)
     {
         if (Attempts.Enabled)
         {
-            var tags = new TagList
-            {
-                { GovernanceTelemetry.ServiceTag, service.Name },
-                { ServerAddressTag, endpoint.Host },
-                { ServerPortTag, endpoint.BoxedPort },
-            };
+            var tags = default(TagBuffer);
+            tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);
+            tags[1] = new(ServerAddressTag, endpoint.Host);
+            tags[2] = new(ServerPortTag, endpoint.BoxedPort);
+            var count = 3;
             if (outcome.Result is { } response)
             {
-                tags.Add(StatusCodeTag, StatusCode((int)response.StatusCode));
+                tags[count++] = new(StatusCodeTag, StatusCode((int)response.StatusCode));
             }
             else if (outcome.Exception is { } exception)
             {
-                tags.Add(ErrorTypeTag, exception.GetType().FullName);
+                tags[count++] = new(ErrorTypeTag, exception.GetType().FullName);
             }
 
-            Attempts.Add(1, tags);
+            Attempts.Add(1, tags.Slice(count));
         }
 
         if (Logger.IsEnabled(LogLevel.Debug))
@@ -244,12 +273,17 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     {
         if (RequestDuration.Enabled)
         {
-            RequestDuration.Record(0, new TagList
+            var tags = default(TagBuffer);
+            tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);
+            tags[1] = new(MethodTag, request.Method.Method);
+            tags[2] = new(ErrorTypeTag, error.FullName);
+            var count = 3;
+            if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
             {
-                { GovernanceTelemetry.ServiceTag, service.Name },
-                { MethodTag, request.Method.Method },
-                { ErrorTypeTag, error.FullName },
-            });
+                tags[count++] = new(UrlTemplateTag, template);
+            }
+
+            RequestDuration.Record(0, tags.Slice(count));
         }
     }
 
@@ -304,6 +338,21 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     private static object StatusCode(int code) => (uint)code < (uint)StatusCodes.Length ? StatusCodes[code] : code;
 
+    /// <summary>The <c>error.type</c> of a call answered with a status of 400 or more: the code as a string, cached up to 599.</summary>
+    private static string ErrorStatus(int code) =>
+        (uint)(code - 400) < (uint)ErrorStatuses.Length ? ErrorStatuses[code - 400] : code.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private static string[] CreateErrorStatuses()
+    {
+        var statuses = new string[200];
+        for (var i = 0; i < statuses.Length; i++)
+        {
+            statuses[i] = (400 + i).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        return statuses;
+    }
+
     private static object[] CreateStatusCodes()
     {
         var codes = new object[600];
@@ -348,4 +397,18 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     [LoggerMessage(GovernanceEventIds.AttemptCompleted, LogLevel.Debug, "Service {Service}: attempt {Attempt} to {Endpoint} ended with {Result}")]
     private static partial void LogAttempt(ILogger logger, string service, int attempt, string endpoint, string result);
+
+    /// <summary>
+    /// Room for the tags of one measurement on the stack (at most 5 here), passed to the instrument as a span: about a
+    /// third of a <see cref="TagList"/>'s size, without its per-Add bookkeeping.
+    /// </summary>
+    [InlineArray(Capacity)]
+    private struct TagBuffer
+    {
+        private const int Capacity = 5;
+        private KeyValuePair<string, object?> _first;
+
+        [UnscopedRef]
+        public ReadOnlySpan<KeyValuePair<string, object?>> Slice(int count) => ((ReadOnlySpan<KeyValuePair<string, object?>>)this)[..count];
+    }
 }
