@@ -8,6 +8,7 @@ namespace Governance.Benchmarks.Loopback;
 /// (no proxy, no lifetime limit), so that they differ only in what sits above the socket handler:
 /// <list type="bullet">
 ///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
+///   <item><description><c>BareControl</c> (only in <c>loopback-rounds</c>): a second client built exactly like <c>Bare</c>. Its ratio to <c>Bare</c> is the noise floor and the bias of the method (an A/A comparison): differences between other clients smaller than its spread are not measured;</description></item>
 ///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
 ///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
 ///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
@@ -27,6 +28,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         PhysicalUri = new Uri(server.Address, "/api/items");
         LogicalUri = new Uri($"http://{Pipelines.ServiceName}/api/items");
         Bare = new HttpClient(CreateSocketsHandler());
+        BareControl = new HttpClient(CreateSocketsHandler());
         Factory = Client(Pipelines.Factory(CreateSocketsHandler));
         StandardResilience = Client(Pipelines.StandardResilience(CreateSocketsHandler));
         var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
@@ -49,6 +51,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     public Uri LogicalUri { get; }
 
     public HttpClient Bare { get; }
+
+    /// <summary>Gets a second client identical to <see cref="Bare"/>: the A/A control of <c>loopback-rounds</c>.</summary>
+    public HttpClient BareControl { get; }
 
     public HttpClient Factory { get; }
 
@@ -88,6 +93,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
     [
         (nameof(Bare), Bare, PhysicalUri),
         (nameof(Factory), Factory, PhysicalUri),
+        (nameof(BareControl), BareControl, PhysicalUri),
         (nameof(StandardResilience), StandardResilience, PhysicalUri),
         (nameof(Governed), Governed, LogicalUri),
         (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
@@ -101,6 +107,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         Bare.Dispose();
+        BareControl.Dispose();
         Factory.Dispose();
         StandardResilience.Dispose();
         Governed.Dispose();

@@ -16,7 +16,7 @@ namespace Governance.Benchmarks.Loopback;
 /// of the per-round paired ratios to Bare. It also records the process's CPU time per request
 /// (<see cref="Environment.CpuUsage"/>, user + kernel, client and server together): on a shared VM, time stolen by other
 /// guests lowers throughput but is not charged to the process, so CPU per request is the steadier measure of what a
-/// client costs. <c>--clients Bare,Governed,...</c> runs a subset (Bare and Factory are always included).
+/// client costs. <c>--clients Bare,Governed,...</c> runs a subset (Bare, Factory and the A/A control BareControl are always included).
 /// </summary>
 internal static class LoopbackRounds
 {
@@ -58,7 +58,7 @@ internal static class LoopbackRounds
         var targets = clients.All();
         if (only is not null)
         {
-            targets = Array.FindAll(targets, t => t.Name is "Bare" or "Factory" || Array.IndexOf(only, t.Name) >= 0);
+            targets = Array.FindAll(targets, t => t.Name is "Bare" or "Factory" or "BareControl" || Array.IndexOf(only, t.Name) >= 0);
         }
 
         var throughput = NewTable(targets.Length, rounds);
