@@ -90,11 +90,12 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal);
         if (activity is { IsAllDataRequested: true })
         {
-            activity.SetTag(GovernanceTelemetry.ServiceTag, service.Name);
-            activity.SetTag(MethodTag, request.Method.Method);
+            // AddTag, not SetTag: the span is new and each tag is set once (no search of the existing tags).
+            activity.AddTag(GovernanceTelemetry.ServiceTag, service.Name);
+            activity.AddTag(MethodTag, request.Method.Method);
             if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
             {
-                activity.SetTag(UrlTemplateTag, template);
+                activity.AddTag(UrlTemplateTag, template);
             }
         }
 
@@ -124,12 +125,12 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             {
                 if (status is not null)
                 {
-                    activity.SetTag(StatusCodeTag, status);
+                    activity.AddTag(StatusCodeTag, status);
                 }
 
                 if (errorType is not null)
                 {
-                    activity.SetTag(ErrorTypeTag, errorType);
+                    activity.AddTag(ErrorTypeTag, errorType);
                 }
             }
 
