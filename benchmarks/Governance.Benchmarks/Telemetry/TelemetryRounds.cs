@@ -1,0 +1,207 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using Governance.Benchmarks.Infrastructure;
+using Governance.Telemetry;
+
+namespace Governance.Benchmarks.Telemetry;
+
+/// <summary>
+/// <c>telemetry-rounds</c>: the cost of observability per governed call, measured in one process in alternating rounds.
+/// BenchmarkDotNet runs each telemetry row in its own process, and those processes are bimodal (the same row measured
+/// 229 and 358 ns in two launches), which swamps a 10 % comparison between rows. Here one process times, per round and
+/// in an order that alternates between rounds: <c>unobserved</c> (governance's handler over the in-memory terminal, no
+/// listener), <c>observed</c> (the same call with an <see cref="ActivityListener"/> sampling everything and a
+/// <see cref="MeterListener"/> enabling every MeshGovernance instrument, as in <see cref="ObservedTelemetryBenchmarks"/>)
+/// and <c>bare</c> (starting and stopping one <see cref="Activity"/> with the same three tags under the same listener).
+/// The cost of observability is observed − unobserved; the goal compares it with bare. Listeners are added and
+/// removed between phases, so nothing listens during the unobserved phase (checked every round).
+/// </summary>
+internal static class TelemetryRounds
+{
+    public const string Command = "telemetry-rounds";
+
+    private static readonly ActivitySource BaselineSource = new(TelemetryBenchmarks.BaselineSourceName);
+    private static readonly object Status200 = 200;
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var rounds = 15;
+        var operations = 200_000;
+        for (var i = 0; i + 1 < args.Length; i += 2)
+        {
+            var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
+            switch (args[i])
+            {
+                case "--rounds":
+                    rounds = value;
+                    break;
+                case "--operations":
+                    operations = value;
+                    break;
+                default:
+                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 15] [--operations 200000]");
+                    return 2;
+            }
+        }
+
+        var terminal = new CompletedResponseHandler();
+        await using var provider = Pipelines.Governed(() => terminal, [new Uri("http://127.0.0.1:5001"), new Uri("http://127.0.0.1:5002"), new Uri("http://127.0.0.1:5003")]);
+        using var invoker = new HttpMessageInvoker(Pipelines.GovernanceHandlerOnly(provider, terminal), disposeHandler: false);
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{Pipelines.ServiceName}/api/items");
+
+        var unobserved = new double[rounds];
+        var observed = new double[rounds];
+        var bare = new double[rounds];
+        Console.WriteLine($"{Command}: {rounds} rounds x {operations} calls per phase, runtime {Environment.Version}");
+
+        // Warm-up of every phase (JIT tiering), not recorded.
+        for (var w = 0; w < 3; w++)
+        {
+            Unobserved(invoker, request, operations);
+            using (Listen())
+            {
+                Observed(invoker, request, operations);
+                Bare(operations);
+            }
+        }
+
+        for (var round = 0; round < rounds; round++)
+        {
+            if (round % 2 == 0)
+            {
+                unobserved[round] = Unobserved(invoker, request, operations);
+                using var listening = Listen();
+                observed[round] = Observed(invoker, request, operations);
+                bare[round] = Bare(operations);
+            }
+            else
+            {
+                using (Listen())
+                {
+                    bare[round] = Bare(operations);
+                    observed[round] = Observed(invoker, request, operations);
+                }
+
+                unobserved[round] = Unobserved(invoker, request, operations);
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round + 1,2}: unobserved {unobserved[round],7:F1} ns  observed {observed[round],7:F1} ns  bare Activity {bare[round],7:F1} ns  cost {observed[round] - unobserved[round],7:F1} ns = {(observed[round] - unobserved[round]) / bare[round]:F3}x bare"));
+        }
+
+        var cost = new double[rounds];
+        var ratio = new double[rounds];
+        for (var r = 0; r < rounds; r++)
+        {
+            cost[r] = observed[r] - unobserved[r];
+            ratio[r] = cost[r] / bare[r];
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("| Phase | Median ns/call | Min-max |");
+        Console.WriteLine("|---|---:|---:|");
+        Row("Governance handler, nothing listening", unobserved);
+        Row("Governance handler, traces + metrics listened to", observed);
+        Row("Cost of observability (observed - unobserved, per round)", cost);
+        Row("One bare Activity with the same tags, listened to", bare);
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Cost of observability / bare Activity: median of per-round ratios {Median(ratio):F3} (min {ratio.Min():F3}, max {ratio.Max():F3}); ratio of medians {Median(cost) / Median(bare):F3}"));
+        return 0;
+    }
+
+    private static void Row(string name, double[] values) =>
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {Median(values):F1} | {values.Min():F1}-{values.Max():F1} |"));
+
+    private static double Unobserved(HttpMessageInvoker invoker, HttpRequestMessage request, int operations)
+    {
+        if (GovernanceInstrumentation.Source.HasListeners())
+        {
+            throw new InvalidOperationException("something listens to MeshGovernance in the unobserved phase");
+        }
+
+        return Calls(invoker, request, operations);
+    }
+
+    private static double Observed(HttpMessageInvoker invoker, HttpRequestMessage request, int operations)
+    {
+        if (!GovernanceInstrumentation.Source.HasListeners())
+        {
+            throw new InvalidOperationException("nothing listens to MeshGovernance in the observed phase");
+        }
+
+        return Calls(invoker, request, operations);
+    }
+
+    private static double Calls(HttpMessageInvoker invoker, HttpRequestMessage request, int operations)
+    {
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < operations; i++)
+        {
+            // Completes synchronously over the in-memory terminal.
+            invoker.SendAsync(request, CancellationToken.None).GetAwaiter().GetResult();
+        }
+
+        return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
+    }
+
+    private static double Bare(int operations)
+    {
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < operations; i++)
+        {
+            using var activity = BaselineSource.StartActivity("GET catalog", ActivityKind.Internal);
+            if (activity is { IsAllDataRequested: true })
+            {
+                activity.SetTag(GovernanceTelemetry.ServiceTag, Pipelines.ServiceName);
+                activity.SetTag("http.request.method", "GET");
+                activity.SetTag("http.response.status_code", Status200);
+            }
+        }
+
+        return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
+    }
+
+    /// <summary>Starts the activity and meter listeners of <see cref="ObservedTelemetryBenchmarks"/>; disposing stops both.</summary>
+    private static Listeners Listen()
+    {
+        var activities = new ActivityListener
+        {
+            ShouldListenTo = static source => source.Name is GovernanceTelemetry.Name or TelemetryBenchmarks.BaselineSourceName,
+            Sample = static (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            SampleUsingParentId = static (ref ActivityCreationOptions<string> _) => ActivitySamplingResult.AllDataAndRecorded,
+        };
+        ActivitySource.AddActivityListener(activities);
+        var meters = new MeterListener
+        {
+            InstrumentPublished = static (instrument, listener) =>
+            {
+                if (instrument.Meter.Name == GovernanceTelemetry.Name)
+                {
+                    listener.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meters.SetMeasurementEventCallback<long>(static (_, _, _, _) => { });
+        meters.SetMeasurementEventCallback<double>(static (_, _, _, _) => { });
+        meters.SetMeasurementEventCallback<int>(static (_, _, _, _) => { });
+        meters.Start();
+        return new Listeners(activities, meters);
+    }
+
+    private static double Median(double[] values)
+    {
+        var sorted = (double[])values.Clone();
+        Array.Sort(sorted);
+        var middle = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+    }
+
+    private sealed class Listeners(ActivityListener activities, MeterListener meters) : IDisposable
+    {
+        public void Dispose()
+        {
+            activities.Dispose();
+            meters.Dispose();
+        }
+    }
+}
