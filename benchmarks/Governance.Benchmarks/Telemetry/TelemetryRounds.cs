@@ -14,7 +14,8 @@ namespace Governance.Benchmarks.Telemetry;
 /// listener), <c>observed</c> (the same call with an <see cref="ActivityListener"/> sampling everything and a
 /// <see cref="MeterListener"/> enabling every MeshGovernance instrument, as in <see cref="ObservedTelemetryBenchmarks"/>)
 /// and <c>bare</c> (starting and stopping one <see cref="Activity"/> with the same three tags under the same listener).
-/// The cost of observability is observed − unobserved; the goal compares it with bare. Listeners are added and
+/// Each round also times the call with only the activity listener and with only the meter listener, to tell the span's
+/// share from the metrics'. The cost of observability is observed − unobserved; the goal compares it with bare. Listeners are added and
 /// removed between phases, so nothing listens during the unobserved phase (checked every round).
 /// </summary>
 internal static class TelemetryRounds
@@ -53,6 +54,9 @@ internal static class TelemetryRounds
         var unobserved = new double[rounds];
         var observed = new double[rounds];
         var bare = new double[rounds];
+        var tracesOnly = new double[rounds];
+        var bareInAsync = new double[rounds];
+        var metricsOnly = new double[rounds];
         Console.WriteLine($"{Command}: {rounds} rounds x {operations} calls per phase, runtime {Environment.Version}");
 
         // Warm-up of every phase (JIT tiering), not recorded.
@@ -86,6 +90,17 @@ internal static class TelemetryRounds
                 unobserved[round] = Unobserved(invoker, request, operations);
             }
 
+            using (Listen(traces: true, metrics: false))
+            {
+                tracesOnly[round] = Observed(invoker, request, operations);
+                bareInAsync[round] = BareInAsyncMethod(operations);
+            }
+
+            using (Listen(traces: false, metrics: true))
+            {
+                metricsOnly[round] = Calls(invoker, request, operations);
+            }
+
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"round {round + 1,2}: unobserved {unobserved[round],7:F1} ns  observed {observed[round],7:F1} ns  bare Activity {bare[round],7:F1} ns  cost {observed[round] - unobserved[round],7:F1} ns = {(observed[round] - unobserved[round]) / bare[round]:F3}x bare"));
         }
 
@@ -104,6 +119,9 @@ internal static class TelemetryRounds
         Row("Governance handler, traces + metrics listened to", observed);
         Row("Cost of observability (observed - unobserved, per round)", cost);
         Row("One bare Activity with the same tags, listened to", bare);
+        Row("Governance handler, traces only (activity listener)", tracesOnly);
+        Row("Governance handler, metrics only (meter listener)", metricsOnly);
+        Row("One bare Activity started and stopped inside a pooled async method (completes synchronously)", bareInAsync);
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Cost of observability / bare Activity: median of per-round ratios {Median(ratio):F3} (min {ratio.Min():F3}, max {ratio.Max():F3}); ratio of medians {Median(cost) / Median(bare):F3}"));
         return 0;
@@ -161,16 +179,53 @@ internal static class TelemetryRounds
         return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
     }
 
-    /// <summary>Starts the activity and meter listeners of <see cref="ObservedTelemetryBenchmarks"/>; disposing stops both.</summary>
-    private static Listeners Listen()
+    /// <summary>
+    /// The bare <see cref="Activity"/> as governance's handler runs its span: inside an async method (which restores the
+    /// caller's execution context when it returns, so that <see cref="Activity.Current"/> does not leak to the caller).
+    /// </summary>
+    private static double BareInAsyncMethod(int operations)
     {
-        var activities = new ActivityListener
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < operations; i++)
+        {
+            var pending = BareAsync();
+            if (!pending.IsCompletedSuccessfully)
+            {
+                throw new InvalidOperationException("BareAsync did not complete synchronously");
+            }
+        }
+
+        return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
+    }
+
+    [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
+    private static async ValueTask BareAsync()
+    {
+        using var activity = BaselineSource.StartActivity("GET catalog", ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(GovernanceTelemetry.ServiceTag, Pipelines.ServiceName);
+            activity.SetTag("http.request.method", "GET");
+            activity.SetTag("http.response.status_code", Status200);
+        }
+
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+
+    /// <summary>Starts the activity and meter listeners of <see cref="ObservedTelemetryBenchmarks"/>; disposing stops both.</summary>
+    private static Listeners Listen(bool traces = true, bool metrics = true)
+    {
+        var activities = !traces ? null : new ActivityListener
         {
             ShouldListenTo = static source => source.Name is GovernanceTelemetry.Name or TelemetryBenchmarks.BaselineSourceName,
             Sample = static (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
             SampleUsingParentId = static (ref ActivityCreationOptions<string> _) => ActivitySamplingResult.AllDataAndRecorded,
         };
-        ActivitySource.AddActivityListener(activities);
+        if (activities is not null)
+        {
+            ActivitySource.AddActivityListener(activities);
+        }
+
         var meters = new MeterListener
         {
             InstrumentPublished = static (instrument, listener) =>
@@ -184,7 +239,11 @@ internal static class TelemetryRounds
         meters.SetMeasurementEventCallback<long>(static (_, _, _, _) => { });
         meters.SetMeasurementEventCallback<double>(static (_, _, _, _) => { });
         meters.SetMeasurementEventCallback<int>(static (_, _, _, _) => { });
-        meters.Start();
+        if (metrics)
+        {
+            meters.Start();
+        }
+
         return new Listeners(activities, meters);
     }
 
@@ -196,11 +255,11 @@ internal static class TelemetryRounds
         return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
     }
 
-    private sealed class Listeners(ActivityListener activities, MeterListener meters) : IDisposable
+    private sealed class Listeners(ActivityListener? activities, MeterListener meters) : IDisposable
     {
         public void Dispose()
         {
-            activities.Dispose();
+            activities?.Dispose();
             meters.Dispose();
         }
     }
