@@ -56,6 +56,10 @@ internal static class TelemetryRounds
         var bare = new double[rounds];
         var tracesOnly = new double[rounds];
         var bareInAsync = new double[rounds];
+        var hooks = new double[rounds];
+        var instrumentation = Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<GovernanceInstrumentation>(provider);
+        Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Governance.Pipeline.GovernanceRuntime>(provider).TryGetService(Pipelines.ServiceName, out var service);
+        using var response = new HttpResponseMessage(System.Net.HttpStatusCode.OK);
         var metricsOnly = new double[rounds];
         Console.WriteLine($"{Command}: {rounds} rounds x {operations} calls per phase, runtime {Environment.Version}");
 
@@ -94,6 +98,7 @@ internal static class TelemetryRounds
             {
                 tracesOnly[round] = Observed(invoker, request, operations);
                 bareInAsync[round] = BareInAsyncMethod(operations);
+                hooks[round] = Hooks(instrumentation, service!, request, response, operations);
             }
 
             using (Listen(traces: false, metrics: true))
@@ -122,6 +127,7 @@ internal static class TelemetryRounds
         Row("Governance handler, traces only (activity listener)", tracesOnly);
         Row("Governance handler, metrics only (meter listener)", metricsOnly);
         Row("One bare Activity started and stopped inside a pooled async method (completes synchronously)", bareInAsync);
+        Row("The handler's telemetry calls alone, traces only (StartCall, RecordAttempt, EndCall)", hooks);
         Console.WriteLine();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Cost of observability / bare Activity: median of per-round ratios {Median(ratio):F3} (min {ratio.Min():F3}, max {ratio.Max():F3}); ratio of medians {Median(cost) / Median(bare):F3}"));
         return 0;
@@ -174,6 +180,21 @@ internal static class TelemetryRounds
                 activity.SetTag("http.request.method", "GET");
                 activity.SetTag("http.response.status_code", Status200);
             }
+        }
+
+        return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
+    }
+
+    private static double Hooks(GovernanceInstrumentation instrumentation, Governance.Pipeline.ServiceRuntime service, HttpRequestMessage request, HttpResponseMessage response, int operations)
+    {
+        var endpoint = service.Endpoints.All[0];
+        var outcome = Polly.Outcome.FromResult(response);
+        var start = Stopwatch.GetTimestamp();
+        for (var i = 0; i < operations; i++)
+        {
+            var activity = GovernanceInstrumentation.StartCall(service, request);
+            instrumentation.RecordAttempt(service, endpoint, 1, outcome);
+            instrumentation.EndCall(activity, service, request, 0, TimeProvider.System, response, null);
         }
 
         return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
