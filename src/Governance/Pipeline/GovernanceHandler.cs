@@ -124,19 +124,9 @@ internal sealed class GovernanceHandler : DelegatingHandler
             {
                 if (wasClosed)
                 {
-                    // No breaker, or a closed one (the common case): send, then let the breaker count the outcome.
-                    // Counting completes synchronously unless it trips the circuit.
-                    try
-                    {
-                        outcome = Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
-                    }
-#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
-                    catch (Exception ex)
-#pragma warning restore CA1031
-                    {
-                        outcome = attempt.Failed(ex);
-                    }
-
+                    // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
+                    // synchronously unless it trips the circuit.
+                    outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
                     if (breaker is not null)
                     {
                         await breaker.RecordAsync(outcome).ConfigureAwait(false);
@@ -455,7 +445,10 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
     }
 
-    /// <summary>The send of an attempt that runs inside a Polly breaker (open, half-open or isolated circuit).</summary>
+    /// <summary>
+    /// The send of an attempt made by <see cref="AttemptAsync"/> (retries, hedges, and attempts that run inside a Polly
+    /// breaker whose circuit is not closed); every failure becomes an outcome.
+    /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<Outcome<HttpResponseMessage>> SendAttemptAsync(AttemptState attempt)
     {
