@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Governance.Benchmarks.Infrastructure;
 
 namespace Governance.Benchmarks.Loopback;
 
@@ -108,18 +109,18 @@ internal static class LoopbackRounds
         Console.WriteLine();
         Console.WriteLine("| Client | Median req/s | Min req/s | Max req/s | Ratio to Bare (medians) | Paired ratio to Bare, median (min-max) | Ratio to Factory (medians) | Median B/req | Min-max B/req | B/req over Bare | B/req over Factory |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        var bareThroughput = Median(throughput[0]);
-        var factoryThroughput = Median(throughput[1]);
-        var bareBytes = Median(allocated[0]);
-        var factoryBytes = Median(allocated[1]);
+        var bareThroughput = RoundStatistics.Median(throughput[0]);
+        var factoryThroughput = RoundStatistics.Median(throughput[1]);
+        var bareBytes = RoundStatistics.Median(allocated[0]);
+        var factoryBytes = RoundStatistics.Median(allocated[1]);
         for (var c = 0; c < targets.Length; c++)
         {
             var paired = Paired(throughput[c], throughput[0]);
-            var median = Median(throughput[c]);
-            var bytes = Median(allocated[c]);
+            var median = RoundStatistics.Median(throughput[c]);
+            var bytes = RoundStatistics.Median(allocated[c]);
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"| {targets[c].Name} | {median:F0} | {throughput[c].Min():F0} | {throughput[c].Max():F0} | {median / bareThroughput:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median / factoryThroughput:F3} | {bytes:F0} | {allocated[c].Min():F0}-{allocated[c].Max():F0} | {bytes - bareBytes:+0;-0;0} | {bytes - factoryBytes:+0;-0;0} |"));
+                $"| {targets[c].Name} | {median:F0} | {throughput[c].Min():F0} | {throughput[c].Max():F0} | {median / bareThroughput:F3} | {RoundStatistics.Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median / factoryThroughput:F3} | {bytes:F0} | {allocated[c].Min():F0}-{allocated[c].Max():F0} | {bytes - bareBytes:+0;-0;0} | {bytes - factoryBytes:+0;-0;0} |"));
         }
 
         Console.WriteLine();
@@ -127,14 +128,14 @@ internal static class LoopbackRounds
         Console.WriteLine();
         Console.WriteLine("| Client | Median CPU us/req | Min-max | Ratio to Bare (medians) | Paired ratio to Bare, median (min-max) | Over Bare (us, medians) |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-        var bareCpu = Median(cpu[0]);
+        var bareCpu = RoundStatistics.Median(cpu[0]);
         for (var c = 0; c < targets.Length; c++)
         {
             var paired = Paired(cpu[c], cpu[0]);
-            var median = Median(cpu[c]);
+            var median = RoundStatistics.Median(cpu[c]);
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"| {targets[c].Name} | {median:F2} | {cpu[c].Min():F2}-{cpu[c].Max():F2} | {median / bareCpu:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median - bareCpu:+0.00;-0.00;0} |"));
+                $"| {targets[c].Name} | {median:F2} | {cpu[c].Min():F2}-{cpu[c].Max():F2} | {median / bareCpu:F3} | {RoundStatistics.Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median - bareCpu:+0.00;-0.00;0} |"));
         }
 
         Console.WriteLine();
@@ -142,17 +143,17 @@ internal static class LoopbackRounds
         Console.WriteLine();
         Console.WriteLine("| Client | Median p50 | Median p99 | Min-max p99 | p99 ratio to Bare (medians) | Paired p99 ratio to Bare, median (min-max) | p99 ratio to Factory (medians) | p50 ratio to Bare (medians) |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|");
-        var bareP99 = Median(p99[0]);
-        var factoryP99 = Median(p99[1]);
-        var bareP50 = Median(p50[0]);
+        var bareP99 = RoundStatistics.Median(p99[0]);
+        var factoryP99 = RoundStatistics.Median(p99[1]);
+        var bareP50 = RoundStatistics.Median(p50[0]);
         for (var c = 0; c < targets.Length; c++)
         {
             var paired = Paired(p99[c], p99[0]);
-            var median50 = Median(p50[c]);
-            var median99 = Median(p99[c]);
+            var median50 = RoundStatistics.Median(p50[c]);
+            var median99 = RoundStatistics.Median(p99[c]);
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
-                $"| {targets[c].Name} | {median50:F0} | {median99:F0} | {p99[c].Min():F0}-{p99[c].Max():F0} | {median99 / bareP99:F3} | {Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median99 / factoryP99:F3} | {median50 / bareP50:F3} |"));
+                $"| {targets[c].Name} | {median50:F0} | {median99:F0} | {p99[c].Min():F0}-{p99[c].Max():F0} | {median99 / bareP99:F3} | {RoundStatistics.Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median99 / factoryP99:F3} | {median50 / bareP50:F3} |"));
         }
 
         return 0;
@@ -212,12 +213,4 @@ internal static class LoopbackRounds
         sorted[Math.Clamp((int)Math.Ceiling(fraction * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     private static double Microseconds(long ticks) => ticks * 1_000_000.0 / Stopwatch.Frequency;
-
-    private static double Median(double[] values)
-    {
-        var sorted = (double[])values.Clone();
-        Array.Sort(sorted);
-        var middle = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-    }
 }

@@ -22,9 +22,6 @@ internal static class TelemetryRounds
 {
     public const string Command = "telemetry-rounds";
 
-    private static readonly ActivitySource BaselineSource = new(TelemetryBenchmarks.BaselineSourceName);
-    private static readonly object Status200 = 200;
-
     public static async Task<int> RunAsync(string[] args)
     {
         var rounds = 15;
@@ -129,12 +126,12 @@ internal static class TelemetryRounds
         Row("One bare Activity started and stopped inside a pooled async method (completes synchronously)", bareInAsync);
         Row("The handler's telemetry calls alone, traces only (StartCall, RecordAttempt, EndCall)", hooks);
         Console.WriteLine();
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Cost of observability / bare Activity: median of per-round ratios {Median(ratio):F3} (min {ratio.Min():F3}, max {ratio.Max():F3}); ratio of medians {Median(cost) / Median(bare):F3}"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Cost of observability / bare Activity: median of per-round ratios {RoundStatistics.Median(ratio):F3} (min {ratio.Min():F3}, max {ratio.Max():F3}); ratio of medians {RoundStatistics.Median(cost) / RoundStatistics.Median(bare):F3}"));
         return 0;
     }
 
     private static void Row(string name, double[] values) =>
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {Median(values):F1} | {values.Min():F1}-{values.Max():F1} |"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {RoundStatistics.Median(values):F1} | {values.Min():F1}-{values.Max():F1} |"));
 
     private static double Unobserved(HttpMessageInvoker invoker, HttpRequestMessage request, int operations)
     {
@@ -173,13 +170,7 @@ internal static class TelemetryRounds
         var start = Stopwatch.GetTimestamp();
         for (var i = 0; i < operations; i++)
         {
-            using var activity = BaselineSource.StartActivity("GET catalog", ActivityKind.Internal);
-            if (activity is { IsAllDataRequested: true })
-            {
-                activity.SetTag(GovernanceTelemetry.ServiceTag, Pipelines.ServiceName);
-                activity.SetTag("http.request.method", "GET");
-                activity.SetTag("http.response.status_code", Status200);
-            }
+            TelemetryBenchmarks.RunBareActivity();
         }
 
         return Stopwatch.GetElapsedTime(start).TotalNanoseconds / operations;
@@ -222,66 +213,20 @@ internal static class TelemetryRounds
     [System.Runtime.CompilerServices.AsyncMethodBuilder(typeof(System.Runtime.CompilerServices.PoolingAsyncValueTaskMethodBuilder))]
     private static async ValueTask BareAsync()
     {
-        using var activity = BaselineSource.StartActivity("GET catalog", ActivityKind.Internal);
-        if (activity is { IsAllDataRequested: true })
-        {
-            activity.SetTag(GovernanceTelemetry.ServiceTag, Pipelines.ServiceName);
-            activity.SetTag("http.request.method", "GET");
-            activity.SetTag("http.response.status_code", Status200);
-        }
-
+        TelemetryBenchmarks.RunBareActivity();
         await Task.CompletedTask.ConfigureAwait(false);
     }
 
     /// <summary>Starts the activity and meter listeners of <see cref="ObservedTelemetryBenchmarks"/>; disposing stops both.</summary>
-    private static Listeners Listen(bool traces = true, bool metrics = true)
-    {
-        var activities = !traces ? null : new ActivityListener
-        {
-            ShouldListenTo = static source => source.Name is GovernanceTelemetry.Name or TelemetryBenchmarks.BaselineSourceName,
-            Sample = static (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            SampleUsingParentId = static (ref ActivityCreationOptions<string> _) => ActivitySamplingResult.AllDataAndRecorded,
-        };
-        if (activities is not null)
-        {
-            ActivitySource.AddActivityListener(activities);
-        }
+    private static Listeners Listen(bool traces = true, bool metrics = true) =>
+        new(traces ? TelemetryBenchmarks.StartActivityListener() : null, metrics ? TelemetryBenchmarks.StartMeterListener() : null);
 
-        var meters = new MeterListener
-        {
-            InstrumentPublished = static (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == GovernanceTelemetry.Name)
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meters.SetMeasurementEventCallback<long>(static (_, _, _, _) => { });
-        meters.SetMeasurementEventCallback<double>(static (_, _, _, _) => { });
-        meters.SetMeasurementEventCallback<int>(static (_, _, _, _) => { });
-        if (metrics)
-        {
-            meters.Start();
-        }
-
-        return new Listeners(activities, meters);
-    }
-
-    private static double Median(double[] values)
-    {
-        var sorted = (double[])values.Clone();
-        Array.Sort(sorted);
-        var middle = sorted.Length / 2;
-        return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-    }
-
-    private sealed class Listeners(ActivityListener? activities, MeterListener meters) : IDisposable
+    private sealed class Listeners(ActivityListener? activities, MeterListener? meters) : IDisposable
     {
         public void Dispose()
         {
             activities?.Dispose();
-            meters.Dispose();
+            meters?.Dispose();
         }
     }
 }
