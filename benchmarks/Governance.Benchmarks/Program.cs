@@ -16,6 +16,11 @@ if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Telemetry.Te
     return await Governance.Benchmarks.Telemetry.TelemetryRounds.RunAsync(args[1..]);
 }
 
+if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Pipeline.ContentionRounds.Command, StringComparison.OrdinalIgnoreCase))
+{
+    return await Governance.Benchmarks.Pipeline.ContentionRounds.RunAsync(args[1..]);
+}
+
 if (args.Length > 0 && string.Equals(args[0], AsyncBoxes.Command, StringComparison.OrdinalIgnoreCase))
 {
     return AsyncBoxes.Run();
