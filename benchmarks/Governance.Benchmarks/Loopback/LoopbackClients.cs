@@ -9,6 +9,7 @@ namespace Governance.Benchmarks.Loopback;
 /// <list type="bullet">
 ///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
 ///   <item><description><c>BareControl</c> (only in <c>loopback-rounds</c>): a second client built exactly like <c>Bare</c>. Its ratio to <c>Bare</c> is the noise floor and the bias of the method (an A/A comparison): differences between other clients smaller than its spread are not measured;</description></item>
+///   <item><description><c>OneSyncLayer</c> and <c>OneAsyncLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under one <see cref="DelegatingHandler"/> that does nothing: one that returns its inner handler's task (no async layer), and one that awaits it (<c>async</c>/<c>await</c>, one async layer, as every governance handler has at least). What one handler layer costs on this machine, with no work in it;</description></item>
 ///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
 ///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
 ///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
@@ -29,6 +30,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         LogicalUri = new Uri($"http://{Pipelines.ServiceName}/api/items");
         Bare = new HttpClient(CreateSocketsHandler());
         BareControl = new HttpClient(CreateSocketsHandler());
+        OneSyncLayer = new HttpClient(new PassThroughHandler { InnerHandler = CreateSocketsHandler() });
+        OneAsyncLayer = new HttpClient(new AwaitingHandler { InnerHandler = CreateSocketsHandler() });
         Factory = Client(Pipelines.Factory(CreateSocketsHandler));
         StandardResilience = Client(Pipelines.StandardResilience(CreateSocketsHandler));
         var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
@@ -54,6 +57,12 @@ internal sealed class LoopbackClients : IAsyncDisposable
 
     /// <summary>Gets a second client identical to <see cref="Bare"/>: the A/A control of <c>loopback-rounds</c>.</summary>
     public HttpClient BareControl { get; }
+
+    /// <summary>Gets <see cref="Bare"/> under a handler that returns its inner handler's task.</summary>
+    public HttpClient OneSyncLayer { get; }
+
+    /// <summary>Gets <see cref="Bare"/> under a handler that awaits its inner handler's task.</summary>
+    public HttpClient OneAsyncLayer { get; }
 
     public HttpClient Factory { get; }
 
@@ -94,6 +103,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(Bare), Bare, PhysicalUri),
         (nameof(Factory), Factory, PhysicalUri),
         (nameof(BareControl), BareControl, PhysicalUri),
+        (nameof(OneSyncLayer), OneSyncLayer, PhysicalUri),
+        (nameof(OneAsyncLayer), OneAsyncLayer, PhysicalUri),
         (nameof(StandardResilience), StandardResilience, PhysicalUri),
         (nameof(Governed), Governed, LogicalUri),
         (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
@@ -108,6 +119,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
     {
         Bare.Dispose();
         BareControl.Dispose();
+        OneSyncLayer.Dispose();
+        OneAsyncLayer.Dispose();
         Factory.Dispose();
         StandardResilience.Dispose();
         Governed.Dispose();
@@ -154,5 +167,19 @@ internal sealed class LoopbackClients : IAsyncDisposable
     {
         _providers.Add(provider);
         return Pipelines.CreateClient(provider);
+    }
+
+    /// <summary>A handler with no work: returns its inner handler's task.</summary>
+    private sealed class PassThroughHandler : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            base.SendAsync(request, cancellationToken);
+    }
+
+    /// <summary>A handler with no work but one async layer: awaits its inner handler's task.</summary>
+    private sealed class AwaitingHandler : DelegatingHandler
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
     }
 }

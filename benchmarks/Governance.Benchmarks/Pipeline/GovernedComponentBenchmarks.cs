@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using Governance.Benchmarks.Infrastructure;
 using Governance.Pipeline;
+using Governance.Resilience;
 using Microsoft.Extensions.DependencyInjection;
 using Polly;
 
@@ -89,7 +90,7 @@ public class GovernedComponentBenchmarks
     public void AttemptTimeout()
     {
         var policy = _service.Policy;
-        policy.Timeouts.Return(policy.Timeouts.Rent(policy.Timeout.PerAttempt));
+        TimeoutScheduler.End(policy.Timeouts.Start(policy.Time.GetTimestamp(), policy.Timeout.PerAttempt));
     }
 
     [Benchmark]

@@ -110,7 +110,8 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
             }
 
-            var remaining = call.Remaining;
+            var now = call.Policy.Time.GetTimestamp();
+            var remaining = call.RemainingAt(now);
             if (remaining <= TimeSpan.Zero)
             {
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
@@ -118,7 +119,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
             var breaker = endpoint.Breaker;
             var wasClosed = breaker?.IsClosed ?? true;
-            var attempt = BeginAttempt(call, endpoint, remaining, outer);
+            var attempt = BeginAttempt(call, endpoint, now, remaining, outer);
             Outcome<HttpResponseMessage> outcome;
             try
             {
@@ -149,7 +150,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
             finally
             {
-                EndAttempt(call, attempt);
+                EndAttempt(attempt);
             }
 
             if (breaker is not null && breaker.IsClosed != wasClosed)
@@ -172,22 +173,25 @@ internal sealed class GovernanceHandler : DelegatingHandler
     /// the total one when that is shorter), links the caller's token, counts it in flight and rewrites the URI.
     /// Every <see cref="BeginAttempt"/> is paired with one <see cref="EndAttempt"/>.
     /// </summary>
-    private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, TimeSpan remaining, CancellationToken outer)
+    private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, long now, TimeSpan remaining, CancellationToken outer)
     {
         var perAttempt = call.Policy.Timeout.PerAttempt;
         var isTotal = remaining <= perAttempt;
-        var source = call.Policy.Timeouts.Rent(isTotal ? remaining : perAttempt);
+        var deadline = call.Policy.Timeouts.Start(now, isTotal ? remaining : perAttempt);
+        var source = deadline.Source;
         var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), source) : default;
         endpoint.OnRequestStarted();
         call.Request.RequestUri = endpoint.Rewrite(call.Logical);
-        return new AttemptState(this, call.Request, source, registration, isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, endpoint, outer);
+        return new AttemptState(this, call.Request, source, deadline, registration, isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, endpoint, outer);
     }
 
-    private static void EndAttempt(GovernedCall call, AttemptState attempt)
+    private static void EndAttempt(AttemptState attempt)
     {
         attempt.Endpoint.OnRequestEnded();
+
+        // The registration goes first: once disposed, the caller's token can no longer cancel a source about to be reused.
         attempt.Registration.Dispose();
-        call.Policy.Timeouts.Return(attempt.Source);
+        TimeoutScheduler.End(attempt.Deadline);
     }
 
     /// <summary>Counts a finished attempt (attempts metric, outlier detection) and pairs its outcome with its endpoint.</summary>
@@ -243,9 +247,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
         TState state,
         Func<ResilienceContext, TState, ValueTask<Outcome<HttpResponseMessage>>> callback)
     {
-        var total = call.Policy.Timeouts.Rent(call.Remaining > TimeSpan.Zero ? call.Remaining : TimeSpan.FromTicks(1));
-        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total);
-        var context = ResilienceContextPool.Shared.Get(total.Token);
+        var now = call.Policy.Time.GetTimestamp();
+        var remaining = call.RemainingAt(now);
+        var total = call.Policy.Timeouts.Start(now, remaining > TimeSpan.Zero ? remaining : TimeSpan.FromTicks(1));
+        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total.Source);
+        var context = ResilienceContextPool.Shared.Get(total.Source.Token);
         context.Properties.Set(key, state);
         try
         {
@@ -255,7 +261,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         {
             ResilienceContextPool.Shared.Return(context);
             registration.Dispose();
-            call.Policy.Timeouts.Return(total);
+            TimeoutScheduler.End(total);
         }
     }
 
@@ -371,7 +377,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 {
                     // The first attempt, inline. Nothing has run since the call's clock started (a rate-limit queue
                     // wait comes before it), so the whole total timeout is left and the clock is not read again.
-                    var attempt = BeginAttempt(call, endpoint, call.Policy.Timeout.Total, call.CallerToken);
+                    var attempt = BeginAttempt(call, endpoint, call.StartedAt, call.Policy.Timeout.Total, call.CallerToken);
                     Outcome<HttpResponseMessage> outcome;
                     try
                     {
@@ -385,7 +391,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     }
                     finally
                     {
-                        EndAttempt(call, attempt);
+                        EndAttempt(attempt);
                     }
 
                     if (endpoint.Breaker is { } breaker)
@@ -469,6 +475,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         GovernanceHandler Handler,
         HttpRequestMessage Request,
         CancellationTokenSource Source,
+        TimeoutScheduler.Deadline Deadline,
         CancellationTokenRegistration Registration,
         TimeSpan Timeout,
         bool IsTotal,

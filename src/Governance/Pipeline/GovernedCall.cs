@@ -43,7 +43,10 @@ internal readonly struct GovernedCall
     public System.Diagnostics.Activity? Activity { get; }
 
     /// <summary>Gets the time left before the total timeout.</summary>
-    public TimeSpan Remaining => Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt);
+    public TimeSpan Remaining => RemainingAt(Policy.Time.GetTimestamp());
+
+    /// <summary>Gets the time left before the total timeout at <paramref name="now"/> (a timestamp of the service's clock).</summary>
+    public TimeSpan RemainingAt(long now) => Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt, now);
 }
 
 /// <summary>The outcome of one attempt and the endpoint it went to (none when no endpoint could be picked).</summary>

@@ -30,7 +30,7 @@ internal sealed class ServicePolicy : IDisposable
         Timeout = settings.Timeout;
         Time = time;
         _timestampTicksPerTimeSpanTick = time.TimestampFrequency / (double)TimeSpan.TicksPerSecond;
-        Timeouts = previous?.Timeouts ?? new CancellationTokenSourcePool(time);
+        Timeouts = previous?.Timeouts ?? new TimeoutScheduler(time);
         Budget = previous is not null && previous.Budget.RetryPercent == Retry.BudgetPercent && previous.Budget.MinRetriesPerSecond == Retry.MinRetriesPerSecond
             ? previous.Budget
             : new RetryBudget(time, Retry.BudgetPercent, Retry.MinRetriesPerSecond);
@@ -60,7 +60,7 @@ internal sealed class ServicePolicy : IDisposable
 
     public TimeProvider Time { get; }
 
-    public CancellationTokenSourcePool Timeouts { get; }
+    public TimeoutScheduler Timeouts { get; }
 
     public RetryBudget Budget { get; }
 

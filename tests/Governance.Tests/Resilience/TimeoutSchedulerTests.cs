@@ -1,0 +1,166 @@
+using Governance.Resilience;
+using Microsoft.Extensions.Time.Testing;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Resilience;
+
+/// <summary>
+/// The per-core deadline lists behind attempt and total timeouts, on a fake clock: a token is cancelled exactly when its
+/// deadline passes (not a tick before), never after its timeout ended, and sources are reused only when that is safe.
+/// </summary>
+public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void Start_DeadlinePasses_CancelsExactlyAtTheTimeout()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+
+        var deadline = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(2));
+        time.Advance(TimeSpan.FromSeconds(2) - TimeSpan.FromTicks(1));
+        Assert.False(deadline.Source.IsCancellationRequested, "cancelled a tick before its 2 s timeout");
+
+        time.Advance(TimeSpan.FromTicks(1));
+        Assert.True(deadline.Source.IsCancellationRequested, "not cancelled at its 2 s timeout");
+        Assert.Equal(0, scheduler.PendingCount());
+        TimeoutScheduler.End(deadline);
+    }
+
+    [Fact]
+    public void End_BeforeTheDeadline_NeverCancelsAndReusesTheSource()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+
+        var first = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        var source = first.Source;
+        TimeoutScheduler.End(first);
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        Assert.False(source.IsCancellationRequested, "a timeout that ended was cancelled later");
+        Assert.Equal(0, scheduler.PendingCount());
+
+        // One shard on a fake clock's thread: the next timeout started on this core reuses the reset source.
+        var second = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        output.WriteLine($"reused: {ReferenceEquals(second.Source, source)}");
+        Assert.False(second.Source.IsCancellationRequested);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(second.Source.IsCancellationRequested, "the reused source did not time out");
+        TimeoutScheduler.End(second);
+    }
+
+    [Fact]
+    public void Start_DeadlinesOutOfOrder_EachCancelledAtItsOwnTime()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var start = time.GetTimestamp();
+        int[] seconds = [5, 1, 3, 2, 4, 1];
+        var deadlines = seconds.Select(s => scheduler.Start(start, TimeSpan.FromSeconds(s))).ToArray();
+
+        for (var elapsed = 1; elapsed <= 5; elapsed++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            var cancelled = deadlines.Select(d => d.Source.IsCancellationRequested).ToArray();
+            output.WriteLine($"{elapsed} s: {string.Join(", ", cancelled)}");
+            for (var i = 0; i < seconds.Length; i++)
+            {
+                Assert.Equal(seconds[i] <= elapsed, cancelled[i]);
+            }
+        }
+
+        foreach (var deadline in deadlines)
+        {
+            TimeoutScheduler.End(deadline);
+        }
+
+        Assert.Equal(0, scheduler.PendingCount());
+    }
+
+    [Fact]
+    public void End_AfterTheSourceWasCancelledOrExpired_NextTimeoutGetsAFreshSource()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+
+        var byCaller = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(10));
+        var cancelledSource = byCaller.Source;
+        cancelledSource.Cancel();
+        TimeoutScheduler.End(byCaller);
+
+        var expired = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        time.Advance(TimeSpan.FromSeconds(1));
+        var expiredSource = expired.Source;
+        Assert.True(expiredSource.IsCancellationRequested);
+        TimeoutScheduler.End(expired);
+
+        var next = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        Assert.False(next.Source.IsCancellationRequested, "a cancelled source was handed out again");
+        Assert.NotSame(cancelledSource, next.Source);
+        Assert.NotSame(expiredSource, next.Source);
+        TimeoutScheduler.End(next);
+    }
+
+    [Fact]
+    public void Fire_CallbackEndsAnotherTimeoutOfTheSameShard_NoDeadlockAndThatOneNeverFires()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var later = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(2));
+        var laterSource = later.Source;
+        var first = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        using var registration = first.Source.Token.Register(() => TimeoutScheduler.End(later));
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(first.Source.IsCancellationRequested);
+        time.Advance(TimeSpan.FromSeconds(5));
+
+        Assert.False(laterSource.IsCancellationRequested, "a timeout ended by another's cancellation callback still fired");
+        Assert.Equal(0, scheduler.PendingCount());
+        TimeoutScheduler.End(first);
+    }
+
+    [Fact]
+    public async Task StartEnd_ManyThreads_NothingPendingAndNoFreshSourceCancelled()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var handedOutCancelled = 0;
+        var expired = 0;
+        var workers = Enumerable.Range(0, 8).Select(w => Task.Run(() =>
+        {
+            for (var i = 0; i < 20_000; i++)
+            {
+                var timeout = TimeSpan.FromMilliseconds(1 + (i % 50));
+                var started = time.GetTimestamp();
+                var deadline = scheduler.Start(started, timeout);
+
+                // Cancelled before its own timeout passed: a source left over from an earlier timeout.
+                if (deadline.Source.IsCancellationRequested && time.GetElapsedTime(started) < timeout)
+                {
+                    Interlocked.Increment(ref handedOutCancelled);
+                }
+
+                if (i % 7 == 0)
+                {
+                    // Time moves while other workers hold timeouts: some expire under them.
+                    time.Advance(TimeSpan.FromMilliseconds(1));
+                }
+
+                if (deadline.Source.IsCancellationRequested)
+                {
+                    Interlocked.Increment(ref expired);
+                }
+
+                TimeoutScheduler.End(deadline);
+            }
+        })).ToArray();
+
+        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromMinutes(1));
+        output.WriteLine($"160,000 timeouts on 8 threads; {expired} expired while held");
+
+        Assert.Equal(0, handedOutCancelled);
+        Assert.Equal(0, scheduler.PendingCount());
+        Assert.True(expired > 0, "no timeout expired: the test did not exercise expiry under concurrency");
+    }
+}
