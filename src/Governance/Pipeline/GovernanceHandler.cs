@@ -348,7 +348,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
     private async ValueTask<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
     {
         // The span starts here, inside the async method, so that Activity.Current changes stay inside this call.
-        if (GovernanceInstrumentation.StartCall(call.Service, call.Request) is { } activity)
+        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.StartedAt, call.Policy.SpanClock) is { } activity)
         {
             call = new GovernedCall(call, call.Request, activity);
         }
@@ -437,7 +437,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         var instrumentation = call.Service.Instrumentation;
         if (call.Activity is not null || instrumentation.RequestDuration.Enabled)
         {
-            instrumentation.EndCall(call.Activity, call.Service, call.Request, call.StartedAt, call.Policy.Time, response, error);
+            instrumentation.EndCall(call.Activity, call.Service, call.Request, call.StartedAt, call.Policy.Time, call.Policy.SpanClock, response, error);
         }
 
         return false;

@@ -31,6 +31,7 @@ internal sealed class ServicePolicy : IDisposable
         Time = time;
         _timestampTicksPerTimeSpanTick = time.TimestampFrequency / (double)TimeSpan.TicksPerSecond;
         Timeouts = previous?.Timeouts ?? new TimeoutScheduler(time);
+        SpanClock = previous?.SpanClock ?? new Telemetry.SpanClock(time);
         Budget = previous is not null && previous.Budget.RetryPercent == Retry.BudgetPercent && previous.Budget.MinRetriesPerSecond == Retry.MinRetriesPerSecond
             ? previous.Budget
             : new RetryBudget(time, Retry.BudgetPercent, Retry.MinRetriesPerSecond);
@@ -61,6 +62,9 @@ internal sealed class ServicePolicy : IDisposable
     public TimeProvider Time { get; }
 
     public TimeoutScheduler Timeouts { get; }
+
+    /// <summary>Gets the converter of this service's timestamps into span times (see <see cref="Telemetry.SpanClock"/>).</summary>
+    public Telemetry.SpanClock SpanClock { get; }
 
     public RetryBudget Budget { get; }
 

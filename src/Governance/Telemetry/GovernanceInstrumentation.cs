@@ -80,14 +80,24 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public void Observe(Func<IEnumerable<ServiceRuntime>> services) => _services = services;
 
     /// <summary>Starts the span of a logical call, or returns <see langword="null"/> when nobody listens.</summary>
-    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request)
+    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request) => StartCall(service, request, startTime: default);
+
+    /// <summary>
+    /// Starts the span of a governed call at <paramref name="startedAt"/>, the call's own start timestamp, converted by
+    /// <paramref name="clock"/>: the span does not read the wall clock again.
+    /// </summary>
+    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, long startedAt, SpanClock clock) =>
+        Source.HasListeners() ? StartCall(service, request, new DateTimeOffset(clock.ToUtc(startedAt))) : null;
+
+    private static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, DateTimeOffset startTime)
     {
         if (!Source.HasListeners())
         {
             return null;
         }
 
-        var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal);
+        // A default parent context: Activity.Current is the parent, as with StartActivity(name, kind).
+        var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal, parentContext: default, startTime: startTime);
         if (activity is { IsAllDataRequested: true })
         {
             // AddTag, not SetTag: the span is new and each tag is set once (no search of the existing tags).
@@ -104,11 +114,12 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     /// <summary>Ends the logical call: span tags and status, duration histogram.</summary>
     /// <remarks>
-    /// With a span and the system clock, the duration is the span's own (its end time is set first, so that the histogram
-    /// is still recorded inside the span, for exemplars): one clock read instead of two. Tags go on the stack in a
-    /// <see cref="TagBuffer"/>, which costs less than a <see cref="TagList"/> of the same tags.
+    /// One clock read: the end timestamp, which <paramref name="clock"/> turns into the span's end time (set before the
+    /// histogram is recorded, so that the recording still happens inside the span, for exemplars); the duration is then
+    /// the span's own, so span and histogram agree. Tags go on the stack in a <see cref="TagBuffer"/>, which costs less
+    /// than a <see cref="TagList"/> of the same tags.
     /// </remarks>
-    public void EndCall(Activity? activity, ServiceRuntime service, HttpRequestMessage request, long startedAt, TimeProvider time, HttpResponseMessage? response, Exception? error)
+    public void EndCall(Activity? activity, ServiceRuntime service, HttpRequestMessage request, long startedAt, TimeProvider time, SpanClock clock, HttpResponseMessage? response, Exception? error)
     {
         var durationEnabled = RequestDuration.Enabled && startedAt != 0;
         if (activity is null && !durationEnabled)
@@ -140,19 +151,15 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             }
         }
 
+        if (activity is not null)
+        {
+            // Activity.Stop keeps an end time already set: span and histogram share this one reading.
+            activity.SetEndTime(clock.ToUtc(time.GetTimestamp()));
+        }
+
         if (durationEnabled)
         {
-            TimeSpan duration;
-            if (activity is not null && ReferenceEquals(time, TimeProvider.System))
-            {
-                // Activity.Stop keeps an end time already set, so the span and the histogram share this one reading.
-                activity.SetEndTime(time.GetUtcNow().UtcDateTime);
-                duration = activity.Duration;
-            }
-            else
-            {
-                duration = time.GetElapsedTime(startedAt);
-            }
+            var duration = activity is not null ? activity.Duration : time.GetElapsedTime(startedAt);
 
             var tags = default(TagBuffer);
             tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);

@@ -1,0 +1,95 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Governance.Telemetry;
+using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Telemetry;
+
+/// <summary>
+/// Span times come from the service's own timestamps through an anchored conversion (one wall-clock read a second at
+/// most), so a traced call reads the clock twice, not three times. On a fake clock the conversion is exact; a governed
+/// call's span starts and ends at the service clock's times. Runs in the telemetry collection (listeners are process-wide).
+/// </summary>
+[Collection(nameof(TelemetryTests))]
+public sealed class SpanClockTests(ITestOutputHelper output) : IDisposable
+{
+    private static readonly ActivitySource TestSource = new("Governance.Tests.SpanClock");
+    private readonly ConcurrentQueue<Activity> _stopped = new();
+    private ActivityListener? _listener;
+
+    [Fact]
+    public void ToUtc_FakeClock_ExactAtAnyDistanceFromTheAnchor()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 26, 12, 0, 0, TimeSpan.Zero));
+        var clock = new SpanClock(time);
+
+        foreach (var step in new[] { TimeSpan.Zero, TimeSpan.FromMilliseconds(1.2345), TimeSpan.FromSeconds(0.999), TimeSpan.FromSeconds(3), TimeSpan.FromHours(5) })
+        {
+            time.Advance(step);
+            var converted = clock.ToUtc(time.GetTimestamp());
+            output.WriteLine($"+{step}: {converted:O} (clock {time.GetUtcNow():O})");
+            Assert.Equal(time.GetUtcNow().UtcDateTime, converted);
+            Assert.Equal(DateTimeKind.Utc, converted.Kind);
+        }
+
+        // A timestamp taken earlier converts to its own time, not to the anchor's.
+        var earlier = time.GetTimestamp();
+        var earlierUtc = time.GetUtcNow().UtcDateTime;
+        time.Advance(TimeSpan.FromMilliseconds(400));
+        Assert.Equal(earlierUtc, clock.ToUtc(earlier));
+    }
+
+    [Fact]
+    public void ToUtc_SystemClock_AgreesWithTheWallClock()
+    {
+        var clock = new SpanClock(TimeProvider.System);
+
+        var before = DateTime.UtcNow;
+        var converted = clock.ToUtc(TimeProvider.System.GetTimestamp());
+        var after = DateTime.UtcNow;
+
+        output.WriteLine($"{before:O} <= {converted:O} <= {after:O}");
+
+        // Two clocks read a few nanoseconds apart at the anchor: allow one millisecond either side for rounding between them.
+        Assert.InRange(converted, before.AddMilliseconds(-1), after.AddMilliseconds(1));
+    }
+
+    [Fact]
+    public async Task SendAsync_FakeServiceClock_SpanStartsAndEndsAtTheServiceClockTimes()
+    {
+        // Far from the real date: a span that read the wall clock instead would be years long or end before it started.
+        var time = new FakeTimeProvider(new DateTimeOffset(2001, 2, 3, 4, 5, 6, TimeSpan.Zero));
+        time.Advance(TimeSpan.FromMilliseconds(7.5));
+        Listen();
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("clocked", null, server), s => s.AddSingleton<TimeProvider>(time));
+        using var root = TestSource.StartActivity("test")!;
+
+        using var response = await governed.Client.GetAsync(new Uri("http://clocked/")).WaitAsync(TimeSpan.FromSeconds(30));
+        response.EnsureSuccessStatusCode();
+
+        var logical = Assert.Single(_stopped, s => s.TraceId == root.TraceId && s.Source.Name == GovernanceTelemetry.Name);
+        output.WriteLine($"span {logical.StartTimeUtc:O} + {logical.Duration}; service clock {time.GetUtcNow():O}");
+        Assert.Equal(time.GetUtcNow().UtcDateTime, logical.StartTimeUtc);
+
+        // The fake clock did not move during the call, so the span is empty; Activity keeps a zero duration for "not
+        // ended" and stores an empty span as one tick.
+        Assert.Equal(TimeSpan.FromTicks(1), logical.Duration);
+    }
+
+    public void Dispose() => _listener?.Dispose();
+
+    private void Listen()
+    {
+        _listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name is GovernanceTelemetry.Name or "Governance.Tests.SpanClock",
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = _stopped.Enqueue,
+        };
+        ActivitySource.AddActivityListener(_listener);
+    }
+}
