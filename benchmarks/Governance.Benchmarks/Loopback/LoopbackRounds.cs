@@ -29,11 +29,18 @@ internal static class LoopbackRounds
         var requests = 20_000;
         var concurrency = LoopbackBenchmarks.Concurrency;
         string[]? only = null;
+        string? profile = null;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
             if (args[i] == "--clients")
             {
                 only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+                continue;
+            }
+
+            if (args[i] == "--profile")
+            {
+                profile = args[i + 1];
                 continue;
             }
 
@@ -50,7 +57,7 @@ internal static class LoopbackRounds
                     concurrency = value;
                     break;
                 default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...]");
+                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...] [--profile <client>]");
                     return 2;
             }
         }
@@ -60,6 +67,20 @@ internal static class LoopbackRounds
         if (only is not null)
         {
             targets = Array.FindAll(targets, t => t.Name is "Bare" or "Factory" or "BareControl" || Array.IndexOf(only, t.Name) >= 0);
+        }
+
+        if (profile is not null)
+        {
+            // One client for --rounds rounds, nothing else: for a profiler (perf record with DOTNET_PerfMapEnabled=1).
+            var target = Array.Find(clients.All(), t => t.Name == profile);
+            var buffer = new long[requests];
+            for (var round = 0; round < rounds; round++)
+            {
+                var (seconds, _, cpuTime) = await RunRoundAsync(target.Client, target.Uri, requests, concurrency, buffer);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{profile}: {requests / seconds:F0} req/s, {cpuTime.TotalMicroseconds / requests:F2} cpu-us/req"));
+            }
+
+            return 0;
         }
 
         var throughput = NewTable(targets.Length, rounds);

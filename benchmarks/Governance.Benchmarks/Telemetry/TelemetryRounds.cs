@@ -26,8 +26,15 @@ internal static class TelemetryRounds
     {
         var rounds = 15;
         var operations = 200_000;
+        string? profile = null;
         for (var i = 0; i + 1 < args.Length; i += 2)
         {
+            if (args[i] == "--profile")
+            {
+                profile = args[i + 1];
+                continue;
+            }
+
             var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             switch (args[i])
             {
@@ -38,7 +45,7 @@ internal static class TelemetryRounds
                     operations = value;
                     break;
                 default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 15] [--operations 200000]");
+                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 15] [--operations 200000] [--profile traces|hooks|unobserved]");
                     return 2;
             }
         }
@@ -58,6 +65,21 @@ internal static class TelemetryRounds
         Microsoft.Extensions.DependencyInjection.ServiceProviderServiceExtensions.GetRequiredService<Governance.Pipeline.GovernanceRuntime>(provider).TryGetService(Pipelines.ServiceName, out var service);
         using var response = new HttpResponseMessage(System.Net.HttpStatusCode.OK);
         var metricsOnly = new double[rounds];
+        if (profile is not null)
+        {
+            // One phase in a loop for --rounds x --operations calls, for a profiler (perf record with DOTNET_PerfMapEnabled=1).
+            using (Listen(traces: profile != "unobserved", metrics: false))
+            {
+                for (var r = 0; r < rounds; r++)
+                {
+                    var ns = profile == "hooks" ? Hooks(instrumentation, service!, request, response, operations) : Calls(invoker, request, operations);
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{profile}: {ns:F1} ns/call"));
+                }
+            }
+
+            return 0;
+        }
+
         Console.WriteLine($"{Command}: {rounds} rounds x {operations} calls per phase, runtime {Environment.Version}");
 
         // Warm-up of every phase (JIT tiering), not recorded.
