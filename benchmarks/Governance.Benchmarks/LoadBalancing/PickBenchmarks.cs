@@ -19,6 +19,7 @@ public class PickBenchmarks
         LoadBalancingPolicyNames.RoundRobin,
         LoadBalancingPolicyNames.Random,
         LoadBalancingPolicyNames.LeastRequest,
+        Pickers.LeastRequestLive,
         Pickers.ConsistentHash,
         Pickers.ConsistentHashNoKey)]
     public string Policy { get; set; } = LoadBalancingPolicyNames.RoundRobin;

@@ -1,5 +1,6 @@
 using Governance.Configuration;
 using Governance.LoadBalancing;
+using Governance.Pipeline;
 
 namespace Governance.Benchmarks.LoadBalancing;
 
@@ -11,6 +12,12 @@ internal static class Pickers
 
     /// <summary>Consistent hash for a request without the hash header: falls back to weighted random.</summary>
     public const string ConsistentHashNoKey = "ConsistentHashNoKey";
+
+    /// <summary>
+    /// Least request over real <see cref="EndpointState"/> in-flight counters (set by <c>OnRequestStarted</c>), read as
+    /// the handler's endpoint groups read them, instead of over a plain array: the pick as governed calls make it.
+    /// </summary>
+    public const string LeastRequestLive = "LeastRequestLive";
 
     /// <summary>Number of pre-generated hash keys; a power of two so that rotating is a mask.</summary>
     public const int KeyCount = 1024;
@@ -27,13 +34,14 @@ internal static class Pickers
         {
             LoadBalancingPolicyNames.RoundRobin => new RoundRobinLoadBalancingPolicy(),
             LoadBalancingPolicyNames.Random => new RandomLoadBalancingPolicy(),
-            LoadBalancingPolicyNames.LeastRequest => new PowerOfTwoChoicesLoadBalancingPolicy(),
+            LoadBalancingPolicyNames.LeastRequest or LeastRequestLive => new PowerOfTwoChoicesLoadBalancingPolicy(),
             ConsistentHash or ConsistentHashNoKey => new MaglevLoadBalancingPolicy(),
             _ => throw new ArgumentOutOfRangeException(nameof(policy), policy, "unknown policy"),
         };
 
         var options = new LoadBalancerOptions { Policy = implementation.Name, HashHeader = "x-user" };
-        return implementation.CreatePicker(new EndpointPickerContext("catalog", endpoints, new Load(endpointCount), options));
+        IEndpointLoad load = policy == LeastRequestLive ? new LiveLoad(endpoints) : new Load(endpointCount);
+        return implementation.CreatePicker(new EndpointPickerContext("catalog", endpoints, load, options));
     }
 
     /// <summary>Keys to rotate through: distinct user ids for <see cref="ConsistentHash"/>, all <see langword="null"/> otherwise.</summary>
@@ -68,5 +76,26 @@ internal static class Pickers
 
             return active;
         }
+    }
+
+    /// <summary>The same spread of in-flight counts held in real endpoint states (never ended: the benchmark only reads them).</summary>
+    private sealed class LiveLoad : IEndpointLoad
+    {
+        private readonly EndpointState[] _states;
+
+        public LiveLoad(ServiceEndpoint[] endpoints)
+        {
+            _states = new EndpointState[endpoints.Length];
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                _states[i] = new EndpointState(endpoints[i]);
+                for (var k = 0; k < i % 4; k++)
+                {
+                    _states[i].OnRequestStarted();
+                }
+            }
+        }
+
+        public int GetActiveRequests(int index) => _states[index].ActiveRequests;
     }
 }

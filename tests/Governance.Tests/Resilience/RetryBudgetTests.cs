@@ -1,4 +1,6 @@
+using Governance.Resilience;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -59,6 +61,74 @@ public sealed class RetryBudgetTests(ITestOutputHelper output)
             Assert.Equal(HttpRequestError.ConnectionError, e.HttpRequestError);
         });
         Assert.True(exhausted >= Requests - MaxBudgetedRetries - Concurrency, $"only {exhausted} errors mention the exhausted budget");
+    }
+
+    [Fact]
+    public void TryRetry_RequestsCountedOnManyThreadsAtOnce_GrantsExactlyTheRatio()
+    {
+        const int Threads = 8;
+        const int PerThread = 1_000;
+        var budget = new RetryBudget(new FakeTimeProvider(), RetryPercent, minRetriesPerSecond: 0);
+
+        Concurrently.Run(Threads, _ =>
+        {
+            for (var i = 0; i < PerThread; i++)
+            {
+                budget.OnRequest();
+            }
+        });
+
+        // 20% of 8,000 requests, to the retry: a request lost by the striped count would show here.
+        Assert.Equal(Threads * PerThread * (int)RetryPercent / 100, Drain(budget));
+    }
+
+    [Fact]
+    public void TryRetry_RequestsOlderThanTenSeconds_LeaveTheWindow()
+    {
+        var time = new FakeTimeProvider();
+        var budget = new RetryBudget(time, RetryPercent, minRetriesPerSecond: 0);
+        Request(budget, 100);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Request(budget, 50);
+
+        // 11 s after the first 100 (a second whose bucket no later second has reused yet), they have left the ten
+        // one-second buckets; the 50 of 6 s ago remain: 10 retries.
+        time.Advance(TimeSpan.FromSeconds(6));
+        Assert.Equal(10, Drain(budget));
+
+        // 5 s later the 50 have left too, the 10 retries of 5 s ago remain: 100 new requests allow 20 - 10 more.
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.False(budget.TryRetry());
+        Request(budget, 100);
+        Assert.Equal(10, Drain(budget));
+    }
+
+    [Fact]
+    public void TryRetry_NoRequests_GrantsTheReserveOfTheWindow()
+    {
+        var budget = new RetryBudget(new FakeTimeProvider(), RetryPercent, minRetriesPerSecond: 2);
+
+        Assert.Equal(20, Drain(budget));
+    }
+
+    /// <summary>Takes retries until the budget refuses one; returns how many it granted.</summary>
+    private static int Drain(RetryBudget budget)
+    {
+        var granted = 0;
+        while (budget.TryRetry())
+        {
+            Assert.True(++granted <= 1_000_000, "the budget never refused a retry");
+        }
+
+        return granted;
+    }
+
+    private static void Request(RetryBudget budget, int requests)
+    {
+        for (var i = 0; i < requests; i++)
+        {
+            budget.OnRequest();
+        }
     }
 
     private static Dictionary<string, string?> Settings(params Uri[] endpoints) =>
