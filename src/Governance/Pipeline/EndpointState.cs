@@ -27,18 +27,18 @@ internal enum EndpointConditions
 /// </summary>
 internal sealed class EndpointState
 {
-    /// <summary>
-    /// The in-flight count once a picker has read it (see <see cref="ActiveRequests"/>): one counter, written by every
-    /// core, alone on its cache lines so that its writes do not invalidate the fields every call reads
-    /// (<see cref="_conditions"/> in every pick, <see cref="_lastRewrite"/>, <see cref="Breaker"/>, <see cref="Endpoint"/>).
-    /// </summary>
-    private IsolatedInt32 _inFlight;
-
     /// <summary>The in-flight count until a picker reads it: the calling core's stripe, no line shared between cores.</summary>
     private readonly StripedCounter _inFlightStripes = new();
 
-    /// <summary>Whether a picker has read <see cref="ActiveRequests"/> (read by every attempt, written once).</summary>
-    private volatile bool _inFlightIsRead;
+    /// <summary>
+    /// The in-flight count once a picker has read it (see <see cref="ActiveRequests"/>): one counter, written by every
+    /// core, alone on its cache lines so that its writes do not invalidate the fields every call reads
+    /// (<see cref="_conditions"/>, <see cref="_lastRewrite"/>, <see cref="Breaker"/>, <see cref="Endpoint"/>). Its
+    /// <see cref="IsolatedCounter.Flag"/> says whether a picker has read it (read by every attempt and every read, set
+    /// once), on the counter's line so that neither attempts nor picks touch another line for it; nobody writes that
+    /// line until the flag is set.
+    /// </summary>
+    private IsolatedCounter _inFlight;
 
     private int _conditions;
     private int _consecutive5xx;
@@ -93,7 +93,7 @@ internal sealed class EndpointState
     {
         get
         {
-            if (!_inFlightIsRead)
+            if (!Volatile.Read(ref _inFlight.Flag))
             {
                 SwitchInFlightToCounter();
             }
@@ -121,7 +121,7 @@ internal sealed class EndpointState
     /// <summary>Counts an attempt in flight (paired with one <see cref="OnRequestEnded"/>): see <see cref="ActiveRequests"/> for where.</summary>
     public void OnRequestStarted()
     {
-        if (_inFlightIsRead || !_inFlightStripes.TryIncrement())
+        if (Volatile.Read(ref _inFlight.Flag) || !_inFlightStripes.TryIncrement())
         {
             Interlocked.Increment(ref _inFlight.Value);
         }
@@ -130,7 +130,7 @@ internal sealed class EndpointState
     /// <summary>Counts the end of an attempt begun with <see cref="OnRequestStarted"/>.</summary>
     public void OnRequestEnded()
     {
-        if (_inFlightIsRead || !_inFlightStripes.TryDecrement())
+        if (Volatile.Read(ref _inFlight.Flag) || !_inFlightStripes.TryDecrement())
         {
             Interlocked.Decrement(ref _inFlight.Value);
         }
@@ -189,7 +189,7 @@ internal sealed class EndpointState
     /// </summary>
     private void SwitchInFlightToCounter()
     {
-        _inFlightIsRead = true;
+        Volatile.Write(ref _inFlight.Flag, true);
         Interlocked.Add(ref _inFlight.Value, (int)_inFlightStripes.Seal());
     }
 

@@ -23,13 +23,18 @@ internal struct PaddedInt64
 }
 
 /// <summary>
-/// An int with <see cref="CacheLine.Size"/> bytes of padding on each side, for a counter written on every call that sits
-/// in an object whose other fields are read on every call (so that its writes do not invalidate their line).
+/// A counter written on every call, with <see cref="CacheLine.Size"/> bytes of padding on each side, for an object whose
+/// other fields are read on every call (so that its writes do not invalidate their line), and a flag on the counter's own
+/// line for whoever reads or writes the counter (so that reading it costs them no other line).
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 2 * CacheLine.Size)]
-internal struct IsolatedInt32
+internal struct IsolatedCounter
 {
-    /// <summary>The value: 128 B of padding before it, 124 B after it.</summary>
+    /// <summary>The count: 128 B of padding before it.</summary>
     [FieldOffset(CacheLine.Size)]
     public int Value;
+
+    /// <summary>A flag read with the count, on its line; 120 B of padding after it.</summary>
+    [FieldOffset(CacheLine.Size + sizeof(int))]
+    public bool Flag;
 }
