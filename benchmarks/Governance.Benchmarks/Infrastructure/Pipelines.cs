@@ -91,12 +91,17 @@ internal static class Pipelines
     }
 
     /// <summary><see cref="Governed(Func{HttpMessageHandler}, IReadOnlyList{Uri}, string?, IEnumerable{KeyValuePair{string, string?}}?)"/> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>).</summary>
-    public static ServiceProvider GovernedWithoutFactoryLoggers(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints)
+    public static ServiceProvider GovernedWithoutFactoryLoggers(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, IEnumerable<KeyValuePair<string, string?>>? serviceKeys = null)
     {
         var settings = new Dictionary<string, string?>();
         for (var i = 0; i < endpoints.Count; i++)
         {
             settings[$"MeshGovernance:Services:{ServiceName}:Endpoints:{i}"] = endpoints[i].ToString();
+        }
+
+        foreach (var (key, value) in serviceKeys ?? [])
+        {
+            settings[$"MeshGovernance:Services:{ServiceName}:{key}"] = value;
         }
 
         return Governed(primary, settings, removeFactoryLoggers: true);

@@ -16,6 +16,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>GovernedFullStack</c>: <c>Governed</c> plus a token-bucket rate limit that never rejects (<see cref="Pipelines.NeverRejectingRateLimit"/>);</description></item>
 ///   <item><description><c>GovernedNoBreaker</c> and <c>GovernedTimeoutsOnly</c> (only in <c>loopback-rounds</c>, to tell which stage costs what): <c>Governed</c> with <c>CircuitBreaker:Enabled false</c>, and with the breaker, outlier detection and retries off (<c>Retry:MaxRetries 0</c>), which leaves the two timeouts;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
+///   <item><description><c>GovernedNoFactoryLoggers</c> and <c>GovernedFullStackNoFactoryLoggers</c>: <c>Governed</c> and <c>GovernedFullStack</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>), what a user who opts out of them gets;</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
 /// </list>
 /// </summary>
@@ -44,6 +45,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
             serviceKeys: [new("CircuitBreaker:Enabled", "false"), new("OutlierDetection:Enabled", "false"), new("Retry:MaxRetries", "0")]));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
+        GovernedFullStackNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.NeverRejectingRateLimit));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
     }
 
@@ -81,6 +83,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     /// <summary>Gets <c>Governed</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>): what a user gets who opts out of them.</summary>
     public HttpClient GovernedNoFactoryLoggers { get; }
 
+    /// <summary>Gets <c>GovernedFullStack</c> (never-rejecting token bucket included) with the factory's logging handlers removed.</summary>
+    public HttpClient GovernedFullStackNoFactoryLoggers { get; }
+
     public HttpClient ServiceDiscovery { get; }
 
     public static async Task<LoopbackClients> StartAsync()
@@ -112,6 +117,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(GovernedTimeoutsOnly), GovernedTimeoutsOnly, LogicalUri),
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
         (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
+        (nameof(GovernedFullStackNoFactoryLoggers), GovernedFullStackNoFactoryLoggers, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
     ];
 
@@ -129,6 +135,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernedTimeoutsOnly.Dispose();
         GovernanceHandlerOnly.Dispose();
         GovernedNoFactoryLoggers.Dispose();
+        GovernedFullStackNoFactoryLoggers.Dispose();
         ServiceDiscovery.Dispose();
         foreach (var provider in _providers)
         {
