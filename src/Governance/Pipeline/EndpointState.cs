@@ -73,20 +73,20 @@ internal sealed class EndpointState
     /// Every attempt counts itself in and out, from every core. One shared counter costs two cache-line transfers between
     /// cores per attempt (on two cores, more than the rest of an in-memory call); a per-core <see cref="StripedCounter"/>
     /// costs none, but reading it means summing every stripe, each on its own line, for each of the two candidates of
-    /// every pick. Measured on 2 cores (least request over real endpoint states, benchmarks/README.md): with stripes
-    /// summed on every read a pick took 35-42 ns with 2 stripes and 35-83 ns with 16 (3 to 1,000 endpoints; the lines
-    /// of 1,000 endpoints do not fit in the cache), above the 50 ns pick budget, against 16-25 ns for one counter; with
-    /// another thread counting attempts meanwhile, 34-35 ns with 2 stripes, 56-65 ns with 16, 12-75 ns with one counter.
+    /// every pick. Measured on 2 cores (least request over real endpoint states, benchmarks/README.md): summing the
+    /// stripes on every read made a pick 24-42 ns with 2 stripes and 35-83 ns with 16 (3 to 1,000 endpoints), against
+    /// 16-25 ns with one counter, and more while another core counts attempts on the stripes it reads.
     /// </para>
     /// <para>
     /// So the count goes where it is cheapest for who uses it: to the stripes while nobody reads it (round robin, random,
     /// consistent hash, least request with a single candidate, which never compares: no shared write per attempt), and
     /// to <see cref="_inFlight"/> from the first read on (least request with two candidates or more, for which one shared
-    /// counter is inherent). The switch is one-way: the stripes are sealed and their count moved to the counter
-    /// (<see cref="StripedCounter.Seal"/>), an attempt that started on a stripe ends on the counter, and a start or end
-    /// that races the switch lands on exactly one of the two, so the count stays exact. An endpoint that a picker read
-    /// once keeps the single counter if the policy later changes (a reload), as every endpoint did before. Memory: 256 B
-    /// for the counter and the striped counter's (stripes + 2) x 128 B (512 B on 2 cores, at most 2,304 B).
+    /// counter is inherent; picks then cost what they cost with one counter). The switch is one-way: the stripes are
+    /// sealed and their count moved to the counter (<see cref="StripedCounter.Seal"/>), an attempt that started on a
+    /// stripe ends on the counter, and a start or end that races the switch lands on exactly one of the two, so the count
+    /// stays exact. An endpoint that a picker read once keeps the single counter if the policy later changes (a reload),
+    /// as every endpoint did before. Memory: 256 B for the counter and the striped counter's (stripes + 2) x 128 B
+    /// (512 B on 2 cores, at most 2,304 B).
     /// </para>
     /// </remarks>
     public int ActiveRequests
@@ -185,7 +185,7 @@ internal sealed class EndpointState
     /// <summary>
     /// Moves the in-flight count from the stripes to the single counter, once: new starts and ends go to the counter,
     /// the stripes' count is added to it, and adds that reach a stripe after it was sealed are refused and redone on the
-    /// counter by their callers. Racing readers may both get here; only the first seal returns a count.
+    /// counter by their callers. Racing readers may both get here: each stripe's count is taken by exactly one of them.
     /// </summary>
     private void SwitchInFlightToCounter()
     {
