@@ -18,7 +18,7 @@ if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Telemetry.Te
 
 if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Pipeline.ContentionRounds.Command, StringComparison.OrdinalIgnoreCase))
 {
-    return await Governance.Benchmarks.Pipeline.ContentionRounds.RunAsync(args[1..]);
+    return Governance.Benchmarks.Pipeline.ContentionRounds.Run(args[1..]);
 }
 
 if (args.Length > 0 && string.Equals(args[0], AsyncBoxes.Command, StringComparison.OrdinalIgnoreCase))

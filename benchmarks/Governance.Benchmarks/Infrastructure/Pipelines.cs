@@ -26,6 +26,14 @@ internal static class Pipelines
         return services.BuildServiceProvider();
     }
 
+    /// <summary>Service keys that switch off every stage that can be switched off (breaker, outlier detection, retries), leaving the two timeouts.</summary>
+    public static readonly KeyValuePair<string, string?>[] TimeoutsOnly =
+    [
+        new("CircuitBreaker:Enabled", "false"),
+        new("OutlierDetection:Enabled", "false"),
+        new("Retry:MaxRetries", "0"),
+    ];
+
     /// <summary>
     /// The rate-limit keys of the "full stack" rows: the defaults (retry, both timeouts, per-endpoint breaker, outlier
     /// detection) plus a token bucket so large that it never rejects, so that every call takes and returns a permit.

@@ -39,10 +39,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         Governed = Client(governed);
         GovernedFullStack = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NeverRejectingRateLimit));
         GovernedNoBreaker = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: [new("CircuitBreaker:Enabled", "false")]));
-        GovernedTimeoutsOnly = Client(Pipelines.Governed(
-            CreateSocketsHandler,
-            [server.Address],
-            serviceKeys: [new("CircuitBreaker:Enabled", "false"), new("OutlierDetection:Enabled", "false"), new("Retry:MaxRetries", "0")]));
+        GovernedTimeoutsOnly = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.TimeoutsOnly));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         GovernedFullStackNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.NeverRejectingRateLimit));

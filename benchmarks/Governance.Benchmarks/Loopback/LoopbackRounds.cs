@@ -25,42 +25,17 @@ internal static class LoopbackRounds
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var rounds = 10;
-        var requests = 20_000;
-        var concurrency = LoopbackBenchmarks.Concurrency;
-        string[]? only = null;
-        string? profile = null;
-        for (var i = 0; i + 1 < args.Length; i += 2)
+        var options = RoundArguments.Parse(args, Command, "[--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...] [--profile <client>]", "--rounds", "--requests", "--concurrency", "--clients", "--profile");
+        if (options is null)
         {
-            if (args[i] == "--clients")
-            {
-                only = args[i + 1].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-                continue;
-            }
-
-            if (args[i] == "--profile")
-            {
-                profile = args[i + 1];
-                continue;
-            }
-
-            var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
-            switch (args[i])
-            {
-                case "--rounds":
-                    rounds = value;
-                    break;
-                case "--requests":
-                    requests = value;
-                    break;
-                case "--concurrency":
-                    concurrency = value;
-                    break;
-                default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...] [--profile <client>]");
-                    return 2;
-            }
+            return 2;
         }
+
+        var rounds = options.Int("--rounds", 10);
+        var requests = options.Int("--requests", 20_000);
+        var concurrency = options.Int("--concurrency", LoopbackBenchmarks.Concurrency);
+        var only = options.Text("--clients")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var profile = options.Text("--profile");
 
         await using var clients = await LoopbackClients.StartAsync();
         var targets = clients.All();
@@ -73,6 +48,12 @@ internal static class LoopbackRounds
         {
             // One client for --rounds rounds, nothing else: for a profiler (perf record with DOTNET_PerfMapEnabled=1).
             var target = Array.Find(clients.All(), t => t.Name == profile);
+            if (target.Client is null)
+            {
+                Console.Error.WriteLine($"unknown client {profile}; clients: {string.Join(", ", Array.ConvertAll(clients.All(), t => t.Name))}");
+                return 2;
+            }
+
             var buffer = new long[requests];
             for (var round = 0; round < rounds; round++)
             {

@@ -16,31 +16,21 @@ internal static class ContentionRounds
 {
     public const string Command = "contention-rounds";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static int Run(string[] args)
     {
-        var rounds = 7;
-        var calls = 2_000_000;
-        for (var i = 0; i + 1 < args.Length; i += 2)
+        var options = RoundArguments.Parse(args, Command, "[--rounds 7] [--calls 2000000]", "--rounds", "--calls");
+        if (options is null)
         {
-            var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
-            switch (args[i])
-            {
-                case "--rounds":
-                    rounds = value;
-                    break;
-                case "--calls":
-                    calls = value;
-                    break;
-                default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 7] [--calls 2000000]");
-                    return 2;
-            }
+            return 2;
         }
+
+        var rounds = options.Int("--rounds", 7);
+        var calls = options.Int("--calls", 2_000_000);
 
         var terminal = new CompletedResponseHandler();
         Uri[] one = [new("http://127.0.0.1:5001")];
         using var governed = Pipelines.Governed(() => terminal, one);
-        using var timeoutsOnly = Pipelines.Governed(() => terminal, one, serviceKeys: [new("CircuitBreaker:Enabled", "false"), new("OutlierDetection:Enabled", "false"), new("Retry:MaxRetries", "0")]);
+        using var timeoutsOnly = Pipelines.Governed(() => terminal, one, serviceKeys: Pipelines.TimeoutsOnly);
         (string Name, HttpMessageInvoker Invoker, Uri Uri)[] clients =
         [
             ("Bare", new HttpMessageInvoker(terminal, disposeHandler: false), one[0]),
@@ -54,7 +44,7 @@ internal static class ContentionRounds
         {
             foreach (var t in threadCounts)
             {
-                await RunAsync(clients[c].Invoker, clients[c].Uri, t, calls / 10);
+                Measure(clients[c].Invoker, clients[c].Uri, t, calls / 10);
             }
         }
 
@@ -65,7 +55,7 @@ internal static class ContentionRounds
                 var c = round % 2 == 0 ? k : clients.Length - 1 - k;
                 for (var t = 0; t < threadCounts.Length; t++)
                 {
-                    var elapsed = await RunAsync(clients[c].Invoker, clients[c].Uri, threadCounts[t], calls);
+                    var elapsed = Measure(clients[c].Invoker, clients[c].Uri, threadCounts[t], calls);
                     results[c, t, round] = elapsed.TotalNanoseconds * threadCounts[t] / calls;
                 }
             }
@@ -105,7 +95,7 @@ internal static class ContentionRounds
         return 0;
     }
 
-    private static async Task<TimeSpan> RunAsync(HttpMessageInvoker invoker, Uri uri, int threads, int calls)
+    private static TimeSpan Measure(HttpMessageInvoker invoker, Uri uri, int threads, int calls)
     {
         var perThread = calls / threads;
         using var start = new Barrier(threads + 1);
@@ -135,7 +125,6 @@ internal static class ContentionRounds
             worker.Join();
         }
 
-        await Task.CompletedTask;
         return Stopwatch.GetElapsedTime(begin);
     }
 }

@@ -56,7 +56,7 @@ public class GovernedStagesBenchmarks
             StageSet.NoBreaker => [BreakerOff],
             StageSet.NoOutlier => [OutlierOff],
             StageSet.NoRetry => [RetryOff],
-            StageSet.TimeoutsOnly => [BreakerOff, OutlierOff, RetryOff],
+            StageSet.TimeoutsOnly => Pipelines.TimeoutsOnly,
             _ => [],
         };
         _provider = Pipelines.Governed(() => _terminal, Endpoints, serviceKeys: keys);

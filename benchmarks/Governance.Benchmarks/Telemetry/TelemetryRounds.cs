@@ -24,31 +24,15 @@ internal static class TelemetryRounds
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var rounds = 15;
-        var operations = 200_000;
-        string? profile = null;
-        for (var i = 0; i + 1 < args.Length; i += 2)
+        var options = RoundArguments.Parse(args, Command, "[--rounds 15] [--operations 200000] [--profile traces|hooks|unobserved]", "--rounds", "--operations", "--profile");
+        if (options is null)
         {
-            if (args[i] == "--profile")
-            {
-                profile = args[i + 1];
-                continue;
-            }
-
-            var value = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
-            switch (args[i])
-            {
-                case "--rounds":
-                    rounds = value;
-                    break;
-                case "--operations":
-                    operations = value;
-                    break;
-                default:
-                    Console.Error.WriteLine($"unknown option {args[i]}; usage: {Command} [--rounds 15] [--operations 200000] [--profile traces|hooks|unobserved]");
-                    return 2;
-            }
+            return 2;
         }
+
+        var rounds = options.Int("--rounds", 15);
+        var operations = options.Int("--operations", 200_000);
+        var profile = options.Text("--profile");
 
         var terminal = new CompletedResponseHandler();
         await using var provider = Pipelines.Governed(() => terminal, [new Uri("http://127.0.0.1:5001"), new Uri("http://127.0.0.1:5002"), new Uri("http://127.0.0.1:5003")]);
