@@ -38,3 +38,9 @@ internal struct IsolatedCounter
     [FieldOffset(CacheLine.Size + sizeof(int))]
     public bool Flag;
 }
+
+/// <summary><see cref="CacheLine.Size"/> bytes of nothing: a field of this type keeps the next object's fields off the lines of the fields before it.</summary>
+[StructLayout(LayoutKind.Explicit, Size = CacheLine.Size)]
+internal struct CacheLinePadding
+{
+}

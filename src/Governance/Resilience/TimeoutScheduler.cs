@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Governance.Resilience;
 
 /// <summary>
@@ -317,11 +315,5 @@ internal sealed class TimeoutScheduler
                 }
             }
         }
-    }
-
-    /// <summary>128 bytes: two cache lines, so that adjacent-line prefetching does not pair two shards either.</summary>
-    [StructLayout(LayoutKind.Explicit, Size = 128)]
-    private struct CacheLinePadding
-    {
     }
 }

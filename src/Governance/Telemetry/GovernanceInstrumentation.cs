@@ -80,7 +80,8 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public void Observe(Func<IEnumerable<ServiceRuntime>> services) => _services = services;
 
     /// <summary>Starts the span of a logical call, or returns <see langword="null"/> when nobody listens.</summary>
-    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request) => StartCall(service, request, startTime: default);
+    public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request) =>
+        Source.HasListeners() ? StartCall(service, request, startTime: default) : null;
 
     /// <summary>
     /// Starts the span of a governed call at <paramref name="startedAt"/>, the call's own start timestamp, converted by
@@ -89,13 +90,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, long startedAt, SpanClock clock) =>
         Source.HasListeners() ? StartCall(service, request, new DateTimeOffset(clock.ToUtc(startedAt))) : null;
 
+    /// <summary>Starts the span; the callers checked that something listens (<c>startTime</c> default: the wall clock now).</summary>
     private static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, DateTimeOffset startTime)
     {
-        if (!Source.HasListeners())
-        {
-            return null;
-        }
-
         // A default parent context: Activity.Current is the parent, as with StartActivity(name, kind).
         var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal, parentContext: default, startTime: startTime);
         if (activity is { IsAllDataRequested: true })
