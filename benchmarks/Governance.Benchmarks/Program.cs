@@ -21,6 +21,11 @@ if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Pipeline.Con
     return Governance.Benchmarks.Pipeline.ContentionRounds.Run(args[1..]);
 }
 
+if (args.Length > 0 && string.Equals(args[0], Governance.Benchmarks.Pipeline.HandoffRounds.Command, StringComparison.OrdinalIgnoreCase))
+{
+    return Governance.Benchmarks.Pipeline.HandoffRounds.Run(args[1..]);
+}
+
 if (args.Length > 0 && string.Equals(args[0], AsyncBoxes.Command, StringComparison.OrdinalIgnoreCase))
 {
     return AsyncBoxes.Run();

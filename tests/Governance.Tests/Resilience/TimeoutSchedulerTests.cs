@@ -163,4 +163,70 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
         Assert.Equal(0, scheduler.PendingCount());
         Assert.True(expired > 0, "no timeout expired: the test did not exercise expiry under concurrency");
     }
+
+    [Fact]
+    public void End_ManyTimeoutsBehindOneStillPending_TheirDeadlinesAreReusedMeanwhile()
+    {
+        // End only marks a deadline done; the shard unlinks it later. One long timeout at the head of the list must not
+        // keep every later one listed (a hung request would otherwise grow the list by one per call).
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var hung = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(30));
+        var longest = 0;
+        for (var i = 0; i < 10_000; i++)
+        {
+            var deadline = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+            TimeoutScheduler.End(deadline);
+            longest = Math.Max(longest, scheduler.ListedCount());
+        }
+
+        output.WriteLine($"10,000 timeouts behind a pending one: at most {longest} listed");
+        Assert.Equal(1, scheduler.PendingCount());
+        Assert.InRange(longest, 1, 16);
+        Assert.False(hung.Source.IsCancellationRequested);
+        TimeoutScheduler.End(hung);
+    }
+
+    [Fact]
+    public void Fire_DoneDeadlinesListed_UnlinksThemAndStaysDisarmedWhenIdle()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var deadlines = Enumerable.Range(1, 5).Select(s => scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(s))).ToArray();
+        var sources = deadlines.Select(d => d.Source).ToArray();
+        foreach (var deadline in deadlines)
+        {
+            TimeoutScheduler.End(deadline);
+        }
+
+        Assert.Equal(0, scheduler.PendingCount());
+        var listedBefore = scheduler.ListedCount();
+
+        // The timer was armed for the first deadline; when it fires it finds nothing pending and unlinks what ended.
+        time.Advance(TimeSpan.FromSeconds(10));
+        output.WriteLine($"listed before the timer: {listedBefore}, after: {scheduler.ListedCount()}");
+        Assert.Equal(0, scheduler.ListedCount());
+        Assert.All(sources, source => Assert.False(source.IsCancellationRequested, "a timeout that ended was cancelled by the timer"));
+    }
+
+    [Fact]
+    public async Task End_OnAnotherThreadThanStart_NeverFiresAndTheDeadlineIsReused()
+    {
+        // A socket's completion usually runs on another thread (often another core) than the one that sent the request.
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var sources = new HashSet<CancellationTokenSource>();
+        for (var i = 0; i < 200; i++)
+        {
+            var deadline = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+            sources.Add(deadline.Source);
+            await Task.Run(() => TimeoutScheduler.End(deadline));
+        }
+
+        time.Advance(TimeSpan.FromSeconds(5));
+        output.WriteLine($"200 timeouts ended on pool threads used {sources.Count} sources");
+        Assert.All(sources, source => Assert.False(source.IsCancellationRequested, "a timeout ended on another thread still fired"));
+        Assert.InRange(sources.Count, 1, 200 / 2);
+        Assert.Equal(0, scheduler.ListedCount());
+    }
 }
