@@ -171,7 +171,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
     /// <summary>
     /// Starts an attempt on <paramref name="endpoint"/>: arms its timeout (the per-attempt timeout, or what is left of
     /// the total one when that is shorter), links the caller's token, counts it in flight and rewrites the URI.
-    /// Every <see cref="BeginAttempt"/> is paired with one <see cref="EndAttempt"/>.
+    /// Every <see cref="BeginAttempt"/> is paired with one <see cref="EndAttempt(AttemptState)"/>.
     /// </summary>
     private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, long now, TimeSpan remaining, CancellationToken outer)
     {
@@ -185,13 +185,15 @@ internal sealed class GovernanceHandler : DelegatingHandler
         return new AttemptState(this, call.Request, source, deadline, registration, isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, endpoint, outer);
     }
 
-    private static void EndAttempt(AttemptState attempt)
+    private static void EndAttempt(AttemptState attempt) => EndAttempt(attempt.Endpoint, attempt.Registration, attempt.Deadline);
+
+    private static void EndAttempt(EndpointState endpoint, CancellationTokenRegistration registration, TimeoutScheduler.Deadline deadline)
     {
-        attempt.Endpoint.OnRequestEnded();
+        endpoint.OnRequestEnded();
 
         // The registration goes first: once disposed, the caller's token can no longer cancel a source about to be reused.
-        attempt.Registration.Dispose();
-        TimeoutScheduler.End(attempt.Deadline);
+        registration.Dispose();
+        TimeoutScheduler.End(deadline);
     }
 
     /// <summary>Counts a finished attempt (attempts metric, outlier detection) and pairs its outcome with its endpoint.</summary>
@@ -377,21 +379,27 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 {
                     // The first attempt, inline. Nothing has run since the call's clock started (a rate-limit queue
                     // wait comes before it), so the whole total timeout is left and the clock is not read again.
+                    // Only the deadline and the registration are kept across the await (not the whole AttemptState): the
+                    // state machine is resumed on whichever core the response completes on, and every line of it written
+                    // here is a line that core fetches (handoff-rounds in benchmarks/README.md).
                     var attempt = BeginAttempt(call, endpoint, call.StartedAt, call.Policy.Timeout.Total, call.CallerToken);
+                    var deadline = attempt.Deadline;
+                    var registration = attempt.Registration;
                     Outcome<HttpResponseMessage> outcome;
                     try
                     {
-                        outcome = Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
+                        outcome = Outcome.FromResult(await base.SendAsync(call.Request, deadline.Source.Token).ConfigureAwait(false));
                     }
 #pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
                     catch (Exception ex)
 #pragma warning restore CA1031
                     {
-                        outcome = attempt.Failed(ex);
+                        var isTotal = call.Policy.Timeout.Total <= call.Policy.Timeout.PerAttempt;
+                        outcome = AttemptState.Failed(ex, deadline.Source, isTotal ? call.Policy.Timeout.Total : call.Policy.Timeout.PerAttempt, isTotal, call.CallerToken);
                     }
                     finally
                     {
-                        EndAttempt(attempt);
+                        EndAttempt(endpoint, registration, deadline);
                     }
 
                     if (endpoint.Breaker is { } breaker)
@@ -483,10 +491,13 @@ internal sealed class GovernanceHandler : DelegatingHandler
         CancellationToken Outer)
     {
         /// <summary>Turns a failed send into an outcome: a cancellation by the attempt's own timer becomes an <see cref="AttemptTimeoutException"/>.</summary>
-        public Outcome<HttpResponseMessage> Failed(Exception exception) =>
+        public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Source, Timeout, IsTotal, Outer);
+
+        /// <summary>Turns a failed send into an outcome, from the parts of an attempt: see <see cref="Failed(Exception)"/>.</summary>
+        public static Outcome<HttpResponseMessage> Failed(Exception exception, CancellationTokenSource source, TimeSpan timeout, bool isTotal, CancellationToken outer) =>
             Outcome.FromException<HttpResponseMessage>(
-                exception is OperationCanceledException && Source.IsCancellationRequested && !Outer.IsCancellationRequested
-                    ? new AttemptTimeoutException(Timeout, IsTotal, exception)
+                exception is OperationCanceledException && source.IsCancellationRequested && !outer.IsCancellationRequested
+                    ? new AttemptTimeoutException(timeout, isTotal, exception)
                     : exception);
     }
 }

@@ -31,8 +31,14 @@ internal sealed class RetryBudget
 
     private readonly int[] _retries = new int[Buckets];
 
-    /// <summary>The latest second counted: read by every request, written once a second.</summary>
+    /// <summary>The latest second counted, written once a second.</summary>
     private long _second = long.MinValue;
+
+    /// <summary>
+    /// The timestamp at which the second after <see cref="_second"/> starts: read by every request, which compares its
+    /// timestamp with it instead of dividing (a 64-bit division costs tens of cycles on the request path).
+    /// </summary>
+    private long _nextSecondStarts = long.MinValue;
 
     /// <summary>Initializes a budget counting requests on <see cref="StripedCounter.DefaultStripes"/> stripes.</summary>
     /// <param name="time">The service's clock (one-second buckets of its timestamps).</param>
@@ -68,10 +74,9 @@ internal sealed class RetryBudget
     /// <summary>Counts a logical request that started at <paramref name="timestamp"/> (saves a clock read on the request path).</summary>
     public void OnRequest(long timestamp)
     {
-        var second = timestamp / _ticksPerBucket;
-        if (second > Volatile.Read(ref _second))
+        if (timestamp >= Volatile.Read(ref _nextSecondStarts))
         {
-            Roll(second);
+            Roll(timestamp / _ticksPerBucket);
         }
 
         _requests.Increment();
@@ -132,10 +137,14 @@ internal sealed class RetryBudget
                 Volatile.Write(ref _requestsBefore[slot], _requests.Sum());
                 Volatile.Write(ref _retries[slot], 0);
                 Volatile.Write(ref _epoch[slot], second);
-                return;
+                break;
             }
 
             seen = prior;
         }
+
+        // Racing rolls may write an older boundary after a newer one; the next request then rolls again (a no-op past
+        // the compare-and-swap) and moves it forward.
+        Volatile.Write(ref _nextSecondStarts, (Volatile.Read(ref _second) + 1) * _ticksPerBucket);
     }
 }
