@@ -18,13 +18,33 @@ internal sealed class SpanClock
     private readonly TimeProvider _time;
     private readonly long _reanchorAfter;
     private readonly double _ticksPerTimestamp;
+    private readonly Scale _scale;
     private Anchor _anchor;
+
+    /// <summary>How a timestamp distance becomes ticks: the two common clocks get integer arithmetic by a constant.</summary>
+    private enum Scale
+    {
+        /// <summary>Any other frequency: a double multiplication, rounded.</summary>
+        Other,
+
+        /// <summary>Timestamps are ticks (100 ns): FakeTimeProvider, Windows' common QPC frequency.</summary>
+        Ticks,
+
+        /// <summary>Timestamps are nanoseconds (Stopwatch on Linux and macOS): divided by 100, truncated.</summary>
+        Nanoseconds,
+    }
 
     public SpanClock(TimeProvider time)
     {
         _time = time;
         _reanchorAfter = time.TimestampFrequency;
         _ticksPerTimestamp = TimeSpan.TicksPerSecond / (double)time.TimestampFrequency;
+        _scale = time.TimestampFrequency switch
+        {
+            TimeSpan.TicksPerSecond => Scale.Ticks,
+            TimeSpan.TicksPerSecond * 100 => Scale.Nanoseconds,
+            _ => Scale.Other,
+        };
         _anchor = NewAnchor();
     }
 
@@ -41,7 +61,14 @@ internal sealed class SpanClock
             distance = timestamp - anchor.Timestamp;
         }
 
-        return new DateTime(anchor.UtcTicks + (long)Math.Round(distance * _ticksPerTimestamp), DateTimeKind.Utc);
+        // A division by the constant 100 compiles to a multiplication; by a variable it would be a 64-bit division.
+        var ticks = _scale switch
+        {
+            Scale.Ticks => distance,
+            Scale.Nanoseconds => distance / 100,
+            _ => (long)Math.Round(distance * _ticksPerTimestamp),
+        };
+        return new DateTime(anchor.UtcTicks + ticks, DateTimeKind.Utc);
     }
 
     private Anchor NewAnchor()
