@@ -20,6 +20,36 @@ public sealed class SpanClockTests(ITestOutputHelper output) : IDisposable
     private readonly ConcurrentQueue<Activity> _stopped = new();
     private ActivityListener? _listener;
 
+    [Theory]
+    [InlineData(1_000_000_000L)] // nanoseconds (Stopwatch on Linux): integer division
+    [InlineData(10_000_000L)] // ticks (FakeTimeProvider): as is
+    [InlineData(3_579_545L)] // any other (an old ACPI timer): double arithmetic, rounded
+    public void ToUtc_EachTimestampFrequency_AnchorTimePlusTheDistance(long frequency)
+    {
+        var anchorUtc = new DateTimeOffset(2026, 11, 26, 12, 0, 0, TimeSpan.Zero);
+        var time = new ManualClock(frequency) { Timestamp = 7 * frequency, UtcNow = anchorUtc };
+        var clock = new SpanClock(time);
+
+        var quarterLater = clock.ToUtc(time.Timestamp + (frequency / 4));
+        var halfBefore = clock.ToUtc(time.Timestamp - (frequency / 2));
+        output.WriteLine($"{frequency} Hz: +0.25 s -> {quarterLater:O}, -0.5 s -> {halfBefore:O}");
+
+        Assert.InRange((quarterLater - anchorUtc.UtcDateTime).Ticks, TimeSpan.FromSeconds(0.25).Ticks - 1, TimeSpan.FromSeconds(0.25).Ticks + 1);
+        Assert.InRange((anchorUtc.UtcDateTime - halfBefore).Ticks, TimeSpan.FromSeconds(0.5).Ticks - 1, TimeSpan.FromSeconds(0.5).Ticks + 1);
+        Assert.Equal(DateTimeKind.Utc, quarterLater.Kind);
+    }
+
+    [Fact]
+    public void ToUtc_NanosecondTimestamps_SubTickRemainderDropped()
+    {
+        var anchorUtc = new DateTimeOffset(2026, 11, 26, 12, 0, 0, TimeSpan.Zero);
+        var time = new ManualClock(1_000_000_000) { Timestamp = 42_000_000_000, UtcNow = anchorUtc };
+        var clock = new SpanClock(time);
+
+        // 12,399 ns is 123 whole ticks of 100 ns (rounding would give 124).
+        Assert.Equal(anchorUtc.UtcDateTime.AddTicks(123), clock.ToUtc(time.Timestamp + 12_399));
+    }
+
     [Fact]
     public void ToUtc_FakeClock_ExactAtAnyDistanceFromTheAnchor()
     {
@@ -91,5 +121,19 @@ public sealed class SpanClockTests(ITestOutputHelper output) : IDisposable
             ActivityStopped = _stopped.Enqueue,
         };
         ActivitySource.AddActivityListener(_listener);
+    }
+
+    /// <summary>A clock that stays where the test puts it, at any timestamp frequency.</summary>
+    private sealed class ManualClock(long frequency) : TimeProvider
+    {
+        public long Timestamp { get; set; }
+
+        public DateTimeOffset UtcNow { get; set; }
+
+        public override long TimestampFrequency => frequency;
+
+        public override long GetTimestamp() => Timestamp;
+
+        public override DateTimeOffset GetUtcNow() => UtcNow;
     }
 }
