@@ -356,6 +356,7 @@ internal sealed class TimeoutScheduler
                 state.ArmedFor = long.MaxValue;
                 var now = Scheduler._time.GetTimestamp();
                 long? earliest = null;
+                var unsettled = false;
                 for (var deadline = state.Head; deadline is not null;)
                 {
                     var next = deadline.Next;
@@ -364,7 +365,12 @@ internal sealed class TimeoutScheduler
                     {
                         Reclaim_NeedsLock(deadline);
                     }
-                    else if (current == Deadline.Pending)
+                    else if (current != Deadline.Pending)
+                    {
+                        // Fired or ending: done soon, unlinked by the next start or sweep.
+                        unsettled = true;
+                    }
+                    else
                     {
                         if (deadline.At > now)
                         {
@@ -372,6 +378,7 @@ internal sealed class TimeoutScheduler
                         }
                         else
                         {
+                            unsettled = true;
                             // Read before the race: once End has won it, it may take the source away.
                             var source = deadline.Source;
                             if (Interlocked.CompareExchange(ref deadline.State, Deadline.Expired, Deadline.Pending) == Deadline.Pending)
@@ -395,6 +402,12 @@ internal sealed class TimeoutScheduler
                 if (earliest is { } at)
                 {
                     Arm_NeedsLock(at, now);
+                }
+                else if (unsettled)
+                {
+                    // Nothing pending, but timeouts that fired have not ended yet: sweep again in a second, so that a
+                    // shard no request starts on any more still unlinks them.
+                    Arm_NeedsLock(now + Scheduler._time.TimestampFrequency, now);
                 }
             }
 

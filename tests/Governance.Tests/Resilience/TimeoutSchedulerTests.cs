@@ -210,6 +210,22 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Fire_TimeoutFiredButNotYetEnded_SweptLaterWithoutAnotherStart()
+    {
+        var time = new FakeTimeProvider();
+        var scheduler = new TimeoutScheduler(time);
+        var deadline = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(deadline.Source.IsCancellationRequested);
+
+        // Ended after it fired, and no timeout starts on this shard again: the timer's next sweep unlinks it.
+        TimeoutScheduler.End(deadline);
+        Assert.Equal(1, scheduler.ListedCount());
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(0, scheduler.ListedCount());
+    }
+
+    [Fact]
     public async Task End_OnAnotherThreadThanStart_NeverFiresAndTheDeadlineIsReused()
     {
         // A socket's completion usually runs on another thread (often another core) than the one that sent the request.
