@@ -143,15 +143,8 @@ internal sealed class TimeoutScheduler
 
         internal int State;
 
-        internal Deadline(Shard owner)
-        {
-            Owner = owner;
-        }
-
         /// <summary>Gets the source whose token the timeout cancels (timer-less; reset and reused after a timeout that did not fire).</summary>
         public CancellationTokenSource Source { get; internal set; } = null!;
-
-        internal Shard Owner { get; }
 
         internal long At { get; set; }
 
@@ -191,7 +184,7 @@ internal sealed class TimeoutScheduler
                 var deadline = state.Free;
                 if (deadline is null)
                 {
-                    deadline = new Deadline(this);
+                    deadline = new Deadline();
                 }
                 else
                 {
