@@ -42,4 +42,23 @@ internal sealed class RoundArguments
 
     /// <summary>Gets a text option, or <see langword="null"/> when it was not given.</summary>
     public string? Text(string name) => _values.GetValueOrDefault(name);
+
+    /// <summary>
+    /// Finds the item named <paramref name="wanted"/> (a <c>--profile</c> target); <see langword="null"/>, after printing
+    /// the names there are, when none is.
+    /// </summary>
+    public static T? FindByName<T>(T[] items, Func<T, string> name, string wanted, string kind)
+        where T : struct
+    {
+        foreach (var item in items)
+        {
+            if (name(item) == wanted)
+            {
+                return item;
+            }
+        }
+
+        Console.Error.WriteLine($"unknown {kind} {wanted}; {kind}s: {string.Join(", ", Array.ConvertAll(items, i => name(i)))}");
+        return null;
+    }
 }

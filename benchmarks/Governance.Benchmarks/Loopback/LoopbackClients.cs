@@ -179,11 +179,4 @@ internal sealed class LoopbackClients : IAsyncDisposable
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
             base.SendAsync(request, cancellationToken);
     }
-
-    /// <summary>A handler with no work but one async layer: awaits its inner handler's task.</summary>
-    private sealed class AwaitingHandler : DelegatingHandler
-    {
-        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
-            await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
-    }
 }

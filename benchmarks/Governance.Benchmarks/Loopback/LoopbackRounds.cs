@@ -47,10 +47,8 @@ internal static class LoopbackRounds
         if (profile is not null)
         {
             // One client for --rounds rounds, nothing else: for a profiler (perf record with DOTNET_PerfMapEnabled=1).
-            var target = Array.Find(clients.All(), t => t.Name == profile);
-            if (target.Client is null)
+            if (RoundArguments.FindByName(clients.All(), t => t.Name, profile, "client") is not { } target)
             {
-                Console.Error.WriteLine($"unknown client {profile}; clients: {string.Join(", ", Array.ConvertAll(clients.All(), t => t.Name))}");
                 return 2;
             }
 

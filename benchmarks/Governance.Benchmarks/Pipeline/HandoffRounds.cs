@@ -57,10 +57,8 @@ internal static class HandoffRounds
         if (options.Text("--profile") is { } profile)
         {
             // One client for --rounds rounds, nothing else: for a profiler (perf record with DOTNET_PerfMapEnabled=1).
-            var target = Array.Find(clients, t => t.Name == profile);
-            if (target.Client is null)
+            if (RoundArguments.FindByName(clients, t => t.Name, profile, "client") is not { } target)
             {
-                Console.Error.WriteLine($"unknown client {profile}; clients: {string.Join(", ", Array.ConvertAll(clients, t => t.Name))}");
                 return 2;
             }
 
@@ -212,12 +210,5 @@ internal static class HandoffRounds
                 }
             }
         }
-    }
-
-    /// <summary>A handler with no work but one async layer: awaits its inner handler's task.</summary>
-    private sealed class AwaitingHandler : DelegatingHandler
-    {
-        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
-            await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
     }
 }
