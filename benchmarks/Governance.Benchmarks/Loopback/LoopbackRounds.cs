@@ -17,7 +17,8 @@ namespace Governance.Benchmarks.Loopback;
 /// of the per-round paired ratios to Bare. It also records the process's CPU time per request
 /// (<see cref="Environment.CpuUsage"/>, user + kernel, client and server together): on a shared VM, time stolen by other
 /// guests lowers throughput but is not charged to the process, so CPU per request is the steadier measure of what a
-/// client costs. <c>--clients Bare,Governed,...</c> runs a subset (Bare, Factory and the A/A control BareControl are always included).
+/// client costs. It also records each round's garbage-collection pause time (<see cref="GC.GetTotalPauseDuration"/>) and
+/// gen0/gen1 collection counts per request. <c>--clients Bare,Governed,...</c> runs a subset (Bare, Factory and the A/A control BareControl are always included).
 /// </summary>
 internal static class LoopbackRounds
 {
@@ -64,6 +65,9 @@ internal static class LoopbackRounds
 
         var throughput = NewTable(targets.Length, rounds);
         var cpu = NewTable(targets.Length, rounds);
+        var gcPause = NewTable(targets.Length, rounds);
+        var gen0 = NewTable(targets.Length, rounds);
+        var gen1 = NewTable(targets.Length, rounds);
         var allocated = NewTable(targets.Length, rounds);
         var p50 = NewTable(targets.Length, rounds);
         var p99 = NewTable(targets.Length, rounds);
@@ -88,7 +92,13 @@ internal static class LoopbackRounds
                 GC.Collect();
                 GC.WaitForPendingFinalizers();
                 GC.Collect();
+                var pauseBefore = GC.GetTotalPauseDuration();
+                var gen0Before = GC.CollectionCount(0);
+                var gen1Before = GC.CollectionCount(1);
                 var (seconds, bytes, cpuTime) = await RunRoundAsync(targets[c].Client, targets[c].Uri, requests, concurrency, latencies);
+                gcPause[c][round] = (GC.GetTotalPauseDuration() - pauseBefore).TotalMicroseconds / requests;
+                gen0[c][round] = (GC.CollectionCount(0) - gen0Before) * 10_000.0 / requests;
+                gen1[c][round] = (GC.CollectionCount(1) - gen1Before) * 10_000.0 / requests;
                 throughput[c][round] = requests / seconds;
                 cpu[c][round] = cpuTime.TotalMicroseconds / requests;
                 allocated[c][round] = (double)bytes / requests;
@@ -136,6 +146,20 @@ internal static class LoopbackRounds
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
                 $"| {targets[c].Name} | {median:F2} | {cpu[c].Min():F2}-{cpu[c].Max():F2} | {median / bareCpu:F3} | {RoundStatistics.Median(paired):F3} ({paired.Min():F3}-{paired.Max():F3}) | {median - bareCpu:+0.00;-0.00;0} |"));
+        }
+
+        Console.WriteLine();
+        Console.WriteLine("Garbage collection (process-wide, client and server together; medians across rounds):");
+        Console.WriteLine();
+        Console.WriteLine("| Client | GC pause us/req | Over Bare (us) | Gen0 GCs per 10k req | Gen1 GCs per 10k req |");
+        Console.WriteLine("|---|---:|---:|---:|---:|");
+        var barePause = RoundStatistics.Median(gcPause[0]);
+        for (var c = 0; c < targets.Length; c++)
+        {
+            var pause = RoundStatistics.Median(gcPause[c]);
+            Console.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"| {targets[c].Name} | {pause:F3} | {pause - barePause:+0.000;-0.000;0} | {RoundStatistics.Median(gen0[c]):F2} | {RoundStatistics.Median(gen1[c]):F2} |"));
         }
 
         Console.WriteLine();
