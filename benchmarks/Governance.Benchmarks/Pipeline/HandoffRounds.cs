@@ -142,7 +142,8 @@ internal static class HandoffRounds
             {
                 while (Interlocked.Increment(ref issued) <= calls)
                 {
-                    using var response = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, uri), HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
+                    using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+                    using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead).ConfigureAwait(false);
                 }
             });
         }
@@ -173,8 +174,13 @@ internal static class HandoffRounds
 
             public void Execute()
             {
+                // The caller's token may have won (HttpClient's timeout): then the response is not needed.
                 Registration.Dispose();
-                SetResult(new HttpResponseMessage(HttpStatusCode.OK) { RequestMessage = request });
+                var response = new HttpResponseMessage(HttpStatusCode.OK) { RequestMessage = request };
+                if (!TrySetResult(response))
+                {
+                    response.Dispose();
+                }
             }
         }
     }
