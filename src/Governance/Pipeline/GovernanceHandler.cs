@@ -175,15 +175,21 @@ internal sealed class GovernanceHandler : DelegatingHandler
     /// </summary>
     private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, long now, TimeSpan remaining, CancellationToken outer)
     {
-        var perAttempt = call.Policy.Timeout.PerAttempt;
-        var isTotal = remaining <= perAttempt;
-        var deadline = call.Policy.Timeouts.Start(now, isTotal ? remaining : perAttempt);
+        var (timeout, isTotal) = AttemptTimeout(call, remaining);
+        var deadline = call.Policy.Timeouts.Start(now, isTotal ? remaining : timeout);
         var source = deadline.Source;
         var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), source) : default;
         endpoint.OnRequestStarted();
         call.Request.RequestUri = endpoint.Rewrite(call.Logical);
-        return new AttemptState(this, call.Request, source, deadline, registration, isTotal ? call.Policy.Timeout.Total : perAttempt, isTotal, endpoint, outer);
+        return new AttemptState(this, call.Request, source, deadline, registration, timeout, isTotal, endpoint, outer);
     }
+
+    /// <summary>
+    /// Which timeout bounds an attempt with <paramref name="remaining"/> of the total left: the total one (reported as
+    /// <c>Timeout:Total</c>) when that is no longer than the per-attempt one, else the per-attempt one.
+    /// </summary>
+    private static (TimeSpan Timeout, bool IsTotal) AttemptTimeout(GovernedCall call, TimeSpan remaining) =>
+        remaining <= call.Policy.Timeout.PerAttempt ? (call.Policy.Timeout.Total, true) : (call.Policy.Timeout.PerAttempt, false);
 
     private static void EndAttempt(AttemptState attempt) => EndAttempt(attempt.Endpoint, attempt.Registration, attempt.Deadline);
 
@@ -394,8 +400,9 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     catch (Exception ex)
 #pragma warning restore CA1031
                     {
-                        var isTotal = call.Policy.Timeout.Total <= call.Policy.Timeout.PerAttempt;
-                        outcome = AttemptState.Failed(ex, deadline.Source, isTotal ? call.Policy.Timeout.Total : call.Policy.Timeout.PerAttempt, isTotal, call.CallerToken);
+                        // The first attempt began with the whole total timeout left (see BeginAttempt).
+                        var (timeout, isTotal) = AttemptTimeout(call, call.Policy.Timeout.Total);
+                        outcome = AttemptState.Failed(ex, deadline.Source, timeout, isTotal, call.CallerToken);
                     }
                     finally
                     {
