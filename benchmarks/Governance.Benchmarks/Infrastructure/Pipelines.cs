@@ -34,6 +34,18 @@ internal static class Pipelines
         new("Retry:MaxRetries", "0"),
     ];
 
+    /// <summary>Service keys that switch governance's two timeouts off (<c>Timeout:Enabled false</c>), leaving every other stage on.</summary>
+    public static readonly KeyValuePair<string, string?>[] NoTimeouts =
+    [
+        new("Timeout:Enabled", "false"),
+    ];
+
+    /// <summary>
+    /// Service keys that switch off every resilience stage (<see cref="TimeoutsOnly"/> and <see cref="NoTimeouts"/>
+    /// together): what is left is issue 2's governance, discovery and load balancing (pick, rewrite, in-flight count).
+    /// </summary>
+    public static readonly KeyValuePair<string, string?>[] LoadBalancingOnly = [.. TimeoutsOnly, .. NoTimeouts];
+
     /// <summary>
     /// The rate-limit keys of the "full stack" rows: the defaults (retry, both timeouts, per-endpoint breaker, outlier
     /// detection) plus a token bucket so large that it never rejects, so that every call takes and returns a permit.

@@ -16,6 +16,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>GovernedFullStack</c>: <c>Governed</c> plus a token-bucket rate limit that never rejects (<see cref="Pipelines.NeverRejectingRateLimit"/>);</description></item>
 ///   <item><description><c>GovernedNoBreaker</c> and <c>GovernedTimeoutsOnly</c> (only in <c>loopback-rounds</c>, to tell which stage costs what): <c>Governed</c> with <c>CircuitBreaker:Enabled false</c>, and with the breaker, outlier detection and retries off (<c>Retry:MaxRetries 0</c>), which leaves the two timeouts;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
+///   <item><description><c>GovernanceHandlerNoTimeouts</c> and <c>GovernanceHandlerLoadBalancingOnly</c> (only in <c>loopback-rounds</c>): <c>GovernanceHandlerOnly</c> with <c>Timeout:Enabled false</c>, and with every resilience stage off (<see cref="Pipelines.LoadBalancingOnly"/>: issue 2's governance, discovery and load balancing);</description></item>
 ///   <item><description><c>GovernedNoFactoryLoggers</c> and <c>GovernedFullStackNoFactoryLoggers</c>: <c>Governed</c> and <c>GovernedFullStack</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>), what a user who opts out of them gets;</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
 /// </list>
@@ -41,6 +42,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernedNoBreaker = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: [new("CircuitBreaker:Enabled", "false")]));
         GovernedTimeoutsOnly = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.TimeoutsOnly));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
+        GovernanceHandlerNoTimeouts = new HttpClient(Pipelines.GovernanceHandlerOnly(
+            Own(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NoTimeouts)), CreateSocketsHandler()));
+        GovernanceHandlerLoadBalancingOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(
+            Own(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.LoadBalancingOnly)), CreateSocketsHandler()));
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         GovernedFullStackNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.NeverRejectingRateLimit));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
@@ -76,6 +81,12 @@ internal sealed class LoopbackClients : IAsyncDisposable
     public HttpClient GovernedTimeoutsOnly { get; }
 
     public HttpClient GovernanceHandlerOnly { get; }
+
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with governance's timeouts off (<c>Timeout:Enabled false</c>).</summary>
+    public HttpClient GovernanceHandlerNoTimeouts { get; }
+
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with every resilience stage off: discovery and load balancing only.</summary>
+    public HttpClient GovernanceHandlerLoadBalancingOnly { get; }
 
     /// <summary>Gets <c>Governed</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>): what a user gets who opts out of them.</summary>
     public HttpClient GovernedNoFactoryLoggers { get; }
@@ -113,6 +124,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(GovernedNoBreaker), GovernedNoBreaker, LogicalUri),
         (nameof(GovernedTimeoutsOnly), GovernedTimeoutsOnly, LogicalUri),
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
+        (nameof(GovernanceHandlerNoTimeouts), GovernanceHandlerNoTimeouts, LogicalUri),
+        (nameof(GovernanceHandlerLoadBalancingOnly), GovernanceHandlerLoadBalancingOnly, LogicalUri),
         (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
         (nameof(GovernedFullStackNoFactoryLoggers), GovernedFullStackNoFactoryLoggers, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
@@ -131,6 +144,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernedNoBreaker.Dispose();
         GovernedTimeoutsOnly.Dispose();
         GovernanceHandlerOnly.Dispose();
+        GovernanceHandlerNoTimeouts.Dispose();
+        GovernanceHandlerLoadBalancingOnly.Dispose();
         GovernedNoFactoryLoggers.Dispose();
         GovernedFullStackNoFactoryLoggers.Dispose();
         ServiceDiscovery.Dispose();
@@ -167,10 +182,13 @@ internal sealed class LoopbackClients : IAsyncDisposable
         PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
     };
 
-    private HttpClient Client(ServiceProvider provider)
+    private HttpClient Client(ServiceProvider provider) => Pipelines.CreateClient(Own(provider));
+
+    /// <summary>Keeps <paramref name="provider"/> for disposal with the clients.</summary>
+    private ServiceProvider Own(ServiceProvider provider)
     {
         _providers.Add(provider);
-        return Pipelines.CreateClient(provider);
+        return provider;
     }
 
     /// <summary>A handler with no work: returns its inner handler's task.</summary>

@@ -8,13 +8,15 @@ namespace Governance.Benchmarks.Pipeline;
 /// Where the time of a governed call goes, by configuration: one send of the same logical URI through MeshGovernance's
 /// handler directly over the in-memory terminal (as <c>GovernanceHandlerOnly</c> in
 /// <see cref="GovernedRequestBenchmarks"/>), with the resilience stages that can be switched off switched off one at a
-/// time. The two timeouts cannot be switched off, so <c>TimeoutsOnly</c> is the cheapest governed call there is.
+/// time, then the timeouts too: <c>LoadBalancingOnly</c> is the cheapest governed call there is.
 /// <list type="bullet">
 ///   <item><description><c>Defaults</c>: retry 2, total and per-attempt timeouts, per-endpoint circuit breaker, outlier detection;</description></item>
 ///   <item><description><c>NoBreaker</c>: <c>CircuitBreaker:Enabled false</c>;</description></item>
 ///   <item><description><c>NoOutlier</c>: <c>OutlierDetection:Enabled false</c>;</description></item>
 ///   <item><description><c>NoRetry</c>: <c>Retry:MaxRetries 0</c>;</description></item>
-///   <item><description><c>TimeoutsOnly</c>: all three off.</description></item>
+///   <item><description><c>TimeoutsOnly</c>: all three off;</description></item>
+///   <item><description><c>NoTimeouts</c>: <c>Timeout:Enabled false</c>, every other stage on;</description></item>
+///   <item><description><c>LoadBalancingOnly</c>: all four off (discovery and load balancing only).</description></item>
 /// </list>
 /// </summary>
 [MemoryDiagnoser]
@@ -43,9 +45,11 @@ public class GovernedStagesBenchmarks
         NoOutlier,
         NoRetry,
         TimeoutsOnly,
+        NoTimeouts,
+        LoadBalancingOnly,
     }
 
-    [Params(StageSet.Defaults, StageSet.NoBreaker, StageSet.NoOutlier, StageSet.NoRetry, StageSet.TimeoutsOnly)]
+    [Params(StageSet.Defaults, StageSet.NoBreaker, StageSet.NoOutlier, StageSet.NoRetry, StageSet.TimeoutsOnly, StageSet.NoTimeouts, StageSet.LoadBalancingOnly)]
     public StageSet Stages { get; set; }
 
     [GlobalSetup]
@@ -57,6 +61,8 @@ public class GovernedStagesBenchmarks
             StageSet.NoOutlier => [OutlierOff],
             StageSet.NoRetry => [RetryOff],
             StageSet.TimeoutsOnly => Pipelines.TimeoutsOnly,
+            StageSet.NoTimeouts => Pipelines.NoTimeouts,
+            StageSet.LoadBalancingOnly => Pipelines.LoadBalancingOnly,
             _ => [],
         };
         _provider = Pipelines.Governed(() => _terminal, Endpoints, serviceKeys: keys);

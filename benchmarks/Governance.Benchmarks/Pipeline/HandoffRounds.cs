@@ -19,7 +19,8 @@ namespace Governance.Benchmarks.Pipeline;
 /// <c>Bare</c> and its A/A control <c>BareControl</c>; <c>OneAsyncLayer</c> (a handler that only awaits) and
 /// <c>OneAsyncLayerBig</c> (the same with 240 B more state kept across the await, about what governance's call keeps:
 /// what a bigger async box costs when it is resumed on another core); <c>GovernanceHandlerOnly</c> (default
-/// resilience) and <c>TimeoutsOnly</c> (breaker, outlier detection and retries off). Run it with
+/// resilience), <c>TimeoutsOnly</c> (breaker, outlier detection and retries off), <c>NoTimeouts</c>
+/// (<c>Timeout:Enabled false</c>, the rest on) and <c>LoadBalancingOnly</c> (every resilience stage off). Run it with
 /// <c>DOTNET_ThreadPool_ForceMinWorkerThreads=2 DOTNET_ThreadPool_ForceMaxWorkerThreads=2</c> on a 2-core machine for
 /// steadier numbers: with more pool threads than cores, the scheduler's switches between them add their own noise.
 /// </summary>
@@ -44,6 +45,8 @@ internal static class HandoffRounds
         var logical = new Uri($"http://{Pipelines.ServiceName}/api/items");
         using var governed = Pipelines.Governed(() => terminal, one);
         using var timeoutsOnly = Pipelines.Governed(() => terminal, one, serviceKeys: Pipelines.TimeoutsOnly);
+        using var noTimeouts = Pipelines.Governed(() => terminal, one, serviceKeys: Pipelines.NoTimeouts);
+        using var loadBalancingOnly = Pipelines.Governed(() => terminal, one, serviceKeys: Pipelines.LoadBalancingOnly);
         (string Name, HttpClient Client, Uri Uri)[] clients =
         [
             ("Bare", new HttpClient(terminal, disposeHandler: false), one[0]),
@@ -52,6 +55,8 @@ internal static class HandoffRounds
             ("OneAsyncLayerBig", new HttpClient(new BigAwaitingHandler { InnerHandler = terminal }, disposeHandler: false), one[0]),
             ("GovernanceHandlerOnly", new HttpClient(Pipelines.GovernanceHandlerOnly(governed, terminal), disposeHandler: false), logical),
             ("TimeoutsOnly", new HttpClient(Pipelines.GovernanceHandlerOnly(timeoutsOnly, terminal), disposeHandler: false), logical),
+            ("NoTimeouts", new HttpClient(Pipelines.GovernanceHandlerOnly(noTimeouts, terminal), disposeHandler: false), logical),
+            ("LoadBalancingOnly", new HttpClient(Pipelines.GovernanceHandlerOnly(loadBalancingOnly, terminal), disposeHandler: false), logical),
         ];
 
         if (options.Text("--profile") is { } profile)

@@ -54,6 +54,14 @@ public sealed class RetryBudgetOptions
 /// <summary>Timeouts of a service (<c>Timeout</c>).</summary>
 public sealed class TimeoutOptions
 {
+    /// <summary>
+    /// Gets or sets a value indicating whether governance bounds calls and attempts in time. <see langword="false"/> turns
+    /// off both <see cref="Total"/> and <see cref="PerAttempt"/>: calls then end only when the caller's token is cancelled
+    /// (for an <see cref="System.Net.Http.HttpClient"/>, its own <c>Timeout</c>, 100 s unless set), which suits streaming
+    /// and long-polling services whose answers have no upper bound. Default: <see langword="true"/>.
+    /// </summary>
+    public bool? Enabled { get; set; }
+
     /// <summary>Gets or sets the limit for the whole logical call, retries and their delays included. Default: 30 s.</summary>
     public TimeSpan? Total { get; set; }
 

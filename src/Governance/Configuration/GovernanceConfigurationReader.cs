@@ -246,7 +246,7 @@ internal sealed class GovernanceConfigurationSchema
                 ("RetryNonIdempotent", boolean),
                 ("RetryOn", textList),
                 ("Budget", Object(("RetryPercent", number), ("MinRetriesPerSecond", integer))))),
-            ("Timeout", Object(("Total", duration), ("PerAttempt", duration))),
+            ("Timeout", Object(("Enabled", boolean), ("Total", duration), ("PerAttempt", duration))),
             ("CircuitBreaker", Object(
                 ("Enabled", boolean),
                 ("FailureRatio", number),

@@ -117,7 +117,7 @@ internal sealed partial class GovernanceOptionsValidator
             return; // An unknown name, already reported by the range checks.
         }
 
-        if (settings.Timeout.PerAttempt > settings.Timeout.Total)
+        if (settings.Timeout.Enabled && settings.Timeout.PerAttempt > settings.Timeout.Total)
         {
             errors.Add($"{path}:Timeout:PerAttempt '{settings.Timeout.PerAttempt}' must not exceed {path}:Timeout:Total '{settings.Timeout.Total}'");
         }

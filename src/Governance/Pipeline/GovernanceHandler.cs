@@ -137,7 +137,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                 {
                     // Open, half-open or isolated: the attempt runs inside the breaker, which rejects it or lets it
                     // through as the single half-open probe.
-                    var context = ResilienceContextPool.Shared.Get(attempt.Source.Token);
+                    var context = ResilienceContextPool.Shared.Get(attempt.Token);
                     try
                     {
                         outcome = await breaker!.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
@@ -170,18 +170,26 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     /// <summary>
     /// Starts an attempt on <paramref name="endpoint"/>: arms its timeout (the per-attempt timeout, or what is left of
-    /// the total one when that is shorter), links the caller's token, counts it in flight and rewrites the URI.
+    /// the total one when that is shorter) and links the caller's token to it, unless the service's timeouts are off
+    /// (then the attempt is sent with <paramref name="outer"/> itself); counts it in flight and rewrites the URI.
     /// Every <see cref="BeginAttempt"/> is paired with one <see cref="EndAttempt(AttemptState)"/>.
     /// </summary>
     private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, long now, TimeSpan remaining, CancellationToken outer)
     {
         var (timeout, isTotal) = AttemptTimeout(call, remaining);
-        var deadline = call.Policy.Timeouts.Start(now, isTotal ? remaining : timeout);
-        var source = deadline.Source;
-        var registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), source) : default;
+        TimeoutScheduler.Deadline? deadline = null;
+        var token = outer;
+        CancellationTokenRegistration registration = default;
+        if (call.Policy.Timeout.Enabled)
+        {
+            deadline = call.Policy.Timeouts.Start(now, isTotal ? remaining : timeout);
+            token = deadline.Source.Token;
+            registration = outer.CanBeCanceled ? outer.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), deadline.Source) : default;
+        }
+
         endpoint.OnRequestStarted();
         call.Request.RequestUri = endpoint.Rewrite(call.Logical);
-        return new AttemptState(this, call.Request, source, deadline, registration, timeout, isTotal, endpoint, outer);
+        return new AttemptState(this, call.Request, deadline, registration, timeout, isTotal, endpoint, outer, token);
     }
 
     /// <summary>
@@ -193,13 +201,15 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     private static void EndAttempt(AttemptState attempt) => EndAttempt(attempt.Endpoint, attempt.Registration, attempt.Deadline);
 
-    private static void EndAttempt(EndpointState endpoint, CancellationTokenRegistration registration, TimeoutScheduler.Deadline deadline)
+    private static void EndAttempt(EndpointState endpoint, CancellationTokenRegistration registration, TimeoutScheduler.Deadline? deadline)
     {
         endpoint.OnRequestEnded();
-
-        // The registration goes first: once disposed, the caller's token can no longer cancel a source about to be reused.
-        registration.Dispose();
-        TimeoutScheduler.End(deadline);
+        if (deadline is not null)
+        {
+            // The registration goes first: once disposed, the caller's token can no longer cancel a source about to be reused.
+            registration.Dispose();
+            TimeoutScheduler.End(deadline);
+        }
     }
 
     /// <summary>Counts a finished attempt (attempts metric, outlier detection) and pairs its outcome with its endpoint.</summary>
@@ -246,7 +256,8 @@ internal sealed class GovernanceHandler : DelegatingHandler
 
     /// <summary>
     /// Runs a Polly phase (retry or hedging) of a call: its context carries <paramref name="state"/> and a token that
-    /// fires at the call's total timeout or when the caller cancels, so Polly's delays are bounded by the total timeout too.
+    /// fires at the call's total timeout or when the caller cancels, so Polly's delays are bounded by the total timeout too
+    /// (the caller's token alone when the service's timeouts are off).
     /// </summary>
     private static async Task<Outcome<HttpResponseMessage>> ExecuteWithinTotalAsync<TState>(
         GovernedCall call,
@@ -255,11 +266,19 @@ internal sealed class GovernanceHandler : DelegatingHandler
         TState state,
         Func<ResilienceContext, TState, ValueTask<Outcome<HttpResponseMessage>>> callback)
     {
-        var now = call.Policy.Time.GetTimestamp();
-        var remaining = call.RemainingAt(now);
-        var total = call.Policy.Timeouts.Start(now, remaining > TimeSpan.Zero ? remaining : TimeSpan.FromTicks(1));
-        var registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total.Source);
-        var context = ResilienceContextPool.Shared.Get(total.Source.Token);
+        TimeoutScheduler.Deadline? total = null;
+        CancellationTokenRegistration registration = default;
+        var token = call.CallerToken;
+        if (call.Policy.Timeout.Enabled)
+        {
+            var now = call.Policy.Time.GetTimestamp();
+            var remaining = call.RemainingAt(now);
+            total = call.Policy.Timeouts.Start(now, remaining > TimeSpan.Zero ? remaining : TimeSpan.FromTicks(1));
+            registration = call.CallerToken.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), total.Source);
+            token = total.Source.Token;
+        }
+
+        var context = ResilienceContextPool.Shared.Get(token);
         context.Properties.Set(key, state);
         try
         {
@@ -268,8 +287,11 @@ internal sealed class GovernanceHandler : DelegatingHandler
         finally
         {
             ResilienceContextPool.Shared.Return(context);
-            registration.Dispose();
-            TimeoutScheduler.End(total);
+            if (total is not null)
+            {
+                registration.Dispose();
+                TimeoutScheduler.End(total);
+            }
         }
     }
 
@@ -307,7 +329,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
         {
             case AttemptTimeoutException timeout:
                 throw new CallTimeoutException(name, timeout.IsTotal ? call.Policy.Timeout.Total : timeout.Timeout, attempts, timeout);
-            case OperationCanceledException when !call.CallerToken.IsCancellationRequested:
+            case OperationCanceledException when call.Policy.Timeout.Enabled && !call.CallerToken.IsCancellationRequested:
                 throw new CallTimeoutException(name, call.Policy.Timeout.Total, attempts, exception);
             case BrokenCircuitException:
                 throw new NoAvailableEndpointException(name, $"the circuit breaker of every endpoint tried is open ({attempts} attempt{(attempts == 1 ? string.Empty : "s")})");
@@ -394,7 +416,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     Outcome<HttpResponseMessage> outcome;
                     try
                     {
-                        outcome = Outcome.FromResult(await base.SendAsync(call.Request, deadline.Source.Token).ConfigureAwait(false));
+                        outcome = Outcome.FromResult(await base.SendAsync(call.Request, attempt.Token).ConfigureAwait(false));
                     }
 #pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
                     catch (Exception ex)
@@ -402,7 +424,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
                     {
                         // The first attempt began with the whole total timeout left (see BeginAttempt).
                         var (timeout, isTotal) = AttemptTimeout(call, call.Policy.Timeout.Total);
-                        outcome = AttemptState.Failed(ex, deadline.Source, timeout, isTotal, call.CallerToken);
+                        outcome = AttemptState.Failed(ex, deadline, timeout, isTotal, call.CallerToken);
                     }
                     finally
                     {
@@ -475,7 +497,7 @@ internal sealed class GovernanceHandler : DelegatingHandler
     {
         try
         {
-            return Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Source.Token).ConfigureAwait(false));
+            return Outcome.FromResult(await base.SendAsync(attempt.Request, attempt.Token).ConfigureAwait(false));
         }
 #pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
         catch (Exception ex)
@@ -485,25 +507,29 @@ internal sealed class GovernanceHandler : DelegatingHandler
         }
     }
 
-    /// <summary>One attempt in flight: what its send needs (passed by value through Polly's state parameter) and what ends it.</summary>
+    /// <summary>
+    /// One attempt in flight: what its send needs (passed by value through Polly's state parameter) and what ends it.
+    /// <see cref="Token"/> is its timeout's token, linked to the caller's, or the caller's own token and no
+    /// <see cref="Deadline"/> when the service's timeouts are off.
+    /// </summary>
     private readonly record struct AttemptState(
         GovernanceHandler Handler,
         HttpRequestMessage Request,
-        CancellationTokenSource Source,
-        TimeoutScheduler.Deadline Deadline,
+        TimeoutScheduler.Deadline? Deadline,
         CancellationTokenRegistration Registration,
         TimeSpan Timeout,
         bool IsTotal,
         EndpointState Endpoint,
-        CancellationToken Outer)
+        CancellationToken Outer,
+        CancellationToken Token)
     {
         /// <summary>Turns a failed send into an outcome: a cancellation by the attempt's own timer becomes an <see cref="AttemptTimeoutException"/>.</summary>
-        public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Source, Timeout, IsTotal, Outer);
+        public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Deadline, Timeout, IsTotal, Outer);
 
         /// <summary>Turns a failed send into an outcome, from the parts of an attempt: see <see cref="Failed(Exception)"/>.</summary>
-        public static Outcome<HttpResponseMessage> Failed(Exception exception, CancellationTokenSource source, TimeSpan timeout, bool isTotal, CancellationToken outer) =>
+        public static Outcome<HttpResponseMessage> Failed(Exception exception, TimeoutScheduler.Deadline? deadline, TimeSpan timeout, bool isTotal, CancellationToken outer) =>
             Outcome.FromException<HttpResponseMessage>(
-                exception is OperationCanceledException && source.IsCancellationRequested && !outer.IsCancellationRequested
+                exception is OperationCanceledException && deadline is not null && deadline.Source.IsCancellationRequested && !outer.IsCancellationRequested
                     ? new AttemptTimeoutException(timeout, isTotal, exception)
                     : exception);
     }

@@ -45,8 +45,11 @@ internal readonly struct GovernedCall
     /// <summary>Gets the time left before the total timeout.</summary>
     public TimeSpan Remaining => RemainingAt(Policy.Time.GetTimestamp());
 
-    /// <summary>Gets the time left before the total timeout at <paramref name="now"/> (a timestamp of the service's clock).</summary>
-    public TimeSpan RemainingAt(long now) => Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt, now);
+    /// <summary>
+    /// Gets the time left before the total timeout at <paramref name="now"/> (a timestamp of the service's clock);
+    /// <see cref="TimeSpan.MaxValue"/> when the service's timeouts are off (<c>Timeout:Enabled false</c>).
+    /// </summary>
+    public TimeSpan RemainingAt(long now) => Policy.Timeout.Enabled ? Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt, now) : TimeSpan.MaxValue;
 }
 
 /// <summary>The outcome of one attempt and the endpoint it went to (none when no endpoint could be picked).</summary>

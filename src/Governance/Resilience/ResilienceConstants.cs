@@ -15,6 +15,10 @@ internal static class ResilienceConstants
 
     public static readonly TimeSpan TotalTimeout = TimeSpan.FromSeconds(30);
     public static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(10);
+    public const bool TimeoutEnabled = true;
+
+    /// <summary>How long a call may last when governance's timeouts are off: HttpClient's default <c>Timeout</c>.</summary>
+    public static readonly TimeSpan UnboundedCallGrace = TimeSpan.FromSeconds(100);
 
     public const bool CircuitBreakerEnabled = true;
     public const double FailureRatio = 0.5;

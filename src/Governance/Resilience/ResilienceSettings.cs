@@ -33,7 +33,12 @@ internal sealed record RetrySettings(
     double BudgetPercent,
     int MinRetriesPerSecond);
 
-internal sealed record TimeoutSettings(TimeSpan Total, TimeSpan PerAttempt);
+/// <summary>
+/// A service's timeouts. When <see cref="Enabled"/> is <see langword="false"/> (<c>Timeout:Enabled false</c>) governance
+/// arms no timer: attempts are sent with the caller's token and <see cref="Total"/> and <see cref="PerAttempt"/> (still the
+/// configured or default values) bound nothing but the first wait for discovery and a retired limiter's grace period.
+/// </summary>
+internal sealed record TimeoutSettings(TimeSpan Total, TimeSpan PerAttempt, bool Enabled = true);
 
 internal sealed record CircuitBreakerSettings(double FailureRatio, int MinimumThroughput, TimeSpan SamplingDuration, TimeSpan BreakDuration);
 
@@ -95,7 +100,8 @@ internal sealed record ResilienceSettings(
 
         var timeout = new TimeoutSettings(
             service.Timeout?.Total ?? defaults.Timeout?.Total ?? ResilienceConstants.TotalTimeout,
-            service.Timeout?.PerAttempt ?? defaults.Timeout?.PerAttempt ?? ResilienceConstants.AttemptTimeout);
+            service.Timeout?.PerAttempt ?? defaults.Timeout?.PerAttempt ?? ResilienceConstants.AttemptTimeout,
+            service.Timeout?.Enabled ?? defaults.Timeout?.Enabled ?? ResilienceConstants.TimeoutEnabled);
 
         var cb = service.CircuitBreaker;
         var dcb = defaults.CircuitBreaker;

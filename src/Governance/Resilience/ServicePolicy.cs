@@ -139,7 +139,7 @@ internal sealed class ServicePolicy : IDisposable
     /// <summary>
     /// Retires this policy after a reload replaced it. Calls that read it may still be acquiring or holding a permit, so
     /// a limiter that was not handed over to the next policy is disposed only once they have had the total timeout to
-    /// finish.
+    /// finish (HttpClient's default timeout, 100 s, when the service's timeouts are off).
     /// </summary>
     public void Retire()
     {
@@ -156,7 +156,7 @@ internal sealed class ServicePolicy : IDisposable
                         t()?.Dispose();
                     },
                     (limiter, (Func<ITimer?>)(() => timer)),
-                    Timeout.Total + TimeSpan.FromSeconds(1),
+                    (Timeout.Enabled ? Timeout.Total : ResilienceConstants.UnboundedCallGrace) + TimeSpan.FromSeconds(1),
                     System.Threading.Timeout.InfiniteTimeSpan);
             }
         }

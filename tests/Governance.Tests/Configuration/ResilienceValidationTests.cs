@@ -31,6 +31,7 @@ public sealed class ResilienceValidationTests
     [InlineData("Retry:Budget:RetryPercent", "1001", "Retry:Budget:RetryPercent '1001' must be between 0 and 1000")]
     [InlineData("Retry:Budget:MinRetriesPerSecond", "-1", "Retry:Budget:MinRetriesPerSecond '-1' must be between 0 and 100000")]
     [InlineData("Timeout:Total", "00:00:00", "Timeout:Total '00:00:00' must be between 00:00:00.0010000 and 1.00:00:00")]
+    [InlineData("Timeout:Enabled", "off", "Timeout:Enabled 'off' is not true or false")]
     [InlineData("CircuitBreaker:FailureRatio", "0", "CircuitBreaker:FailureRatio '0' must be greater than 0 and at most 1")]
     [InlineData("CircuitBreaker:FailureRatio", "1.5", "CircuitBreaker:FailureRatio '1.5' must be greater than 0 and at most 1")]
     [InlineData("CircuitBreaker:MinimumThroughput", "1", "CircuitBreaker:MinimumThroughput '1' must be 2 or more")]
@@ -70,6 +71,21 @@ public sealed class ResilienceValidationTests
         });
 
         Assert.Equal($"{Service}:Timeout:PerAttempt '00:00:05' must not exceed {Service}:Timeout:Total '00:00:02'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_TimeoutsOff_PerAttemptLongerThanTotalIsNotAnError()
+    {
+        // Limits that bound nothing are not checked against each other; every other key still is.
+        var failures = Validate(new()
+        {
+            [$"{Service}:Timeout:Enabled"] = "false",
+            [$"{Service}:Timeout:Total"] = "00:00:02",
+            [$"{Service}:Timeout:PerAttempt"] = "00:00:05",
+            [$"{Service}:Retry:MaxRetries"] = "11",
+        });
+
+        Assert.Equal($"{Service}:Retry:MaxRetries '11' must be between 0 and 10", Assert.Single(failures));
     }
 
     [Fact]

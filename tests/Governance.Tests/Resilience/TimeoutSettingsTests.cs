@@ -156,4 +156,97 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
             held.Release();
         }
     }
+
+    [Fact]
+    public async Task Disabled_EndpointHangs_NoTimeoutFiresAndOnlyTheCallerEndsTheCall()
+    {
+        // Timeout:Enabled false: the configured limits stay in the settings but bound nothing; an hour of fake time
+        // passes with the attempt still waiting, and the caller's cancellation is what ends it (no retry, no
+        // CallTimeoutException).
+        var time = new ObservedTimeProvider();
+        var held = new HeldRequests();
+        await using var hang = await LoopbackServer.StartAsync("hang", held.Handle);
+        try
+        {
+            var settings = Faults.Settings(hang)
+                .With("Timeout:Enabled", false)
+                .With("Timeout:PerAttempt", TimeSpan.FromSeconds(2))
+                .With("Timeout:Total", TimeSpan.FromSeconds(10));
+            await using var governed = Faults.Create(settings, time);
+            using var caller = new CancellationTokenSource();
+            var call = governed.Client.GetAsync(Faults.Url, caller.Token);
+
+            await held.WaitForArrivalAsync();
+            time.Advance(TimeSpan.FromHours(1));
+            await Task.Yield();
+            Assert.False(call.IsCompleted, $"the call ended without the caller cancelling it: {call.Status} {call.Exception?.InnerException?.GetType().Name}");
+
+            await caller.CancelAsync();
+            var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(Faults.Guard));
+            output.WriteLine($"after 1 h of fake time the call was still waiting; the caller's cancellation ended it with {ex.GetType().Name}");
+            Assert.Equal(1, held.Count);
+            Assert.Equal(1, hang.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Disabled_FirstEndpointFails_RetriesStillGoElsewhere()
+    {
+        // Without a total timeout the retry phase runs on the caller's token alone: retries and their delays still happen.
+        await using var failing = await Faults.StartStatusAsync("failing", 503);
+        await using var a = await LoopbackServer.StartAsync("a");
+        var settings = Faults.Settings(failing, a)
+            .With("Timeout:Enabled", false)
+            .With("Retry:BaseDelay", "00:00:00.001")
+            .With("OutlierDetection:Enabled", false)
+            .With("CircuitBreaker:Enabled", false);
+        await using var governed = Faults.Create(settings);
+
+        var results = await Faults.SendSequentialAsync(governed, 6);
+        output.WriteLine(Faults.Describe(results));
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.All(results, r => Assert.Equal("a", r.Server));
+        Assert.True(failing.RequestCount >= 1, "no call went to the failing endpoint first, so no retry was exercised");
+    }
+
+    [Fact]
+    public async Task Disabled_ThenEnabledByReload_TimeoutsApplyToNewCalls()
+    {
+        var perAttempt = TimeSpan.FromSeconds(2);
+        var total = TimeSpan.FromSeconds(5);
+        var time = new ObservedTimeProvider();
+        var held = new HeldRequests();
+        await using var hang = await LoopbackServer.StartAsync("hang", held.Handle);
+        try
+        {
+            var settings = Faults.Settings(hang)
+                .With("Retry:MaxRetries", 0)
+                .With("Timeout:Enabled", false)
+                .With("Timeout:PerAttempt", perAttempt)
+                .With("Timeout:Total", total);
+            await using var governed = Faults.Create(settings, time);
+            var unbounded = governed.Client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+
+            governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Timeout:Enabled"] = "true";
+            governed.Configuration.Reload();
+            var bounded = governed.Client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            time.Advance(perAttempt);
+
+            var ex = await Assert.ThrowsAsync<CallTimeoutException>(() => bounded.WaitAsync(Faults.Guard));
+            output.WriteLine($"after the reload: {ex.Message}; the call started before it is still waiting: {!unbounded.IsCompleted}");
+            Assert.Equal(perAttempt, ex.Timeout);
+            Assert.False(unbounded.IsCompleted, "the call started while timeouts were off was bounded by a timeout");
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
 }
