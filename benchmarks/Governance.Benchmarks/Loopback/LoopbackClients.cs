@@ -17,6 +17,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>GovernedNoBreaker</c> and <c>GovernedTimeoutsOnly</c> (only in <c>loopback-rounds</c>, to tell which stage costs what): <c>Governed</c> with <c>CircuitBreaker:Enabled false</c>, and with the breaker, outlier detection and retries off (<c>Retry:MaxRetries 0</c>), which leaves the two timeouts;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
 ///   <item><description><c>GovernanceHandlerNoTimeouts</c> and <c>GovernanceHandlerLoadBalancingOnly</c> (only in <c>loopback-rounds</c>): <c>GovernanceHandlerOnly</c> with <c>Timeout:Enabled false</c>, and with every resilience stage off (<see cref="Pipelines.LoadBalancingOnly"/>: issue 2's governance, discovery and load balancing);</description></item>
+///   <item><description><c>GovernedLoadBalancingOnlyNoFactoryLoggers</c> (only in <c>loopback-rounds</c>): <c>GovernedNoFactoryLoggers</c> with every resilience stage off, what a user of issue 2's governance (discovery and load balancing, no resilience) gets from the factory without its loggers;</description></item>
 ///   <item><description><c>GovernedNoFactoryLoggers</c> and <c>GovernedFullStackNoFactoryLoggers</c>: <c>Governed</c> and <c>GovernedFullStack</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>), what a user who opts out of them gets;</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
 /// </list>
@@ -48,6 +49,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
             Own(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.LoadBalancingOnly)), CreateSocketsHandler()));
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         GovernedFullStackNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.NeverRejectingRateLimit));
+        GovernedLoadBalancingOnlyNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.LoadBalancingOnly));
         ServiceDiscovery = Client(Pipelines.ServiceDiscovery(CreateSocketsHandler, [server.Address]));
     }
 
@@ -94,6 +96,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
     /// <summary>Gets <c>GovernedFullStack</c> (never-rejecting token bucket included) with the factory's logging handlers removed.</summary>
     public HttpClient GovernedFullStackNoFactoryLoggers { get; }
 
+    /// <summary>Gets <c>GovernedNoFactoryLoggers</c> with every resilience stage off: discovery and load balancing only.</summary>
+    public HttpClient GovernedLoadBalancingOnlyNoFactoryLoggers { get; }
+
     public HttpClient ServiceDiscovery { get; }
 
     public static async Task<LoopbackClients> StartAsync()
@@ -128,6 +133,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(GovernanceHandlerLoadBalancingOnly), GovernanceHandlerLoadBalancingOnly, LogicalUri),
         (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
         (nameof(GovernedFullStackNoFactoryLoggers), GovernedFullStackNoFactoryLoggers, LogicalUri),
+        (nameof(GovernedLoadBalancingOnlyNoFactoryLoggers), GovernedLoadBalancingOnlyNoFactoryLoggers, LogicalUri),
         (nameof(ServiceDiscovery), ServiceDiscovery, LogicalUri),
     ];
 
@@ -148,6 +154,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernanceHandlerLoadBalancingOnly.Dispose();
         GovernedNoFactoryLoggers.Dispose();
         GovernedFullStackNoFactoryLoggers.Dispose();
+        GovernedLoadBalancingOnlyNoFactoryLoggers.Dispose();
         ServiceDiscovery.Dispose();
         foreach (var provider in _providers)
         {
