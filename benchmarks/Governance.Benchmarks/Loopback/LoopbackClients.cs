@@ -10,6 +10,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
 ///   <item><description><c>BareControl</c> (only in <c>loopback-rounds</c>): a second client built exactly like <c>Bare</c>. Its ratio to <c>Bare</c> is the noise floor and the bias of the method (an A/A comparison): differences between other clients smaller than its spread are not measured;</description></item>
 ///   <item><description><c>OneSyncLayer</c> and <c>OneAsyncLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under one <see cref="DelegatingHandler"/> that does nothing: one that returns its inner handler's task (no async layer), and one that awaits it (<c>async</c>/<c>await</c>, one async layer, as every governance handler has at least). What one handler layer costs on this machine, with no work in it;</description></item>
+///   <item><description><c>RewriteLayer</c> and <c>PooledRewriteLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under a <see cref="RewritingHandler"/>, logical URL: the URI rewrite and restore of a governed call in one plain or one pooled async layer, without any of governance's work;</description></item>
 ///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
 ///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
 ///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
@@ -35,6 +36,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
         BareControl = new HttpClient(CreateSocketsHandler());
         OneSyncLayer = new HttpClient(new PassThroughHandler { InnerHandler = CreateSocketsHandler() });
         OneAsyncLayer = new HttpClient(new AwaitingHandler { InnerHandler = CreateSocketsHandler() });
+        RewriteLayer = new HttpClient(new RewritingHandler(PhysicalUri, pooled: false) { InnerHandler = CreateSocketsHandler() });
+        PooledRewriteLayer = new HttpClient(new RewritingHandler(PhysicalUri, pooled: true) { InnerHandler = CreateSocketsHandler() });
+        CallbackRewriteLayer = new HttpClient(new CallbackRewritingHandler(PhysicalUri) { InnerHandler = CreateSocketsHandler() });
         Factory = Client(Pipelines.Factory(CreateSocketsHandler));
         StandardResilience = Client(Pipelines.StandardResilience(CreateSocketsHandler));
         var governed = Pipelines.Governed(CreateSocketsHandler, [server.Address]);
@@ -69,6 +73,15 @@ internal sealed class LoopbackClients : IAsyncDisposable
 
     /// <summary>Gets <see cref="Bare"/> under a handler that awaits its inner handler's task.</summary>
     public HttpClient OneAsyncLayer { get; }
+
+    /// <summary>Gets <see cref="Bare"/> under a plain async handler that rewrites the logical URI to the server's and restores it.</summary>
+    public HttpClient RewriteLayer { get; }
+
+    /// <summary>Gets <see cref="RewriteLayer"/> as a pooled <see cref="ValueTask{TResult}"/> method returned as a task, as governance's handler is.</summary>
+    public HttpClient PooledRewriteLayer { get; }
+
+    /// <summary>Gets <see cref="RewriteLayer"/> without an async method: one cached continuation on the inner task completes a task completion source.</summary>
+    public HttpClient CallbackRewriteLayer { get; }
 
     public HttpClient Factory { get; }
 
@@ -123,6 +136,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(BareControl), BareControl, PhysicalUri),
         (nameof(OneSyncLayer), OneSyncLayer, PhysicalUri),
         (nameof(OneAsyncLayer), OneAsyncLayer, PhysicalUri),
+        (nameof(RewriteLayer), RewriteLayer, LogicalUri),
+        (nameof(PooledRewriteLayer), PooledRewriteLayer, LogicalUri),
+        (nameof(CallbackRewriteLayer), CallbackRewriteLayer, LogicalUri),
         (nameof(StandardResilience), StandardResilience, PhysicalUri),
         (nameof(Governed), Governed, LogicalUri),
         (nameof(GovernedFullStack), GovernedFullStack, LogicalUri),
@@ -143,6 +159,9 @@ internal sealed class LoopbackClients : IAsyncDisposable
         BareControl.Dispose();
         OneSyncLayer.Dispose();
         OneAsyncLayer.Dispose();
+        RewriteLayer.Dispose();
+        PooledRewriteLayer.Dispose();
+        CallbackRewriteLayer.Dispose();
         Factory.Dispose();
         StandardResilience.Dispose();
         Governed.Dispose();

@@ -24,7 +24,7 @@ namespace Governance.Pipeline;
 /// </list>
 /// Requests whose host is not a governed service pass through untouched, without an async layer.
 /// </summary>
-internal sealed class GovernanceHandler : DelegatingHandler
+internal sealed partial class GovernanceHandler : DelegatingHandler
 {
     private readonly GovernanceRuntime _runtime;
 
@@ -75,7 +75,12 @@ internal sealed class GovernanceHandler : DelegatingHandler
             }
         }
 
-        return SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease).AsTask();
+        // Unobserved calls without hedging, the common case, run without an async method (GovernanceHandler.Inline.cs);
+        // the others run the same stages in SendGovernedAsync, whose async method keeps the span current across awaits.
+        var call = new GovernedCall(service, policy, request, logical, cancellationToken);
+        return policy.HedgingPipeline is null && !GovernanceInstrumentation.Source.HasListeners()
+            ? SendInline(call, lease)
+            : SendGovernedAsync(call, lease).AsTask();
     }
 
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)

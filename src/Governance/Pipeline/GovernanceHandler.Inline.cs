@@ -1,0 +1,313 @@
+using System.Runtime.CompilerServices;
+using System.Threading.RateLimiting;
+using Governance.Resilience;
+using Governance.Telemetry;
+using Polly;
+
+namespace Governance.Pipeline;
+
+/// <summary>
+/// The common governed call without an async method: nothing listens to governance's spans and the service does not
+/// hedge. The first attempt is started here, on the caller's thread; one pooled <see cref="InlineAttempt"/> puts one
+/// cached continuation on the socket's task and, when it runs, ends the attempt, counts it and completes the one
+/// <see cref="TaskCompletionSource{TResult}"/> the caller awaits. What this saves over a pooled async method (whose
+/// <see cref="ValueTask{TResult}"/> must be turned into a task): the state machine's box and its resumption, the
+/// builder's pool and the <c>AsTask</c> hop, on the core where the response arrives. A call that needs more than one
+/// synchronous step (no endpoint, a circuit that is not closed, a breaker that trips, a retry) continues in
+/// <see cref="FinishAsync"/>, which runs exactly what <see cref="SendGovernedAsync"/> runs after its first attempt.
+/// </summary>
+internal sealed partial class GovernanceHandler
+{
+    private Task<HttpResponseMessage> SendInline(GovernedCall call, RateLimitLease? lease)
+    {
+        var policy = call.Policy;
+        if (policy.UsesBudget)
+        {
+            policy.Budget.OnRequest(call.StartedAt);
+        }
+
+        var endpoint = call.Service.TryPick(call.Request);
+        TaskCompletionSource<HttpResponseMessage> promise;
+        if (endpoint is null || !(endpoint.Breaker?.IsClosed ?? true))
+        {
+            // No endpoint, or the pick's circuit is not closed: the general attempt (inside the breaker), asynchronously.
+            var first = endpoint is null
+                ? new ValueTask<AttemptResult>(new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null))
+                : AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint);
+            promise = new TaskCompletionSource<HttpResponseMessage>();
+            _ = FinishAsync(call, lease, promise, first);
+            return promise.Task;
+        }
+
+        // The first attempt. Nothing has run since the call's clock started, so the whole total timeout is left.
+        var attempt = BeginAttempt(call, endpoint, call.StartedAt, policy.Timeout.Total, call.CallerToken);
+        Task<HttpResponseMessage> inner;
+        try
+        {
+            inner = base.SendAsync(call.Request, attempt.Token);
+        }
+#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            inner = Task.FromException<HttpResponseMessage>(ex);
+        }
+
+        if (inner.IsCompleted)
+        {
+            // Answered at once (a handler that completes synchronously, a cancelled token): no continuation, and a
+            // completed task instead of a promise when the call ends here too.
+            var outcome = FirstOutcome(call, inner, attempt.Deadline);
+            EndAttempt(endpoint, attempt.Registration, attempt.Deadline);
+            return FinishFirstAttempt(call, endpoint, outcome, lease, promise: null);
+        }
+
+        promise = new TaskCompletionSource<HttpResponseMessage>();
+        InlineAttempt.Rent().Start(this, call, endpoint, attempt, lease, inner, promise);
+        return promise.Task;
+    }
+
+    /// <summary>The outcome of a first attempt whose send completed: its response, or what awaiting it would throw.</summary>
+    private static Outcome<HttpResponseMessage> FirstOutcome(GovernedCall call, Task<HttpResponseMessage> inner, TimeoutScheduler.Deadline? deadline)
+    {
+        if (inner.IsCompletedSuccessfully)
+        {
+            return Outcome.FromResult(inner.Result);
+        }
+
+        try
+        {
+            // Throws what awaiting the task would throw (the original exception, or the cancellation).
+            return Outcome.FromResult(inner.GetAwaiter().GetResult());
+        }
+#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            // The first attempt began with the whole total timeout left (see SendInline).
+            var (timeout, isTotal) = AttemptTimeout(call, call.Policy.Timeout.Total);
+            return AttemptState.Failed(ex, deadline, timeout, isTotal, call.CallerToken);
+        }
+    }
+
+    /// <summary>
+    /// After the first attempt's outcome: the breaker counts it (synchronously unless it trips), outlier detection and
+    /// metrics count it, then the call ends here or, when a retry is due or the breaker is opening, in <see cref="FinishAsync"/>.
+    /// Completes <paramref name="promise"/> and returns its task; without one (the send completed synchronously) returns
+    /// a completed task, or a new promise's task when the call goes on.
+    /// </summary>
+    private Task<HttpResponseMessage> FinishFirstAttempt(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise)
+    {
+        if (endpoint.Breaker is { } breaker)
+        {
+            var recorded = breaker.RecordAsync(outcome);
+            if (!recorded.IsCompletedSuccessfully)
+            {
+                promise ??= new TaskCompletionSource<HttpResponseMessage>();
+                _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, breaker, outcome, recorded));
+                return promise.Task;
+            }
+
+            recorded.GetAwaiter().GetResult();
+            if (!breaker.IsClosed)
+            {
+                GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
+            }
+        }
+
+        var first = Account(call, endpoint, attemptNumber: 1, outcome);
+        if (MayRetry(call, first.Outcome))
+        {
+            promise ??= new TaskCompletionSource<HttpResponseMessage>();
+            _ = FinishAsync(call, lease, promise, new ValueTask<AttemptResult>(first));
+            return promise.Task;
+        }
+
+        HttpResponseMessage response;
+        try
+        {
+            response = Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
+        }
+#pragma warning disable CA1031 // The caller gets every failure through its task.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            return Fail(call, lease, promise, ex);
+        }
+
+        return Succeed(call, lease, promise, response);
+    }
+
+    /// <summary>The breaker is opening its circuit (Polly runs its <c>OnOpened</c>): the rest of the first attempt once it has.</summary>
+    private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, EndpointBreaker breaker, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
+    {
+        await recorded.ConfigureAwait(false);
+        if (!breaker.IsClosed)
+        {
+            GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
+        }
+
+        return Account(call, endpoint, attemptNumber: 1, outcome);
+    }
+
+    /// <summary>The rest of a call whose first attempt is <paramref name="pending"/>: the retry phase when due, then the end of the call.</summary>
+    private async Task FinishAsync(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage> promise, ValueTask<AttemptResult> pending)
+    {
+        HttpResponseMessage response;
+        try
+        {
+            var first = await pending.ConfigureAwait(false);
+            response = MayRetry(call, first.Outcome)
+                ? await RetryAsync(call, first).ConfigureAwait(false)
+                : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
+        }
+#pragma warning disable CA1031 // The caller gets every failure through its task.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            _ = Fail(call, lease, promise, ex);
+            return;
+        }
+
+        _ = Succeed(call, lease, promise, response);
+    }
+
+    /// <summary>
+    /// Ends a call with its response: metrics, the caller's URI back, the permit returned, then the caller's task
+    /// (<paramref name="promise"/>'s, or a completed one).
+    /// </summary>
+    private static Task<HttpResponseMessage> Succeed(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, HttpResponseMessage response)
+    {
+        EndCall(call, response, null);
+        call.Request.RequestUri = call.Logical;
+        lease?.Dispose();
+        if (promise is null)
+        {
+            return Task.FromResult(response);
+        }
+
+        promise.TrySetResult(response);
+        return promise.Task;
+    }
+
+    /// <summary>
+    /// Ends a call with its failure, as an async method would: a cancellation cancels the caller's task, anything else
+    /// faults it.
+    /// </summary>
+    private static Task<HttpResponseMessage> Fail(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, Exception exception)
+    {
+        EndCall(call, null, exception);
+        call.Request.RequestUri = call.Logical;
+        lease?.Dispose();
+        promise ??= new TaskCompletionSource<HttpResponseMessage>();
+        if (exception is OperationCanceledException canceled)
+        {
+            promise.TrySetCanceled(canceled.CancellationToken);
+        }
+        else
+        {
+            promise.TrySetException(exception);
+        }
+
+        return promise.Task;
+    }
+
+    /// <summary>
+    /// The first attempt of an inline call while it is on the wire. Pooled as <see cref="PoolingAsyncValueTaskMethodBuilder"/>
+    /// pools its boxes (one per thread, then one per core; taken when a call starts and given back, on whichever thread
+    /// the response completes, before the caller's task is completed), so that its continuation delegate is allocated
+    /// once, not per call. The continuation runs in the caller's <see cref="ExecutionContext"/>, as an async method's would.
+    /// </summary>
+    private sealed class InlineAttempt
+    {
+        /// <summary>Slots per core in <see cref="PerCore"/>: 128 bytes apart, so that two cores never write one cache line.</summary>
+        private const int Stride = 16;
+
+        private static readonly ContextCallback RunComplete = static s => ((InlineAttempt)s!).Complete();
+        private static readonly int Cores = Environment.ProcessorCount;
+
+        /// <summary>One free attempt per core, at <c>(core + 1) * Stride</c> (the first and last 128 bytes are padding).</summary>
+        private static readonly InlineAttempt?[] PerCore = new InlineAttempt?[(Cores + 2) * Stride];
+
+        [ThreadStatic]
+        private static InlineAttempt? t_free;
+
+        private readonly Action _onCompleted;
+        private GovernanceHandler? _handler;
+        private GovernedCall _call;
+        private EndpointState? _endpoint;
+        private TimeoutScheduler.Deadline? _deadline;
+        private CancellationTokenRegistration _registration;
+        private RateLimitLease? _lease;
+        private Task<HttpResponseMessage>? _inner;
+        private TaskCompletionSource<HttpResponseMessage>? _promise;
+        private ExecutionContext? _context;
+
+        private InlineAttempt() => _onCompleted = OnCompleted;
+
+        public static InlineAttempt Rent()
+        {
+            var attempt = t_free;
+            if (attempt is not null)
+            {
+                t_free = null;
+                return attempt;
+            }
+
+            return Interlocked.Exchange(ref CoreSlot(), null) ?? new InlineAttempt();
+        }
+
+        public void Start(GovernanceHandler handler, GovernedCall call, EndpointState endpoint, AttemptState attempt, RateLimitLease? lease, Task<HttpResponseMessage> inner, TaskCompletionSource<HttpResponseMessage> promise)
+        {
+            _handler = handler;
+            _call = call;
+            _endpoint = endpoint;
+            _deadline = attempt.Deadline;
+            _registration = attempt.Registration;
+            _lease = lease;
+            _inner = inner;
+            _promise = promise;
+            _context = ExecutionContext.Capture();
+            inner.ConfigureAwait(false).GetAwaiter().UnsafeOnCompleted(_onCompleted);
+        }
+
+        private static ref InlineAttempt? CoreSlot() => ref PerCore[(int)(((uint)Thread.GetCurrentProcessorId() % (uint)Cores) + 1) * Stride];
+
+        private void OnCompleted()
+        {
+            // Usually the completing thread already runs in the caller's context (both default, or the socket's task
+            // completed inside an async method the caller started); otherwise switch to it for the rest of the call.
+            if (_context is { } context && !ReferenceEquals(context, ExecutionContext.Capture()))
+            {
+                ExecutionContext.Run(context, RunComplete, this);
+            }
+            else
+            {
+                Complete();
+            }
+        }
+
+        private void Return()
+        {
+            if (t_free is null)
+            {
+                t_free = this;
+            }
+            else
+            {
+                Interlocked.CompareExchange(ref CoreSlot(), this, null);
+            }
+        }
+
+        private void Complete()
+        {
+            var (handler, call, endpoint, deadline, registration, lease, inner, promise) = (_handler!, _call, _endpoint!, _deadline, _registration, _lease, _inner!, _promise!);
+            (_handler, _call, _endpoint, _deadline, _registration, _lease, _inner, _promise, _context) = (null, default, null, null, default, null, null, null, null);
+            Return();
+
+            var outcome = FirstOutcome(call, inner, deadline);
+            EndAttempt(endpoint, registration, deadline);
+            _ = handler.FinishFirstAttempt(call, endpoint, outcome, lease, promise);
+        }
+    }
+}
