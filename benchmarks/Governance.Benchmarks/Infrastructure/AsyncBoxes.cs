@@ -37,24 +37,37 @@ internal static class AsyncBoxes
 
             var fields = stateMachine.GetFields(BindingFlags.Instance | BindingFlags.Public | BindingFlags.NonPublic);
             var builder = Array.Find(fields, static f => f.Name == "<>t__builder")!.FieldType;
-            var boxDefinition = Array.Find(
-                builder.GetGenericTypeDefinition().GetNestedTypes(BindingFlags.NonPublic),
-                static t => t.Name is "AsyncStateMachineBox`1" or "StateMachineBox`1")!;
-            var box = boxDefinition.MakeGenericType([.. builder.GetGenericArguments(), stateMachine]);
+            var box = Box(builder, stateMachine);
             var pooled = builder.Name.StartsWith("Pooling", StringComparison.Ordinal);
             var method = stateMachine.Name[1..stateMachine.Name.IndexOf('>', StringComparison.Ordinal)];
-            Console.WriteLine($"{method}: {builder.Name[..builder.Name.IndexOf('`', StringComparison.Ordinal)]}, state machine {Size(stateMachine)} B, box {Allocated(box)} B{(pooled ? " (pooled)" : " (allocated by every call that awaits)")}");
+            Console.WriteLine($"{method}: {(builder.IsGenericType ? builder.Name[..builder.Name.IndexOf('`', StringComparison.Ordinal)] : builder.Name)}, state machine {Size(stateMachine)} B, box {Allocated(box)} B{(pooled ? " (pooled)" : " (allocated by every call that awaits)")}");
             foreach (var field in fields)
             {
                 Console.WriteLine($"    {Size(field.FieldType),3} B  {field.FieldType.Name} {field.Name}");
             }
         }
 
-        // What SendAsync returns for a governed call that really awaits: ValueTask.AsTask() over the pooled state machine.
+        // What SendAsync returns for an observed or hedged governed call that really awaits: ValueTask.AsTask() over the
+        // pooled state machine; for the others (GovernanceHandler.Inline.cs), a task completion source and its task.
         var asTask = typeof(ValueTask<HttpResponseMessage>).Assembly.GetType("System.Threading.Tasks.ValueTask`1+ValueTaskSourceAsTask")!
             .MakeGenericType(typeof(HttpResponseMessage));
-        Console.WriteLine($"ValueTask<HttpResponseMessage>.AsTask() of a pending pooled method: {asTask.Name}, {Allocated(asTask)} B (allocated by every call that awaits)");
+        Console.WriteLine($"ValueTask<HttpResponseMessage>.AsTask() of a pending pooled method (observed or hedged calls): {asTask.Name}, {Allocated(asTask)} B (allocated by every such call that awaits)");
+        var inline = typeof(GovernanceHandler).GetNestedType("InlineAttempt", BindingFlags.NonPublic)!;
+        Console.WriteLine($"Inline calls (nothing listens, no hedging): TaskCompletionSource<HttpResponseMessage> {Allocated(typeof(TaskCompletionSource<HttpResponseMessage>))} B + Task<HttpResponseMessage> {Allocated(typeof(Task<HttpResponseMessage>))} B (allocated by every call that awaits); {inline.Name} {Allocated(inline)} B (pooled)");
         return 0;
+    }
+
+    /// <summary>The box the runtime allocates for <paramref name="stateMachine"/> built by <paramref name="builder"/>.</summary>
+    private static Type Box(Type builder, Type stateMachine)
+    {
+        // A Task method's builder (AsyncTaskMethodBuilder) and a non-pooled ValueTask method's (AsyncValueTaskMethodBuilder<T>)
+        // box in AsyncTaskMethodBuilder<T>'s box (T = VoidTaskResult for Task); a pooled one in its own StateMachineBox.
+        var result = builder.IsGenericType ? builder.GetGenericArguments()[0] : typeof(Task).Assembly.GetType("System.Threading.Tasks.VoidTaskResult")!;
+        var owner = builder.IsGenericType && builder.Name.StartsWith("Pooling", StringComparison.Ordinal)
+            ? builder.GetGenericTypeDefinition()
+            : typeof(AsyncTaskMethodBuilder<>);
+        var definition = Array.Find(owner.GetNestedTypes(BindingFlags.NonPublic), static t => t.Name is "AsyncStateMachineBox`1" or "StateMachineBox`1")!;
+        return definition.MakeGenericType(result, stateMachine);
     }
 
     private static int Size(Type type) => type.IsValueType ? (int)SizeOf.MakeGenericMethod(type).Invoke(null, null)! : IntPtr.Size;

@@ -374,10 +374,13 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     }
 
     /// <summary>
-    /// The governed call. Built with <see cref="PoolingAsyncValueTaskMethodBuilder{TResult}"/>: its state machine, which
-    /// holds the call, the lease and the first attempt, comes from the runtime's per-thread and per-core cache, so a
-    /// call that really awaits (on a socket) allocates only the <see cref="Task"/> that <see cref="SendAsync"/> returns.
-    /// A successful first attempt on a closed circuit runs inline here: one async layer from the caller to the socket.
+    /// The governed call as an async method, for the calls <see cref="SendInline"/> does not take: observed ones (the
+    /// span must stay current across the awaits, and its changes to <see cref="System.Diagnostics.Activity.Current"/>
+    /// inside this call), hedged ones and those that waited in the limiter's queue. The stages and their order are the
+    /// same. Built with <see cref="PoolingAsyncValueTaskMethodBuilder{TResult}"/>: its state machine, which holds the call,
+    /// the lease and the first attempt, comes from the runtime's per-thread and per-core cache, so a call that really
+    /// awaits (on a socket) allocates only the <see cref="Task"/> that <see cref="SendAsync"/> returns. A successful
+    /// first attempt on a closed circuit runs inline here: one async layer from the caller to the socket.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)

@@ -65,6 +65,72 @@ public sealed class InlineCallTests(ITestOutputHelper output)
         Assert.Equal(expected, seen);
     }
 
+    [Fact]
+    public async Task SendAsync_HandlerAnswersSynchronously_ResponseReturnedAndSynchronousFailureRetriedElsewhere()
+    {
+        // An in-memory handler under governance that answers before returning (as a cache or a test server might): port 1
+        // throws a connection failure from SendAsync itself, port 2 returns a completed task. Every call must end with
+        // port 2's answer, through a retry when round robin picked port 1 first, and give the caller its URI back.
+        const string Service = "inline-sync";
+        var settings = new Dictionary<string, string?>
+        {
+            [$"Services:{Service}:LoadBalancer:Policy"] = "RoundRobin",
+            [$"Services:{Service}:Endpoints:0"] = "http://127.0.0.1:1/",
+            [$"Services:{Service}:Endpoints:1"] = "http://127.0.0.1:2/",
+            [$"Services:{Service}:Retry:BaseDelay"] = "00:00:00",
+            [$"Services:{Service}:Retry:Backoff"] = "Constant",
+            [$"Services:{Service}:Retry:Jitter"] = "false",
+            [$"Services:{Service}:OutlierDetection:Enabled"] = "false",
+        };
+        var handler = new SynchronousHandler();
+        await using var governed = Governed.Create(
+            settings,
+            services => services.ConfigureHttpClientDefaults(client => client.RemoveAllLoggers().ConfigurePrimaryHttpMessageHandler(() => handler)));
+
+        var answers = new List<string>();
+        for (var i = 0; i < 4; i++)
+        {
+            var logical = new Uri($"http://{Service}/items?id={i}");
+            using var request = new HttpRequestMessage(HttpMethod.Get, logical);
+            using var response = await governed.Client.SendAsync(request);
+            answers.Add(await response.Content.ReadAsStringAsync());
+            Assert.Same(logical, request.RequestUri);
+        }
+
+        output.WriteLine($"answers: {string.Join(", ", answers)}; sends to port 1: {handler.Refused}, to port 2: {handler.Answered}");
+        Assert.All(answers, (answer, i) => Assert.Equal($"127.0.0.1:2 /items?id={i}", answer));
+        Assert.True(handler.Refused >= 1, "round robin never picked port 1 first: the synchronous failure was not exercised");
+        Assert.Equal(4, handler.Answered);
+    }
+
+    /// <summary>Answers before returning: port 1 throws a connection failure from <c>SendAsync</c>, any other port returns a completed task.</summary>
+    private sealed class SynchronousHandler : HttpMessageHandler
+    {
+        private int _refused;
+        private int _answered;
+
+        public int Refused => Volatile.Read(ref _refused);
+
+        public int Answered => Volatile.Read(ref _answered);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var uri = request.RequestUri!;
+            if (uri.Port == 1)
+            {
+                Interlocked.Increment(ref _refused);
+                throw new HttpRequestException(HttpRequestError.ConnectionError, "refused (synchronously)");
+            }
+
+            Interlocked.Increment(ref _answered);
+            return Task.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK)
+            {
+                RequestMessage = request,
+                Content = new StringContent($"{uri.Authority} {uri.PathAndQuery}"),
+            });
+        }
+    }
+
     /// <summary>Completes each response from a thread-pool item that does not carry the sender's execution context.</summary>
     private sealed class CompletesWithoutContextHandler : DelegatingHandler
     {
