@@ -7,18 +7,51 @@ using Polly;
 namespace Governance.Pipeline;
 
 /// <summary>
-/// The common governed call without an async method: nothing listens to governance's spans and the service does not
-/// hedge. The first attempt is started here, on the caller's thread; one pooled <see cref="InlineAttempt"/> puts one
-/// cached continuation on the socket's task and, when it runs, ends the attempt, counts it and completes the one
-/// <see cref="TaskCompletionSource{TResult}"/> the caller awaits. What this saves over a pooled async method (whose
-/// <see cref="ValueTask{TResult}"/> must be turned into a task): the state machine's box and its resumption, the
-/// builder's pool and the <c>AsTask</c> hop, on the core where the response arrives. A call that needs more than one
-/// synchronous step (no endpoint, a circuit that is not closed, a breaker that trips, a retry) continues in
-/// <see cref="FinishAsync"/>, which runs exactly what <see cref="SendGovernedAsync"/> runs after its first attempt.
+/// Every governed call that is not hedged, without an async method. The span starts and the first attempt is sent
+/// here, on the caller's thread; one pooled <see cref="InlineAttempt"/> puts one cached continuation on the socket's
+/// task and, when it runs, ends the attempt, counts it and completes the one <see cref="TaskCompletionSource{TResult}"/>
+/// the caller awaits. What this saves over a pooled async method (whose <see cref="ValueTask{TResult}"/> must be turned
+/// into a task): the state machine's box and its resumption, the builder's pool and the <c>AsTask</c> hop, on the core
+/// where the response arrives (benchmarks/README.md, session 5). A call that needs more than one synchronous step (no
+/// endpoint, a circuit that is not closed, a breaker that trips, a retry) continues in <see cref="FinishAsync"/>.
 /// </summary>
 internal sealed partial class GovernanceHandler
 {
     private Task<HttpResponseMessage> SendInline(GovernedCall call, RateLimitLease? lease)
+    {
+        if (!GovernanceInstrumentation.Source.HasListeners())
+        {
+            return SendFirstAttempt(call, lease);
+        }
+
+        // The span is current while the first attempt is sent (the socket handler's span is its child) and for the rest
+        // of the call, which runs in the context captured then; the caller gets its own context back when this returns,
+        // as when an async method returns at its first await (ExecutionContext.Restore: no allocation).
+        var callerContext = ExecutionContext.Capture();
+        var previous = System.Diagnostics.Activity.Current;
+        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.StartedAt, call.Policy.SpanClock) is not { } activity)
+        {
+            return SendFirstAttempt(call, lease);
+        }
+
+        try
+        {
+            return SendFirstAttempt(new GovernedCall(call, call.Request, activity), lease);
+        }
+        finally
+        {
+            if (callerContext is not null)
+            {
+                ExecutionContext.Restore(callerContext);
+            }
+            else
+            {
+                System.Diagnostics.Activity.Current = previous;
+            }
+        }
+    }
+
+    private Task<HttpResponseMessage> SendFirstAttempt(GovernedCall call, RateLimitLease? lease)
     {
         var policy = call.Policy;
         if (policy.UsesBudget)

@@ -75,12 +75,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             }
         }
 
-        // Unobserved calls without hedging, the common case, run without an async method (GovernanceHandler.Inline.cs);
-        // the others run the same stages in SendGovernedAsync, whose async method keeps the span current across awaits.
-        var call = new GovernedCall(service, policy, request, logical, cancellationToken);
-        return policy.HedgingPipeline is null && !GovernanceInstrumentation.Source.HasListeners()
-            ? SendInline(call, lease)
-            : SendGovernedAsync(call, lease).AsTask();
+        return SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken), lease);
     }
 
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
@@ -99,7 +94,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// One attempt: pick, rewrite, breaker, attempt timeout, send, outlier accounting. An endpoint whose circuit turns
     /// the attempt away (nothing was sent) is replaced by another candidate within the same attempt, so open circuits
     /// never spend retries and are skipped even when retries are off. The first attempt of a call whose pick has a closed
-    /// circuit does not come here: <see cref="SendGovernedAsync"/> runs it inline (the same steps, one async layer less)
+    /// circuit does not come here: <see cref="SendInline"/> runs it without an async method (the same steps)
     /// and passes the endpoint it <paramref name="picked"/> when the circuit is not closed.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
@@ -370,20 +365,26 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             throw Rejected(service, request, lease);
         }
 
-        return await SendGovernedAsync(new GovernedCall(service, policy, request, logical, cancellationToken), lease).ConfigureAwait(false);
+        return await SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken), lease).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// The governed call as an async method, for the calls <see cref="SendInline"/> does not take: observed ones (the
-    /// span must stay current across the awaits, and its changes to <see cref="System.Diagnostics.Activity.Current"/>
-    /// inside this call), hedged ones and those that waited in the limiter's queue. The stages and their order are the
-    /// same. Built with <see cref="PoolingAsyncValueTaskMethodBuilder{TResult}"/>: its state machine, which holds the call,
-    /// the lease and the first attempt, comes from the runtime's per-thread and per-core cache, so a call that really
-    /// awaits (on a socket) allocates only the <see cref="Task"/> that <see cref="SendAsync"/> returns. A successful
-    /// first attempt on a closed circuit runs inline here: one async layer from the caller to the socket.
+    /// Sends a governed call: hedged when the service hedges and the request may be sent twice (<see cref="SendHedgedAsync"/>),
+    /// otherwise through <see cref="SendInline"/>, its first attempt started here and no async method on the way.
+    /// </summary>
+    private Task<HttpResponseMessage> SendGoverned(GovernedCall call, RateLimitLease? lease) =>
+        call.Policy.HedgingPipeline is not null && MayHedge(call)
+            ? SendHedgedAsync(call, lease).AsTask()
+            : SendInline(call, lease);
+
+    /// <summary>
+    /// A hedged call: its span, the hedging phase (Polly) within the total timeout, the end of the call. Built with
+    /// <see cref="PoolingAsyncValueTaskMethodBuilder{TResult}"/>: its state machine comes from the runtime's per-thread
+    /// and per-core cache, so a hedged call allocates only the <see cref="Task"/> that <see cref="SendAsync"/> returns
+    /// (and what its attempts allocate).
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<HttpResponseMessage> SendGovernedAsync(GovernedCall call, RateLimitLease? lease)
+    private async ValueTask<HttpResponseMessage> SendHedgedAsync(GovernedCall call, RateLimitLease? lease)
     {
         // The span starts here, inside the async method, so that Activity.Current changes stay inside this call.
         if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.StartedAt, call.Policy.SpanClock) is { } activity)
@@ -393,74 +394,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
         try
         {
-            if (call.Policy.UsesBudget)
-            {
-                call.Policy.Budget.OnRequest(call.StartedAt);
-            }
-
-            HttpResponseMessage response;
-            if (call.Policy.HedgingPipeline is not null && MayHedge(call))
-            {
-                response = await HedgeAsync(call).ConfigureAwait(false);
-            }
-            else
-            {
-                AttemptResult first;
-                var endpoint = call.Service.TryPick(call.Request);
-                if (endpoint is null)
-                {
-                    first = new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
-                }
-                else if (endpoint.Breaker?.IsClosed ?? true)
-                {
-                    // The first attempt, inline. Nothing has run since the call's clock started (a rate-limit queue
-                    // wait comes before it), so the whole total timeout is left and the clock is not read again.
-                    // Only the deadline and the registration are kept across the await (not the whole AttemptState): the
-                    // state machine is resumed on whichever core the response completes on, and every line of it written
-                    // here is a line that core fetches (handoff-rounds in benchmarks/README.md).
-                    var attempt = BeginAttempt(call, endpoint, call.StartedAt, call.Policy.Timeout.Total, call.CallerToken);
-                    var deadline = attempt.Deadline;
-                    var registration = attempt.Registration;
-                    Outcome<HttpResponseMessage> outcome;
-                    try
-                    {
-                        outcome = Outcome.FromResult(await base.SendAsync(call.Request, attempt.Token).ConfigureAwait(false));
-                    }
-#pragma warning disable CA1031 // Every failure becomes an outcome that retry, breaker and outlier detection classify.
-                    catch (Exception ex)
-#pragma warning restore CA1031
-                    {
-                        // The first attempt began with the whole total timeout left (see BeginAttempt).
-                        var (timeout, isTotal) = AttemptTimeout(call, call.Policy.Timeout.Total);
-                        outcome = AttemptState.Failed(ex, deadline, timeout, isTotal, call.CallerToken);
-                    }
-                    finally
-                    {
-                        EndAttempt(endpoint, registration, deadline);
-                    }
-
-                    if (endpoint.Breaker is { } breaker)
-                    {
-                        await breaker.RecordAsync(outcome).ConfigureAwait(false);
-                        if (!breaker.IsClosed)
-                        {
-                            GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
-                        }
-                    }
-
-                    first = Account(call, endpoint, attemptNumber: 1, outcome);
-                }
-                else
-                {
-                    // The picked endpoint's circuit is not closed: the general attempt runs it inside the breaker.
-                    first = await AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint).ConfigureAwait(false);
-                }
-
-                response = MayRetry(call, first.Outcome)
-                    ? await RetryAsync(call, first).ConfigureAwait(false)
-                    : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
-            }
-
+            call.Policy.Budget.OnRequest(call.StartedAt);
+            var response = await HedgeAsync(call).ConfigureAwait(false);
             EndCall(call, response, null);
             return response;
         }

@@ -65,6 +65,33 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task SendAsync_Listened_CallersCurrentActivityIsBackWhenTheHandlerReturns()
+    {
+        // Governance's span is current while the first attempt is sent, and the handler returns to its caller before the
+        // answer (no async method in between: no loggers, an invoker that returns the handler's task): the caller's
+        // Activity.Current must be its own again at that moment, as after an async method's first await.
+        Listen();
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", null, server),
+            services => services.ConfigureHttpClientDefaults(client => client.RemoveAllLoggers()));
+        using var invoker = new HttpMessageInvoker(governed.Services.GetRequiredService<IHttpMessageHandlerFactory>().CreateHandler(), disposeHandler: false);
+        using var root = TestSource.StartActivity("test")!;
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/items?id=1");
+
+        var pending = invoker.SendAsync(request, CancellationToken.None);
+        var currentWhenSendReturned = Activity.Current;
+        using var response = await pending.WaitAsync(TimeSpan.FromSeconds(30));
+        root.Stop();
+
+        output.WriteLine($"current when SendAsync returned: {currentWhenSendReturned?.DisplayName ?? "(none)"}; the call's span: {_stopped.FirstOrDefault(s => s.Source.Name == GovernanceTelemetry.Name)?.DisplayName}");
+        Assert.Same(root, currentWhenSendReturned);
+        var logical = Assert.Single(Spans(root.TraceId), s => s.Source.Name == GovernanceTelemetry.Name);
+        Assert.Equal(root.SpanId, logical.ParentSpanId);
+        Assert.Equal(200, logical.GetTagItem("http.response.status_code"));
+    }
+
+    [Fact]
     public async Task GetAsync_FirstEndpointFails_RetryEventAndOneAttemptSpanPerAttempt()
     {
         Listen();
