@@ -10,7 +10,8 @@ namespace Governance.Pipeline;
 
 /// <summary>
 /// The one <see cref="DelegatingHandler"/> MeshGovernance adds to a client. It runs every stage of a governed call
-/// itself, in this order (outermost first), so that a request pays for one async layer instead of one per concern:
+/// itself, in this order (outermost first), so that a request pays for one continuation on the socket's task
+/// (GovernanceHandler.Inline.cs) instead of one async layer per concern:
 /// <list type="number">
 ///   <item><description>tracing: the logical-call span and metrics;</description></item>
 ///   <item><description>rate limit: per destination service, once per logical call, before any network work;</description></item>
