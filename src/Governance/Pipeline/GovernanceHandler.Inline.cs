@@ -59,7 +59,18 @@ internal sealed partial class GovernanceHandler
             policy.Budget.OnRequest(call.StartedAt);
         }
 
-        var endpoint = call.Service.TryPick(call.Request);
+        EndpointState? endpoint;
+        try
+        {
+            endpoint = call.Service.TryPick(call.Request);
+        }
+#pragma warning disable CA1031 // A custom picker's failure ends the call through its task, as an async method's would.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            return Fail(call, lease, null, ex);
+        }
+
         TaskCompletionSource<HttpResponseMessage> promise;
         if (endpoint is null || !(endpoint.Breaker?.IsClosed ?? true))
         {

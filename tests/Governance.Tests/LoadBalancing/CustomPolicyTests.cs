@@ -52,6 +52,41 @@ public sealed class CustomPolicyTests
         Assert.Equal("MeshGovernance:Services:catalog:LoadBalancer:Policy 'first-endpoint' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash, Last-Endpoint)", Assert.Single(ex.Failures));
     }
 
+    [Fact]
+    public async Task Pick_CustomPickerThrows_CallFailsWithItsExceptionAndGivesItsPermitBack()
+    {
+        // A picker's bug must reach the caller as the call's failure and end the call as any failure does: with one
+        // concurrency permit, the second call is admitted only if the first gave its permit back.
+        await using var a = await LoopbackServer.StartAsync("a");
+        var settings = Governed.Service("catalog", "throwing", a);
+        settings["Services:catalog:RateLimit:Algorithm"] = "Concurrency";
+        settings["Services:catalog:RateLimit:Burst"] = "1";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy, ThrowingPolicy>());
+        var logical = new Uri("http://catalog/items");
+
+        for (var i = 0; i < 2; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, logical);
+            var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => governed.Client.SendAsync(request));
+            Assert.Equal("picker bug", ex.Message);
+            Assert.Same(logical, request.RequestUri);
+        }
+
+        Assert.Equal(0, a.RequestCount);
+    }
+
+    private sealed class ThrowingPolicy : ILoadBalancingPolicy
+    {
+        public string Name => "throwing";
+
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) => new Picker();
+
+        private sealed class Picker : IEndpointPicker
+        {
+            public int Pick(in PickContext context) => throw new InvalidOperationException("picker bug");
+        }
+    }
+
     private sealed class LastEndpointPolicy(string name) : ILoadBalancingPolicy
     {
         public LastEndpointPolicy()
