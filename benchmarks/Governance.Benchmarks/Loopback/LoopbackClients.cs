@@ -10,7 +10,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>Bare</c>: <c>new HttpClient(new SocketsHttpHandler())</c>, physical URL;</description></item>
 ///   <item><description><c>BareControl</c> (only in <c>loopback-rounds</c>): a second client built exactly like <c>Bare</c>. Its ratio to <c>Bare</c> is the noise floor and the bias of the method (an A/A comparison): differences between other clients smaller than its spread are not measured;</description></item>
 ///   <item><description><c>OneSyncLayer</c> and <c>OneAsyncLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under one <see cref="DelegatingHandler"/> that does nothing: one that returns its inner handler's task (no async layer), and one that awaits it (<c>async</c>/<c>await</c>, one async layer, as every governance handler has at least). What one handler layer costs on this machine, with no work in it;</description></item>
-///   <item><description><c>RewriteLayer</c> and <c>PooledRewriteLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under a <see cref="RewritingHandler"/>, logical URL: the URI rewrite and restore of a governed call in one plain or one pooled async layer, without any of governance's work;</description></item>
+///   <item><description><c>RewriteLayer</c>, <c>PooledRewriteLayer</c> and <c>CallbackRewriteLayer</c> (only in <c>loopback-rounds</c>): <c>Bare</c> under a <see cref="RewritingHandler"/> or a <see cref="CallbackRewritingHandler"/>, logical URL: the URI rewrite and restore of a governed call in one plain async layer, one pooled async layer (governance's shape until session 5) or one cached continuation completing a task completion source (its shape since), without any of governance's work;</description></item>
 ///   <item><description><c>Factory</c>: an IHttpClientFactory client without governance, physical URL;</description></item>
 ///   <item><description><c>StandardResilience</c>: an IHttpClientFactory client with <c>AddStandardResilienceHandler()</c> (Microsoft.Extensions.Http.Resilience, its defaults), physical URL;</description></item>
 ///   <item><description><c>Governed</c>: an IHttpClientFactory client with <c>AddMeshGovernance</c>, logical URL, the server as the only endpoint, default resilience (retry 2, total and per-attempt timeouts, per-endpoint breaker, outlier detection);</description></item>
@@ -77,7 +77,7 @@ internal sealed class LoopbackClients : IAsyncDisposable
     /// <summary>Gets <see cref="Bare"/> under a plain async handler that rewrites the logical URI to the server's and restores it.</summary>
     public HttpClient RewriteLayer { get; }
 
-    /// <summary>Gets <see cref="RewriteLayer"/> as a pooled <see cref="ValueTask{TResult}"/> method returned as a task, as governance's handler is.</summary>
+    /// <summary>Gets <see cref="RewriteLayer"/> as a pooled <see cref="ValueTask{TResult}"/> method returned as a task, governance's shape until session 5.</summary>
     public HttpClient PooledRewriteLayer { get; }
 
     /// <summary>Gets <see cref="RewriteLayer"/> without an async method: one cached continuation on the inner task completes a task completion source.</summary>
