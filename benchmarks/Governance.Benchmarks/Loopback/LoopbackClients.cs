@@ -18,6 +18,7 @@ namespace Governance.Benchmarks.Loopback;
 ///   <item><description><c>GovernedNoBreaker</c> and <c>GovernedTimeoutsOnly</c> (only in <c>loopback-rounds</c>, to tell which stage costs what): <c>Governed</c> with <c>CircuitBreaker:Enabled false</c>, and with the breaker, outlier detection and retries off (<c>Retry:MaxRetries 0</c>), which leaves the two timeouts;</description></item>
 ///   <item><description><c>GovernanceHandlerOnly</c>: <c>new HttpClient(governanceHandler over new SocketsHttpHandler())</c>, logical URL: governance without the factory's handlers (not something users can build; it isolates governance's own cost, compare with <c>Bare</c>);</description></item>
 ///   <item><description><c>GovernanceHandlerNoTimeouts</c> and <c>GovernanceHandlerLoadBalancingOnly</c> (only in <c>loopback-rounds</c>): <c>GovernanceHandlerOnly</c> with <c>Timeout:Enabled false</c>, and with every resilience stage off (<see cref="Pipelines.LoadBalancingOnly"/>: issue 2's governance, discovery and load balancing);</description></item>
+///   <item><description><c>GovernanceHandlerNoBreaker</c>, <c>GovernanceHandlerNoOutlier</c>, <c>GovernanceHandlerNoRetry</c> and <c>GovernanceHandlerTimeoutsOnly</c> (only in <c>loopback-rounds</c>): <c>GovernanceHandlerOnly</c> with one stage off (<c>CircuitBreaker:Enabled false</c>, <c>OutlierDetection:Enabled false</c>, <c>Retry:MaxRetries 0</c>) or all three: which stage costs what on a socket;</description></item>
 ///   <item><description><c>GovernedLoadBalancingOnlyNoFactoryLoggers</c> (only in <c>loopback-rounds</c>): <c>GovernedNoFactoryLoggers</c> with every resilience stage off, what a user of issue 2's governance (discovery and load balancing, no resilience) gets from the factory without its loggers;</description></item>
 ///   <item><description><c>GovernedNoFactoryLoggers</c> and <c>GovernedFullStackNoFactoryLoggers</c>: <c>Governed</c> and <c>GovernedFullStack</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>), what a user who opts out of them gets;</description></item>
 ///   <item><description><c>ServiceDiscovery</c>: an IHttpClientFactory client with Microsoft.Extensions.ServiceDiscovery, logical URL, the server from configuration.</description></item>
@@ -47,10 +48,12 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernedNoBreaker = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: [new("CircuitBreaker:Enabled", "false")]));
         GovernedTimeoutsOnly = Client(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.TimeoutsOnly));
         GovernanceHandlerOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(governed, CreateSocketsHandler()));
-        GovernanceHandlerNoTimeouts = new HttpClient(Pipelines.GovernanceHandlerOnly(
-            Own(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.NoTimeouts)), CreateSocketsHandler()));
-        GovernanceHandlerLoadBalancingOnly = new HttpClient(Pipelines.GovernanceHandlerOnly(
-            Own(Pipelines.Governed(CreateSocketsHandler, [server.Address], serviceKeys: Pipelines.LoadBalancingOnly)), CreateSocketsHandler()));
+        GovernanceHandlerNoTimeouts = HandlerOnly(Pipelines.NoTimeouts);
+        GovernanceHandlerLoadBalancingOnly = HandlerOnly(Pipelines.LoadBalancingOnly);
+        GovernanceHandlerNoBreaker = HandlerOnly([new("CircuitBreaker:Enabled", "false")]);
+        GovernanceHandlerNoOutlier = HandlerOnly([new("OutlierDetection:Enabled", "false")]);
+        GovernanceHandlerNoRetry = HandlerOnly([new("Retry:MaxRetries", "0")]);
+        GovernanceHandlerTimeoutsOnly = HandlerOnly(Pipelines.TimeoutsOnly);
         GovernedNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address]));
         GovernedFullStackNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.NeverRejectingRateLimit));
         GovernedLoadBalancingOnlyNoFactoryLoggers = Client(Pipelines.GovernedWithoutFactoryLoggers(CreateSocketsHandler, [server.Address], Pipelines.LoadBalancingOnly));
@@ -103,6 +106,18 @@ internal sealed class LoopbackClients : IAsyncDisposable
     /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with every resilience stage off: discovery and load balancing only.</summary>
     public HttpClient GovernanceHandlerLoadBalancingOnly { get; }
 
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with the circuit breaker off.</summary>
+    public HttpClient GovernanceHandlerNoBreaker { get; }
+
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with outlier detection off.</summary>
+    public HttpClient GovernanceHandlerNoOutlier { get; }
+
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with retries off.</summary>
+    public HttpClient GovernanceHandlerNoRetry { get; }
+
+    /// <summary>Gets <see cref="GovernanceHandlerOnly"/> with breaker, outlier detection and retries off: the two timeouts remain.</summary>
+    public HttpClient GovernanceHandlerTimeoutsOnly { get; }
+
     /// <summary>Gets <c>Governed</c> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>): what a user gets who opts out of them.</summary>
     public HttpClient GovernedNoFactoryLoggers { get; }
 
@@ -147,6 +162,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
         (nameof(GovernanceHandlerOnly), GovernanceHandlerOnly, LogicalUri),
         (nameof(GovernanceHandlerNoTimeouts), GovernanceHandlerNoTimeouts, LogicalUri),
         (nameof(GovernanceHandlerLoadBalancingOnly), GovernanceHandlerLoadBalancingOnly, LogicalUri),
+        (nameof(GovernanceHandlerNoBreaker), GovernanceHandlerNoBreaker, LogicalUri),
+        (nameof(GovernanceHandlerNoOutlier), GovernanceHandlerNoOutlier, LogicalUri),
+        (nameof(GovernanceHandlerNoRetry), GovernanceHandlerNoRetry, LogicalUri),
+        (nameof(GovernanceHandlerTimeoutsOnly), GovernanceHandlerTimeoutsOnly, LogicalUri),
         (nameof(GovernedNoFactoryLoggers), GovernedNoFactoryLoggers, LogicalUri),
         (nameof(GovernedFullStackNoFactoryLoggers), GovernedFullStackNoFactoryLoggers, LogicalUri),
         (nameof(GovernedLoadBalancingOnlyNoFactoryLoggers), GovernedLoadBalancingOnlyNoFactoryLoggers, LogicalUri),
@@ -171,6 +190,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
         GovernanceHandlerOnly.Dispose();
         GovernanceHandlerNoTimeouts.Dispose();
         GovernanceHandlerLoadBalancingOnly.Dispose();
+        GovernanceHandlerNoBreaker.Dispose();
+        GovernanceHandlerNoOutlier.Dispose();
+        GovernanceHandlerNoRetry.Dispose();
+        GovernanceHandlerTimeoutsOnly.Dispose();
         GovernedNoFactoryLoggers.Dispose();
         GovernedFullStackNoFactoryLoggers.Dispose();
         GovernedLoadBalancingOnlyNoFactoryLoggers.Dispose();
@@ -209,6 +232,10 @@ internal sealed class LoopbackClients : IAsyncDisposable
     };
 
     private HttpClient Client(ServiceProvider provider) => Pipelines.CreateClient(Own(provider));
+
+    /// <summary>Governance's handler alone over a socket handler, with <paramref name="serviceKeys"/> set on the service.</summary>
+    private HttpClient HandlerOnly(KeyValuePair<string, string?>[] serviceKeys) =>
+        new(Pipelines.GovernanceHandlerOnly(Own(Pipelines.Governed(CreateSocketsHandler, [Server.Address], serviceKeys: serviceKeys)), CreateSocketsHandler()));
 
     /// <summary>Keeps <paramref name="provider"/> for disposal with the clients.</summary>
     private ServiceProvider Own(ServiceProvider provider)
