@@ -8,9 +8,9 @@ using Xunit.Abstractions;
 namespace Governance.Tests.Pipeline;
 
 /// <summary>
-/// The unobserved call's path without an async method (<c>GovernanceHandler.Inline.cs</c>): it must keep what an async
-/// method would guarantee. These tests run outside the telemetry collection, so nothing listens to governance's spans
-/// and every call here takes that path.
+/// The governed call without an async method (<c>GovernanceHandler.Inline.cs</c>, every call that is not hedged): it
+/// must keep what an async method would guarantee. The observed variant (span current during the send, the caller's
+/// context back when the handler returns) is pinned in <c>TelemetryTests</c>.
 /// </summary>
 public sealed class InlineCallTests(ITestOutputHelper output)
 {
