@@ -26,13 +26,17 @@ internal static class Pipelines
         return services.BuildServiceProvider();
     }
 
-    /// <summary>Service keys that switch off every stage that can be switched off (breaker, outlier detection, retries), leaving the two timeouts.</summary>
-    public static readonly KeyValuePair<string, string?>[] TimeoutsOnly =
-    [
-        new("CircuitBreaker:Enabled", "false"),
-        new("OutlierDetection:Enabled", "false"),
-        new("Retry:MaxRetries", "0"),
-    ];
+    /// <summary>Service keys that switch the per-endpoint circuit breaker off.</summary>
+    public static readonly KeyValuePair<string, string?>[] NoBreaker = [new("CircuitBreaker:Enabled", "false")];
+
+    /// <summary>Service keys that switch outlier detection off.</summary>
+    public static readonly KeyValuePair<string, string?>[] NoOutlier = [new("OutlierDetection:Enabled", "false")];
+
+    /// <summary>Service keys that switch retries off.</summary>
+    public static readonly KeyValuePair<string, string?>[] NoRetry = [new("Retry:MaxRetries", "0")];
+
+    /// <summary>Service keys that switch off breaker, outlier detection and retries together, leaving the two timeouts.</summary>
+    public static readonly KeyValuePair<string, string?>[] TimeoutsOnly = [.. NoBreaker, .. NoOutlier, .. NoRetry];
 
     /// <summary>Service keys that switch governance's two timeouts off (<c>Timeout:Enabled false</c>), leaving every other stage on.</summary>
     public static readonly KeyValuePair<string, string?>[] NoTimeouts =

@@ -29,10 +29,6 @@ public class GovernedStagesBenchmarks
         new("http://127.0.0.1:5003"),
     ];
 
-    private static readonly KeyValuePair<string, string?> BreakerOff = new("CircuitBreaker:Enabled", "false");
-    private static readonly KeyValuePair<string, string?> OutlierOff = new("OutlierDetection:Enabled", "false");
-    private static readonly KeyValuePair<string, string?> RetryOff = new("Retry:MaxRetries", "0");
-
     private readonly CompletedResponseHandler _terminal = new();
     private readonly HttpRequestMessage _request = new(HttpMethod.Get, $"http://{Pipelines.ServiceName}/api/items");
     private ServiceProvider _provider = null!;
@@ -57,9 +53,9 @@ public class GovernedStagesBenchmarks
     {
         KeyValuePair<string, string?>[] keys = Stages switch
         {
-            StageSet.NoBreaker => [BreakerOff],
-            StageSet.NoOutlier => [OutlierOff],
-            StageSet.NoRetry => [RetryOff],
+            StageSet.NoBreaker => Pipelines.NoBreaker,
+            StageSet.NoOutlier => Pipelines.NoOutlier,
+            StageSet.NoRetry => Pipelines.NoRetry,
             StageSet.TimeoutsOnly => Pipelines.TimeoutsOnly,
             StageSet.NoTimeouts => Pipelines.NoTimeouts,
             StageSet.LoadBalancingOnly => Pipelines.LoadBalancingOnly,
