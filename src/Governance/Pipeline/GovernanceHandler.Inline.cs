@@ -148,18 +148,14 @@ internal sealed partial class GovernanceHandler
             if (!recorded.IsCompletedSuccessfully)
             {
                 promise ??= new TaskCompletionSource<HttpResponseMessage>();
-                _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, breaker, outcome, recorded));
+                _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, outcome, recorded));
                 return promise.Task;
             }
 
             recorded.GetAwaiter().GetResult();
-            if (!breaker.IsClosed)
-            {
-                GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
-            }
         }
 
-        var first = Account(call, endpoint, attemptNumber: 1, outcome);
+        var first = AccountFirst(call, endpoint, outcome);
         if (MayRetry(call, first.Outcome))
         {
             promise ??= new TaskCompletionSource<HttpResponseMessage>();
@@ -183,10 +179,19 @@ internal sealed partial class GovernanceHandler
     }
 
     /// <summary>The breaker is opening its circuit (Polly runs its <c>OnOpened</c>): the rest of the first attempt once it has.</summary>
-    private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, EndpointBreaker breaker, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
+    private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
     {
         await recorded.ConfigureAwait(false);
-        if (!breaker.IsClosed)
+        return AccountFirst(call, endpoint, outcome);
+    }
+
+    /// <summary>
+    /// Counts the first attempt once its endpoint's breaker has recorded it: the span's event when that opened the circuit,
+    /// then the attempts metric and outlier detection (<see cref="Account"/>).
+    /// </summary>
+    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome)
+    {
+        if (endpoint.Breaker is { IsClosed: false })
         {
             GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
         }
