@@ -56,8 +56,11 @@ internal static class LoopbackRounds
             var buffer = new long[requests];
             for (var round = 0; round < rounds; round++)
             {
+                var (contentions, switches, workItems) = (Monitor.LockContentionCount, ContextSwitches(), ThreadPool.CompletedWorkItemCount);
                 var (seconds, _, cpuTime) = await RunRoundAsync(target.Client, target.Uri, requests, concurrency, buffer);
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{profile}: {requests / seconds:F0} req/s, {cpuTime.TotalMicroseconds / requests:F2} cpu-us/req"));
+                Console.WriteLine(string.Create(
+                    CultureInfo.InvariantCulture,
+                    $"{profile}: {requests / seconds:F0} req/s, {cpuTime.TotalMicroseconds / requests:F2} cpu-us/req, per 1,000 requests: {(Monitor.LockContentionCount - contentions) * 1000.0 / requests:F2} lock contentions, {(ContextSwitches() - switches) * 1000.0 / requests:F1} context switches, {(ThreadPool.CompletedWorkItemCount - workItems) * 1000.0 / requests:F0} work items, {ThreadPool.ThreadCount} pool threads"));
             }
 
             return 0;
@@ -181,6 +184,36 @@ internal static class LoopbackRounds
         }
 
         return 0;
+    }
+
+    /// <summary>The context switches of every thread of the process so far (voluntary and not), from /proc; 0 where there is no /proc.</summary>
+    private static long ContextSwitches()
+    {
+        long total = 0;
+        if (!Directory.Exists("/proc/self/task"))
+        {
+            return 0;
+        }
+
+        foreach (var task in Directory.EnumerateDirectories("/proc/self/task"))
+        {
+            try
+            {
+                foreach (var line in File.ReadLines(Path.Combine(task, "status")))
+                {
+                    if (line.StartsWith("voluntary_ctxt_switches:", StringComparison.Ordinal) || line.StartsWith("nonvoluntary_ctxt_switches:", StringComparison.Ordinal))
+                    {
+                        total += long.Parse(line.AsSpan(line.IndexOf(':', StringComparison.Ordinal) + 1).Trim(), CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // The thread ended meanwhile.
+            }
+        }
+
+        return total;
     }
 
     private static async Task<(double Seconds, long Bytes, TimeSpan Cpu)> RunRoundAsync(HttpClient client, Uri uri, int requests, int concurrency, long[] latencies)
