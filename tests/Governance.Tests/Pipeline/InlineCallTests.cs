@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
@@ -26,27 +25,7 @@ public sealed class InlineCallTests(ITestOutputHelper output)
         const string Service = "inline-context";
         await using var server = await LoopbackServer.StartAsync("a");
         var seen = new ConcurrentQueue<string?>();
-        using var meters = new MeterListener
-        {
-            InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == GovernanceTelemetry.Name && instrument.Name == GovernanceTelemetry.Instruments.RequestDuration)
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meters.SetMeasurementEventCallback<double>((_, _, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == GovernanceTelemetry.ServiceTag && Equals(tag.Value, Service))
-                {
-                    seen.Enqueue(CallerValue.Value);
-                }
-            }
-        });
-        meters.Start();
+        using var meters = ServiceMeters.Listen<double>(GovernanceTelemetry.Instruments.RequestDuration, Service, _ => seen.Enqueue(CallerValue.Value));
         await using var governed = Governed.Create(
             Governed.Service(Service, null, server),
             services => services.ConfigureHttpClientDefaults(client => client

@@ -207,29 +207,6 @@ public sealed class RefusedCallTests(ITestOutputHelper output)
         throw new InvalidOperationException("the limiter refilled before every one of 5 calls");
     }
 
-    private static MeterListener ListenToRejections(string service, ConcurrentQueue<long> rejections)
-    {
-        var meters = new MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == GovernanceTelemetry.Name && instrument.Name == GovernanceTelemetry.Instruments.RateLimitRejections)
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meters.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == GovernanceTelemetry.ServiceTag && Equals(tag.Value, service))
-                {
-                    rejections.Enqueue(value);
-                }
-            }
-        });
-        meters.Start();
-        return meters;
-    }
+    private static MeterListener ListenToRejections(string service, ConcurrentQueue<long> rejections) =>
+        ServiceMeters.Listen<long>(GovernanceTelemetry.Instruments.RateLimitRejections, service, rejections.Enqueue);
 }
