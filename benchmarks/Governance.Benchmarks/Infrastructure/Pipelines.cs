@@ -77,29 +77,25 @@ internal static class Pipelines
     /// </summary>
     public static ServiceProvider Governed(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, string? policy = null, IEnumerable<KeyValuePair<string, string?>>? serviceKeys = null)
     {
-        var settings = new Dictionary<string, string?>();
-        for (var i = 0; i < endpoints.Count; i++)
-        {
-            settings[$"MeshGovernance:Services:{ServiceName}:Endpoints:{i}"] = endpoints[i].ToString();
-        }
-
+        var settings = ServiceSettings(endpoints, serviceKeys);
         if (policy is not null)
         {
             settings[$"MeshGovernance:Services:{ServiceName}:LoadBalancer:Policy"] = policy;
-        }
-
-        foreach (var (key, value) in serviceKeys ?? [])
-        {
-            settings[$"MeshGovernance:Services:{ServiceName}:{key}"] = value;
         }
 
         return Governed(primary, settings);
     }
 
     /// <summary><c>AddMeshGovernance</c> over the given configuration keys (full paths, <c>MeshGovernance:…</c>).</summary>
-    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, Dictionary<string, string?> settings, bool removeFactoryLoggers = false)
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, Dictionary<string, string?> settings, bool removeFactoryLoggers = false) =>
+        Governed(primary, new ConfigurationBuilder().AddInMemoryCollection(settings).Build(), removeFactoryLoggers);
+
+    /// <summary>
+    /// <c>AddMeshGovernance</c> over <paramref name="configuration"/>'s <c>MeshGovernance</c> section (which may reload),
+    /// optionally without the factory's logging handlers.
+    /// </summary>
+    public static ServiceProvider Governed(Func<HttpMessageHandler> primary, IConfigurationRoot configuration, bool removeFactoryLoggers = false)
     {
-        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
         var services = new ServiceCollection();
         services.AddSingleton<IConfiguration>(configuration);
         services.AddLogging();
@@ -115,9 +111,16 @@ internal static class Pipelines
     }
 
     /// <summary><see cref="Governed(Func{HttpMessageHandler}, IReadOnlyList{Uri}, string?, IEnumerable{KeyValuePair{string, string?}}?)"/> with the factory's logging handlers removed (<c>RemoveAllLoggers()</c>).</summary>
-    public static ServiceProvider GovernedWithoutFactoryLoggers(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, IEnumerable<KeyValuePair<string, string?>>? serviceKeys = null)
+    public static ServiceProvider GovernedWithoutFactoryLoggers(Func<HttpMessageHandler> primary, IReadOnlyList<Uri> endpoints, IEnumerable<KeyValuePair<string, string?>>? serviceKeys = null) =>
+        Governed(primary, ServiceSettings(endpoints, serviceKeys), removeFactoryLoggers: true);
+
+    /// <summary>
+    /// The configuration keys (full paths) of the service <see cref="ServiceName"/> on <paramref name="endpoints"/>, plus
+    /// <paramref name="serviceKeys"/> (relative to <c>MeshGovernance:Services:catalog</c>).
+    /// </summary>
+    public static Dictionary<string, string?> ServiceSettings(IReadOnlyList<Uri> endpoints, IEnumerable<KeyValuePair<string, string?>>? serviceKeys)
     {
-        var settings = new Dictionary<string, string?>();
+        var settings = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
         for (var i = 0; i < endpoints.Count; i++)
         {
             settings[$"MeshGovernance:Services:{ServiceName}:Endpoints:{i}"] = endpoints[i].ToString();
@@ -128,7 +131,7 @@ internal static class Pipelines
             settings[$"MeshGovernance:Services:{ServiceName}:{key}"] = value;
         }
 
-        return Governed(primary, settings, removeFactoryLoggers: true);
+        return settings;
     }
 
     /// <summary>

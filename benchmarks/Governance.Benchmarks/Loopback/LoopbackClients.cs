@@ -224,7 +224,8 @@ internal sealed class LoopbackClients : IAsyncDisposable
         response.EnsureSuccessStatusCode();
     }
 
-    private static SocketsHttpHandler CreateSocketsHandler() => new()
+    /// <summary>The socket handler under every client: no proxy, no redirects, no connection lifetime limit.</summary>
+    internal static SocketsHttpHandler CreateSocketsHandler() => new()
     {
         UseProxy = false,
         AllowAutoRedirect = false,

@@ -1,0 +1,218 @@
+using System.Globalization;
+using Governance.Benchmarks.Infrastructure;
+using Governance.Pipeline;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Governance.Benchmarks.Loopback;
+
+/// <summary>
+/// <c>toggle-rounds</c>: what governance, or a few of its configuration keys, cost on a socket, measured inside one
+/// client. One loopback server, one socket handler and one <see cref="HttpClient"/> over a <see cref="HostRouter"/> that
+/// sends the logical host through governance (its handler alone, or <c>--via factory</c> the factory's chain without its
+/// logging handlers) to that socket handler, and the server's own address straight to the same socket handler. State A
+/// is governance with the base keys; state B is governance with A's keys plus <c>--keys</c> (switched by a live reload
+/// of the configuration, as an edited file would), or with <c>--keys bare</c> no governance at all (the physical URL, same
+/// socket handler and connection pool). Rounds alternate A, B, A, B..., each after a short unrecorded warm-up. Every
+/// pair of rounds is one paired measurement on the same connection pool, server and process a second or two apart, so
+/// the differences between processes, between clients and the machine's drifts, which <c>loopback-rounds</c> compares
+/// across, cancel out. It reports the mean and standard error of the per-pair differences in CPU time per request and
+/// the median and mean of the per-pair throughput ratios. The base is the whole stack of issue 3 (defaults plus a token
+/// bucket that never rejects); <c>--base</c> adds keys to it.
+/// </summary>
+internal static class ToggleRounds
+{
+    public const string Command = "toggle-rounds";
+
+    private const string Usage = "--keys Key=Value[;Key=Value...]|bare [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var options = RoundArguments.Parse(args, Command, Usage, "--keys", "--base", "--via", "--rounds", "--requests", "--concurrency");
+        var keysText = options?.Text("--keys");
+        var bare = keysText == "bare";
+        if (options is null || keysText is null || (bare ? [] : ParseKeys(keysText)) is not { } keys || ParseKeys(options.Text("--base") ?? string.Empty) is not { } extraBase)
+        {
+            Console.Error.WriteLine($"usage: {Command} {Usage}");
+            return 2;
+        }
+
+        var via = options.Text("--via") ?? "handler";
+        if (via is not ("handler" or "factory"))
+        {
+            Console.Error.WriteLine($"--via '{via}' is not handler or factory");
+            return 2;
+        }
+
+        var pairs = options.Int("--rounds", 100);
+        var requests = options.Int("--requests", 10_000);
+        var concurrency = options.Int("--concurrency", LoopbackBenchmarks.Concurrency);
+
+        await using var server = await LoopbackServer.StartAsync();
+        var baseKeys = new List<KeyValuePair<string, string?>>(Pipelines.NeverRejectingRateLimit);
+        baseKeys.AddRange(extraBase);
+        var stateA = Pipelines.ServiceSettings([server.Address], baseKeys);
+        var stateB = bare ? stateA : Pipelines.ServiceSettings([server.Address], [.. baseKeys, .. keys]);
+        var configuration = new SwitchableConfigurationSource(stateA, stateB);
+        // One socket handler under both paths (disposed with governance's chain, or with the provider's factory).
+        var sockets = LoopbackClients.CreateSocketsHandler();
+        await using var provider = Pipelines.Governed(() => sockets, new ConfigurationBuilder().Add(configuration).Build(), removeFactoryLoggers: true);
+        var governed = via == "handler" ? Pipelines.GovernanceHandlerOnly(provider, sockets) : Pipelines.CreateHandler(provider);
+        using var client = new HttpClient(new HostRouter(Pipelines.ServiceName, governed, sockets));
+        var logical = new Uri($"http://{Pipelines.ServiceName}/api/items");
+        var physical = new Uri(server.Address, "/api/items");
+        var service = provider.GetRequiredService<GovernanceRuntime>().Services[Pipelines.ServiceName];
+        Uri Switch(int state)
+        {
+            if (bare)
+            {
+                return state == 0 ? logical : physical;
+            }
+
+            // A reload that validation rejects keeps the running policy (and is only logged): the two states would be one.
+            var before = service.Policy;
+            configuration.Switch(state);
+            if (ReferenceEquals(before, service.Policy))
+            {
+                throw new InvalidOperationException($"the reload to state {(state == 0 ? "A" : "B")} did not change the service's policy: is every key valid?");
+            }
+
+            return logical;
+        }
+
+        Console.WriteLine($"{Command}: {pairs} pairs of rounds x {requests} GETs, {concurrency} concurrent, governance {(via == "handler" ? "handler alone" : "through the factory, no loggers")}, server {server.Address}");
+        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {(bare ? "no governance (the server's address, same socket handler)" : "A + " + keysText)}");
+        Console.WriteLine($"runtime {Environment.Version}, {Environment.ProcessorCount} logical CPUs");
+
+        var latencies = new long[requests];
+        var warmUp = Math.Max(500, requests / 10);
+
+        // Warm-up of both states: JIT, tiering, connection pool.
+        configuration.Switch(0);
+        for (var state = 1; state < 5; state++)
+        {
+            await LoopbackRounds.RunRoundAsync(client, Switch(state % 2), requests, concurrency, latencies);
+        }
+
+        var throughput = new[] { new double[pairs], new double[pairs] };
+        var cpu = new[] { new double[pairs], new double[pairs] };
+        var allocated = new[] { new double[pairs], new double[pairs] };
+        for (var pair = 0; pair < pairs; pair++)
+        {
+            for (var state = 0; state < 2; state++)
+            {
+                // The live reload, then a short unrecorded round: the first calls after a reload build the new policy's state.
+                var uri = Switch(state);
+                await LoopbackRounds.RunRoundAsync(client, uri, warmUp, concurrency, latencies);
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+                GC.Collect();
+                var (seconds, bytes, cpuTime) = await LoopbackRounds.RunRoundAsync(client, uri, requests, concurrency, latencies);
+                throughput[state][pair] = requests / seconds;
+                cpu[state][pair] = cpuTime.TotalMicroseconds / requests;
+                allocated[state][pair] = (double)bytes / requests;
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pair {pair + 1,3}: A {throughput[0][pair],6:F0} req/s {cpu[0][pair],6:F2} cpu-us/req {allocated[0][pair],5:F0} B/req   B {throughput[1][pair],6:F0} req/s {cpu[1][pair],6:F2} cpu-us/req {allocated[1][pair],5:F0} B/req"));
+        }
+
+        var ratios = new double[pairs];
+        var cpuDifferences = new double[pairs];
+        for (var pair = 0; pair < pairs; pair++)
+        {
+            ratios[pair] = throughput[1][pair] / throughput[0][pair];
+            cpuDifferences[pair] = cpu[1][pair] - cpu[0][pair];
+        }
+
+        var (cpuMean, cpuError) = MeanAndStandardError(cpuDifferences);
+        var (ratioMean, ratioError) = MeanAndStandardError(ratios);
+        var inverse = Array.ConvertAll(ratios, r => 1 / r);
+        var (inverseMean, inverseError) = MeanAndStandardError(inverse);
+        Console.WriteLine();
+        Console.WriteLine("| State | Median req/s | Median CPU us/req | Median B/req |");
+        Console.WriteLine("|---|---:|---:|---:|");
+        for (var state = 0; state < 2; state++)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {(state == 0 ? "A" : "B")} | {RoundStatistics.Median(throughput[state]):F0} | {RoundStatistics.Median(cpu[state]):F2} | {RoundStatistics.Median(allocated[state]):F0} |"));
+        }
+
+        Console.WriteLine();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"B - A, CPU per request: mean {cpuMean:+0.00;-0.00} us (standard error {cpuError:F2}), median {RoundStatistics.Median(cpuDifferences):+0.00;-0.00} us"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"B / A, throughput: median of pairs {RoundStatistics.Median(ratios):F3}, mean {ratioMean:F3} (standard error {ratioError:F3}); A / B: median of pairs {RoundStatistics.Median(inverse):F3}, mean {inverseMean:F3} (standard error {inverseError:F3})"));
+        return 0;
+    }
+
+    /// <summary>Parses <c>Key=Value;Key=Value</c>; <see langword="null"/>, after saying why, when an item has no '='.</summary>
+    private static List<KeyValuePair<string, string?>>? ParseKeys(string text)
+    {
+        var keys = new List<KeyValuePair<string, string?>>();
+        foreach (var item in text.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var equals = item.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                Console.Error.WriteLine($"'{item}' is not Key=Value");
+                return null;
+            }
+
+            keys.Add(new(item[..equals], item[(equals + 1)..]));
+        }
+
+        return keys;
+    }
+
+    private static (double Mean, double StandardError) MeanAndStandardError(double[] values)
+    {
+        var mean = values.Average();
+        var squares = 0.0;
+        foreach (var value in values)
+        {
+            squares += (value - mean) * (value - mean);
+        }
+
+        return (mean, values.Length > 1 ? Math.Sqrt(squares / (values.Length - 1) / values.Length) : double.NaN);
+    }
+
+    /// <summary>A configuration source with two sets of keys; <see cref="Switch"/> makes one of them current and raises a reload, as an edited file would.</summary>
+    private sealed class SwitchableConfigurationSource(Dictionary<string, string?> stateA, Dictionary<string, string?> stateB) : ConfigurationProvider, IConfigurationSource
+    {
+        private int _state;
+
+        public IConfigurationProvider Build(IConfigurationBuilder builder) => this;
+
+        public override void Load() => Data = new Dictionary<string, string?>(_state == 0 ? stateA : stateB, StringComparer.OrdinalIgnoreCase);
+
+        public void Switch(int state)
+        {
+            _state = state;
+            Load();
+            OnReload();
+        }
+    }
+
+    /// <summary>
+    /// Sends requests for <c>host</c> through governance and every other request straight to the socket handler, so that
+    /// governed and bare requests share one connection pool. It returns its inner handlers' tasks (no async layer), and
+    /// both paths pass through it.
+    /// </summary>
+    private sealed class HostRouter(string host, HttpMessageHandler governed, HttpMessageHandler bare) : HttpMessageHandler
+    {
+        private readonly HttpMessageInvoker _governed = new(governed, disposeHandler: true);
+        private readonly HttpMessageInvoker _bare = new(bare, disposeHandler: false);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            string.Equals(request.RequestUri!.Host, host, StringComparison.OrdinalIgnoreCase)
+                ? _governed.SendAsync(request, cancellationToken)
+                : _bare.SendAsync(request, cancellationToken);
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _governed.Dispose();
+            }
+
+            base.Dispose(disposing);
+        }
+    }
+}
