@@ -13,7 +13,8 @@ namespace Governance.Benchmarks.Loopback;
 /// logging handlers) to that socket handler, and the server's own address straight to the same socket handler. State A
 /// is governance with the base keys; state B is governance with A's keys plus <c>--keys</c> (switched by a live reload
 /// of the configuration, as an edited file would), or with <c>--keys bare</c> no governance at all (the physical URL, same
-/// socket handler and connection pool). Rounds alternate A, B, A, B..., each after a short unrecorded warm-up. Every
+/// socket handler and connection pool), or with <c>--keys layer</c> the physical URL through one handler that only awaits
+/// the socket handler (<see cref="AwaitingHandler"/>: what any handler that sees the response costs at least). Rounds alternate A, B, A, B..., each after a short unrecorded warm-up. Every
 /// pair of rounds is one paired measurement on the same connection pool, server and process a second or two apart, so
 /// the differences between processes, between clients and the machine's drifts, which <c>loopback-rounds</c> compares
 /// across, cancel out. It reports the mean and standard error of the per-pair differences in CPU time per request and
@@ -24,13 +25,14 @@ internal static class ToggleRounds
 {
     public const string Command = "toggle-rounds";
 
-    private const string Usage = "--keys Key=Value[;Key=Value...]|bare [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
+    private const string Usage = "--keys Key=Value[;Key=Value...]|bare|layer [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
 
     public static async Task<int> RunAsync(string[] args)
     {
         var options = RoundArguments.Parse(args, Command, Usage, "--keys", "--base", "--via", "--rounds", "--requests", "--concurrency");
         var keysText = options?.Text("--keys");
-        var bare = keysText == "bare";
+        var layer = keysText == "layer";
+        var bare = layer || keysText == "bare";
         if (options is null || keysText is null || (bare ? [] : ParseKeys(keysText)) is not { } keys || ParseKeys(options.Text("--base") ?? string.Empty) is not { } extraBase)
         {
             Console.Error.WriteLine($"usage: {Command} {Usage}");
@@ -58,7 +60,7 @@ internal static class ToggleRounds
         var sockets = LoopbackClients.CreateSocketsHandler();
         await using var provider = Pipelines.Governed(() => sockets, new ConfigurationBuilder().Add(configuration).Build(), removeFactoryLoggers: true);
         var governed = via == "handler" ? Pipelines.GovernanceHandlerOnly(provider, sockets) : Pipelines.CreateHandler(provider);
-        using var client = new HttpClient(new HostRouter(Pipelines.ServiceName, governed, sockets));
+        using var client = new HttpClient(new HostRouter(Pipelines.ServiceName, governed, layer ? new AwaitingHandler { InnerHandler = sockets } : sockets));
         var logical = new Uri($"http://{Pipelines.ServiceName}/api/items");
         var physical = new Uri(server.Address, "/api/items");
         var service = provider.GetRequiredService<GovernanceRuntime>().Services[Pipelines.ServiceName];
@@ -81,7 +83,7 @@ internal static class ToggleRounds
         }
 
         Console.WriteLine($"{Command}: {pairs} pairs of rounds x {requests} GETs, {concurrency} concurrent, governance {(via == "handler" ? "handler alone" : "through the factory, no loggers")}, server {server.Address}");
-        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {(bare ? "no governance (the server's address, same socket handler)" : "A + " + keysText)}");
+        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {(layer ? "no governance, one awaiting handler (the server's address, same socket handler)" : bare ? "no governance (the server's address, same socket handler)" : "A + " + keysText)}");
         Console.WriteLine($"runtime {Environment.Version}, {Environment.ProcessorCount} logical CPUs");
 
         var latencies = new long[requests];
@@ -191,13 +193,16 @@ internal static class ToggleRounds
     }
 
     /// <summary>
-    /// Sends requests for <c>host</c> through governance and every other request straight to the socket handler, so that
-    /// governed and bare requests share one connection pool. It returns its inner handlers' tasks (no async layer), and
-    /// both paths pass through it.
+    /// Sends requests for <c>host</c> through governance and every other request to <c>bare</c> (the socket handler, or
+    /// one awaiting handler over it), so that governed and bare requests share one connection pool. It returns its inner
+    /// handlers' tasks (no async layer), and both paths pass through it; neither of its invokers disposes the socket
+    /// handler (governance's chain does).
     /// </summary>
     private sealed class HostRouter(string host, HttpMessageHandler governed, HttpMessageHandler bare) : HttpMessageHandler
     {
         private readonly HttpMessageInvoker _governed = new(governed, disposeHandler: true);
+
+        // Not disposed: an awaiting handler would dispose the socket handler under governance.
         private readonly HttpMessageInvoker _bare = new(bare, disposeHandler: false);
 
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
