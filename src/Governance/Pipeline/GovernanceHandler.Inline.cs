@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
 using Governance.Resilience;
 using Governance.Telemetry;
@@ -248,18 +249,35 @@ internal sealed partial class GovernanceHandler
         EndCall(call, null, exception);
         call.Request.RequestUri = call.Logical;
         lease?.Dispose();
-        promise ??= new TaskCompletionSource<HttpResponseMessage>();
         if (exception is OperationCanceledException canceled)
         {
-            promise.TrySetCanceled(canceled.CancellationToken);
-        }
-        else
-        {
-            promise.TrySetException(exception);
+            // Cancelled as an async method would be: the task is Canceled and awaiting it throws this very exception
+            // (its message and inner exception, e.g. the socket's, which HttpClient passes on), not a new one that keeps
+            // only the token, as TrySetCanceled would.
+            var rethrown = CanceledWith(canceled);
+            if (promise is null)
+            {
+                return rethrown;
+            }
+
+            promise.TrySetFromTask(rethrown);
+            return promise.Task;
         }
 
+        promise ??= new TaskCompletionSource<HttpResponseMessage>();
+        promise.TrySetException(exception);
         return promise.Task;
     }
+
+    /// <summary>A Canceled task whose awaiting throws <paramref name="exception"/> itself (what an async method builder makes of it).</summary>
+#pragma warning disable CS1998 // The method only throws: its builder turns the exception into the Canceled task.
+    private static async Task<HttpResponseMessage> CanceledWith(OperationCanceledException exception)
+    {
+        // Rethrown with its stack trace kept (appended to, as an await would).
+        ExceptionDispatchInfo.Throw(exception);
+        return null!;
+    }
+#pragma warning restore CS1998
 
     /// <summary>
     /// The first attempt of an inline call while it is on the wire. Pooled as <see cref="PoolingAsyncValueTaskMethodBuilder"/>

@@ -82,6 +82,59 @@ public sealed class InlineCallTests(ITestOutputHelper output)
         Assert.Equal(4, handler.Answered);
     }
 
+    [Fact]
+    public async Task SendAsync_CallerCancelsWhileOnTheWire_CallerGetsTheCancellationThatWasThrown()
+    {
+        // The server holds the request until the caller cancels. The handler under governance turns the socket handler's
+        // cancellation into one of its own (a message and the socket's exception inside): the caller must get that very
+        // exception (HttpClient puts it inside its own, with its message, when its token is not the caller's), as through
+        // an async method; a new TaskCanceledException holding only the token would lose it.
+        const string Service = "inline-cancel";
+        var received = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await LoopbackServer.StartAsync("hold", async context =>
+        {
+            received.TrySetResult();
+            await Task.Delay(Timeout.Infinite, context.RequestAborted);
+        });
+        var marking = new MarksCancellationHandler { InnerHandler = new SocketsHttpHandler() };
+        await using var governed = Governed.Create(
+            Governed.Service(Service, null, server),
+            services => services.ConfigureHttpClientDefaults(client => client.RemoveAllLoggers().ConfigurePrimaryHttpMessageHandler(() => marking)));
+
+        using var cancel = new CancellationTokenSource();
+        var call = governed.Client.GetAsync($"http://{Service}/", cancel.Token);
+        await received.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        cancel.Cancel();
+        var caught = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var thrown = Assert.Single(marking.Thrown);
+        output.WriteLine($"thrown under governance: {thrown.GetType().Name} '{thrown.Message}' (inner {thrown.InnerException?.GetType().Name}); caller got: {caught.GetType().Name} '{caught.Message}' (inner {caught.InnerException?.GetType().Name})");
+        Assert.Equal(cancel.Token, caught.CancellationToken);
+        Assert.Equal(thrown.Message, caught.Message);
+        Assert.Same(thrown, caught.InnerException);
+        Assert.NotNull(thrown.InnerException);
+    }
+
+    /// <summary>Rethrows the socket handler's cancellation as its own, with a message of its own and the original inside; keeps what it threw.</summary>
+    private sealed class MarksCancellationHandler : DelegatingHandler
+    {
+        public ConcurrentQueue<OperationCanceledException> Thrown { get; } = new();
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            try
+            {
+                return await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException ex)
+            {
+                var marked = new OperationCanceledException($"cancelled under governance ({ex.Message})", ex, ex.CancellationToken);
+                Thrown.Enqueue(marked);
+                throw marked;
+            }
+        }
+    }
+
     /// <summary>Answers before returning: port 1 throws a connection failure from <c>SendAsync</c>, any other port returns a completed task.</summary>
     private sealed class SynchronousHandler : HttpMessageHandler
     {
