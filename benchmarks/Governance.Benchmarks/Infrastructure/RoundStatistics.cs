@@ -11,4 +11,17 @@ internal static class RoundStatistics
         var middle = sorted.Length / 2;
         return sorted.Length % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
     }
+
+    /// <summary>Returns the mean and its standard error (NaN for fewer than two values).</summary>
+    public static (double Mean, double StandardError) MeanAndStandardError(double[] values)
+    {
+        var mean = values.Average();
+        var squares = 0.0;
+        foreach (var value in values)
+        {
+            squares += (value - mean) * (value - mean);
+        }
+
+        return (mean, values.Length > 1 ? Math.Sqrt(squares / (values.Length - 1) / values.Length) : double.NaN);
+    }
 }

@@ -26,7 +26,7 @@ internal static class LoopbackRounds
 
     public static async Task<int> RunAsync(string[] args)
     {
-        var options = RoundArguments.Parse(args, Command, "[--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...] [--profile <client>]", "--rounds", "--requests", "--concurrency", "--clients", "--profile");
+        var options = RoundArguments.Parse(args, Command, "[--rounds 10] [--requests 20000] [--concurrency 32] [--clients Bare,Factory,Governed,...] [--profile <client> [--switch Namespace.Type.Field=0,1]]", "--rounds", "--requests", "--concurrency", "--clients", "--profile", "--switch");
         if (options is null)
         {
             return 2;
@@ -53,16 +53,26 @@ internal static class LoopbackRounds
                 return 2;
             }
 
+            // --switch: code variants of a scratch build compared inside this process (CodeSwitch).
+            CodeSwitch? codeSwitch = null;
+            if (options.Text("--switch") is { } switchText && (codeSwitch = CodeSwitch.Parse(switchText)) is null)
+            {
+                return 2;
+            }
+
             var buffer = new long[requests];
             for (var round = 0; round < rounds; round++)
             {
+                var variant = codeSwitch is null ? string.Empty : $" [{codeSwitch.Set(round)}]";
                 var (contentions, switches, workItems) = (Monitor.LockContentionCount, ContextSwitches(), ThreadPool.CompletedWorkItemCount);
                 var (seconds, _, cpuTime) = await RunRoundAsync(target.Client, target.Uri, requests, concurrency, buffer);
+                codeSwitch?.Record(round, cpuTime.TotalMicroseconds / requests, requests / seconds);
                 Console.WriteLine(string.Create(
                     CultureInfo.InvariantCulture,
-                    $"{profile}: {requests / seconds:F0} req/s, {cpuTime.TotalMicroseconds / requests:F2} cpu-us/req, per 1,000 requests: {(Monitor.LockContentionCount - contentions) * 1000.0 / requests:F2} lock contentions, {(ContextSwitches() - switches) * 1000.0 / requests:F1} context switches, {(ThreadPool.CompletedWorkItemCount - workItems) * 1000.0 / requests:F0} work items, {ThreadPool.ThreadCount} pool threads"));
+                    $"{profile}{variant}: {requests / seconds:F0} req/s, {cpuTime.TotalMicroseconds / requests:F2} cpu-us/req, per 1,000 requests: {(Monitor.LockContentionCount - contentions) * 1000.0 / requests:F2} lock contentions, {(ContextSwitches() - switches) * 1000.0 / requests:F1} context switches, {(ThreadPool.CompletedWorkItemCount - workItems) * 1000.0 / requests:F0} work items, {ThreadPool.ThreadCount} pool threads"));
             }
 
+            codeSwitch?.PrintSummary();
             return 0;
         }
 

@@ -126,10 +126,10 @@ internal static class ToggleRounds
             cpuDifferences[pair] = cpu[1][pair] - cpu[0][pair];
         }
 
-        var (cpuMean, cpuError) = MeanAndStandardError(cpuDifferences);
-        var (ratioMean, ratioError) = MeanAndStandardError(ratios);
+        var (cpuMean, cpuError) = RoundStatistics.MeanAndStandardError(cpuDifferences);
+        var (ratioMean, ratioError) = RoundStatistics.MeanAndStandardError(ratios);
         var inverse = Array.ConvertAll(ratios, r => 1 / r);
-        var (inverseMean, inverseError) = MeanAndStandardError(inverse);
+        var (inverseMean, inverseError) = RoundStatistics.MeanAndStandardError(inverse);
         Console.WriteLine();
         Console.WriteLine("| State | Median req/s | Median CPU us/req | Median B/req |");
         Console.WriteLine("|---|---:|---:|---:|");
@@ -161,18 +161,6 @@ internal static class ToggleRounds
         }
 
         return keys;
-    }
-
-    private static (double Mean, double StandardError) MeanAndStandardError(double[] values)
-    {
-        var mean = values.Average();
-        var squares = 0.0;
-        foreach (var value in values)
-        {
-            squares += (value - mean) * (value - mean);
-        }
-
-        return (mean, values.Length > 1 ? Math.Sqrt(squares / (values.Length - 1) / values.Length) : double.NaN);
     }
 
     /// <summary>A configuration source with two sets of keys; <see cref="Switch"/> makes one of them current and raises a reload, as an edited file would.</summary>
