@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Governance.Resilience;
 
 namespace Governance.Pipeline;
@@ -172,11 +173,15 @@ internal sealed class EndpointState
     public Uri Rewrite(Uri logical)
     {
         var last = _lastRewrite;
-        if (last is not null && (ReferenceEquals(last.Logical, logical) || string.Equals(last.Logical.OriginalString, logical.OriginalString, StringComparison.Ordinal)))
-        {
-            return last.Physical;
-        }
+        return last is not null && (ReferenceEquals(last.Logical, logical) || string.Equals(last.Logical.OriginalString, logical.OriginalString, StringComparison.Ordinal))
+            ? last.Physical
+            : RewriteAndRemember(logical);
+    }
 
+    /// <summary>A new path and query: the physical URI built and kept. Never inlined, so that the hit stays small where it is inlined.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private Uri RewriteAndRemember(Uri logical)
+    {
         var physical = new Uri(string.Concat(Authority, logical.PathAndQuery), UriKind.Absolute);
         _lastRewrite = new RewriteEntry(logical, physical);
         return physical;
