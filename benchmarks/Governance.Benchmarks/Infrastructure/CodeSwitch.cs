@@ -84,26 +84,29 @@ internal sealed class CodeSwitch
         Console.WriteLine($"{_field.DeclaringType!.FullName}.{_field.Name}: {cycles - skip} cycles after {skip} left out");
         Console.WriteLine("| Value | Median CPU us/req | Median req/s | CPU against the first value, mean ± s.e. (median) | Throughput ratio to the first value, median of pairs (mean ± s.e.) |");
         Console.WriteLine("|---:|---:|---:|---:|---:|");
+        var cpu = new double[_values.Length][];
+        var throughput = new double[_values.Length][];
         for (var v = 0; v < _values.Length; v++)
         {
-            var cpu = new double[cycles - skip];
-            var throughput = new double[cycles - skip];
-            var cpuDifferences = new double[cycles - skip];
-            var ratios = new double[cycles - skip];
+            cpu[v] = new double[cycles - skip];
+            throughput[v] = new double[cycles - skip];
             for (var c = skip; c < cycles; c++)
             {
-                (cpu[c - skip], throughput[c - skip]) = _rounds[v][c];
-                cpuDifferences[c - skip] = _rounds[v][c].Cpu - _rounds[0][c].Cpu;
-                ratios[c - skip] = _rounds[v][c].Throughput / _rounds[0][c].Throughput;
+                (cpu[v][c - skip], throughput[v][c - skip]) = _rounds[v][c];
             }
+        }
 
-            var line = string.Create(CultureInfo.InvariantCulture, $"| {_values[v]} | {RoundStatistics.Median(cpu):F2} | {RoundStatistics.Median(throughput):F0} |");
+        for (var v = 0; v < _values.Length; v++)
+        {
+            var line = string.Create(CultureInfo.InvariantCulture, $"| {_values[v]} | {RoundStatistics.Median(cpu[v]):F2} | {RoundStatistics.Median(throughput[v]):F0} |");
             if (v == 0)
             {
                 Console.WriteLine(line + " (reference) | (reference) |");
                 continue;
             }
 
+            var cpuDifferences = RoundStatistics.Differences(cpu[v], cpu[0]);
+            var ratios = RoundStatistics.Ratios(throughput[v], throughput[0]);
             var (cpuMean, cpuError) = RoundStatistics.MeanAndStandardError(cpuDifferences);
             var (ratioMean, ratioError) = RoundStatistics.MeanAndStandardError(ratios);
             Console.WriteLine(line + string.Create(CultureInfo.InvariantCulture, $" {cpuMean:+0.00;-0.00} ± {cpuError:F2} ({RoundStatistics.Median(cpuDifferences):+0.00;-0.00}) | {RoundStatistics.Median(ratios):F3} ({ratioMean:F3} ± {ratioError:F3}) |"));

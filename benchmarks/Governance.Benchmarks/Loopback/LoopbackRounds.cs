@@ -138,7 +138,7 @@ internal static class LoopbackRounds
         var factoryBytes = RoundStatistics.Median(allocated[1]);
         for (var c = 0; c < targets.Length; c++)
         {
-            var paired = Paired(throughput[c], throughput[0]);
+            var paired = RoundStatistics.Ratios(throughput[c], throughput[0]);
             var median = RoundStatistics.Median(throughput[c]);
             var bytes = RoundStatistics.Median(allocated[c]);
             Console.WriteLine(string.Create(
@@ -154,7 +154,7 @@ internal static class LoopbackRounds
         var bareCpu = RoundStatistics.Median(cpu[0]);
         for (var c = 0; c < targets.Length; c++)
         {
-            var paired = Paired(cpu[c], cpu[0]);
+            var paired = RoundStatistics.Ratios(cpu[c], cpu[0]);
             var median = RoundStatistics.Median(cpu[c]);
             Console.WriteLine(string.Create(
                 CultureInfo.InvariantCulture,
@@ -185,7 +185,7 @@ internal static class LoopbackRounds
         var bareP50 = RoundStatistics.Median(p50[0]);
         for (var c = 0; c < targets.Length; c++)
         {
-            var paired = Paired(p99[c], p99[0]);
+            var paired = RoundStatistics.Ratios(p99[c], p99[0]);
             var median50 = RoundStatistics.Median(p50[c]);
             var median99 = RoundStatistics.Median(p99[c]);
             Console.WriteLine(string.Create(
@@ -263,17 +263,6 @@ internal static class LoopbackRounds
         }
 
         return table;
-    }
-
-    private static double[] Paired(double[] values, double[] baseline)
-    {
-        var ratios = new double[values.Length];
-        for (var r = 0; r < values.Length; r++)
-        {
-            ratios[r] = values[r] / baseline[r];
-        }
-
-        return ratios;
     }
 
     /// <summary>Nearest-rank percentile of sorted values.</summary>

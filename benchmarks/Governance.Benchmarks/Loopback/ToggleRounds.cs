@@ -14,8 +14,9 @@ namespace Governance.Benchmarks.Loopback;
 /// is governance with the base keys; state B is governance with A's keys plus <c>--keys</c> (switched by a live reload
 /// of the configuration, as an edited file would), or with <c>--keys bare</c> no governance at all (the physical URL, same
 /// socket handler and connection pool), or with <c>--keys layer</c> the physical URL through one handler that only awaits
-/// the socket handler (<see cref="AwaitingHandler"/>: what any handler that sees the response costs at least). Rounds alternate A, B, A, B..., each after a short unrecorded warm-up. Every
-/// pair of rounds is one paired measurement on the same connection pool, server and process a second or two apart, so
+/// the socket handler (<see cref="AwaitingHandler"/>: what any handler that sees the response costs at least). Rounds
+/// alternate A, B, A, B..., each after a short unrecorded warm-up. Every pair of rounds is one paired measurement on
+/// the same connection pool, server and process a second or two apart, so
 /// the differences between processes, between clients and the machine's drifts, which <c>loopback-rounds</c> compares
 /// across, cancel out. It reports the mean and standard error of the per-pair differences in CPU time per request and
 /// the median and mean of the per-pair throughput ratios. The base is the whole stack of issue 3 (defaults plus a token
@@ -118,13 +119,8 @@ internal static class ToggleRounds
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"pair {pair + 1,3}: A {throughput[0][pair],6:F0} req/s {cpu[0][pair],6:F2} cpu-us/req {allocated[0][pair],5:F0} B/req   B {throughput[1][pair],6:F0} req/s {cpu[1][pair],6:F2} cpu-us/req {allocated[1][pair],5:F0} B/req"));
         }
 
-        var ratios = new double[pairs];
-        var cpuDifferences = new double[pairs];
-        for (var pair = 0; pair < pairs; pair++)
-        {
-            ratios[pair] = throughput[1][pair] / throughput[0][pair];
-            cpuDifferences[pair] = cpu[1][pair] - cpu[0][pair];
-        }
+        var ratios = RoundStatistics.Ratios(throughput[1], throughput[0]);
+        var cpuDifferences = RoundStatistics.Differences(cpu[1], cpu[0]);
 
         var (cpuMean, cpuError) = RoundStatistics.MeanAndStandardError(cpuDifferences);
         var (ratioMean, ratioError) = RoundStatistics.MeanAndStandardError(ratios);
