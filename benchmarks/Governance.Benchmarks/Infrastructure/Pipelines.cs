@@ -17,12 +17,20 @@ internal static class Pipelines
 
     public const string ServiceName = "catalog";
 
-    /// <summary>The factory's handler chain with no governance: the logging handlers the factory always adds.</summary>
-    public static ServiceProvider Factory(Func<HttpMessageHandler> primary)
+    /// <summary>
+    /// The factory's handler chain with no governance: the logging handlers the factory always adds, unless
+    /// <paramref name="removeLoggers"/> (<c>RemoveAllLoggers()</c>: then only the factory's own outermost handler).
+    /// </summary>
+    public static ServiceProvider Factory(Func<HttpMessageHandler> primary, bool removeLoggers = false)
     {
         var services = new ServiceCollection();
         services.AddLogging();
-        AddClient(services, primary);
+        var client = AddClient(services, primary);
+        if (removeLoggers)
+        {
+            client.RemoveAllLoggers();
+        }
+
         return services.BuildServiceProvider();
     }
 

@@ -11,30 +11,42 @@ namespace Governance.Benchmarks.Loopback;
 /// client. One loopback server, one socket handler and one <see cref="HttpClient"/> over a <see cref="HostRouter"/> that
 /// sends the logical host through governance (its handler alone, or <c>--via factory</c> the factory's chain without its
 /// logging handlers) to that socket handler, and the server's own address straight to the same socket handler. State A
-/// is governance with the base keys; state B is governance with A's keys plus <c>--keys</c> (switched by a live reload
-/// of the configuration, as an edited file would), or with <c>--keys bare</c> no governance at all (the physical URL, same
-/// socket handler and connection pool), or with <c>--keys layer</c> the physical URL through one handler that only awaits
-/// the socket handler (<see cref="AwaitingHandler"/>: what any handler that sees the response costs at least). Rounds
-/// alternate A, B, A, B..., each after a short unrecorded warm-up. Every pair of rounds is one paired measurement on
-/// the same connection pool, server and process a second or two apart, so
-/// the differences between processes, between clients and the machine's drifts, which <c>loopback-rounds</c> compares
-/// across, cancel out. It reports the mean and standard error of the per-pair differences in CPU time per request and
-/// the median and mean of the per-pair throughput ratios. The base is the whole stack of issue 3 (defaults plus a token
-/// bucket that never rejects); <c>--base</c> adds keys to it.
+/// is governance with the base keys; state B is, with <c>--keys Key=Value;...</c>, governance with A's keys plus those
+/// (switched by a live reload of the configuration, as an edited file would), or a control on the same socket handler
+/// and connection pool:
+/// <list type="bullet">
+///   <item><description><c>bare</c>: no governance, the server's own address;</description></item>
+///   <item><description><c>layer</c>: the server's address through one handler that only awaits the socket handler
+///   (<see cref="AwaitingHandler"/>: what any handler that sees the response costs at least);</description></item>
+///   <item><description><c>rewrite</c>: another logical host through one plain <c>async</c> handler that sends it to the
+///   server's address and restores the caller's URI (<see cref="RewritingHandler"/>: what any handler that reroutes a
+///   call costs at least);</description></item>
+///   <item><description><c>factory</c>: the server's address through a factory client's chain without governance and
+///   without its loggers (what the factory itself costs);</description></item>
+///   <item><description><c>handler</c>, <c>hop</c>, <c>hop-frame</c>: the same governance (one runtime) placed
+///   otherwise: its handler alone over the socket handler; under one pass-through handler that tail-calls it, as the
+///   factory's outermost handler does; under one that keeps its frame (no tail call).</description></item>
+/// </list>
+/// Rounds alternate A, B, A, B..., each after a short unrecorded warm-up. Every pair of rounds is one paired measurement
+/// on the same connection pool, server and process a second or two apart, so the differences between processes, between
+/// clients and the machine's drifts, which <c>loopback-rounds</c> compares across, cancel out. It reports the mean and
+/// standard error of the per-pair differences in CPU time per request and the median and mean of the per-pair
+/// throughput ratios. The base is the whole stack of issue 3 (defaults plus a token bucket that never rejects);
+/// <c>--base</c> adds keys to it.
 /// </summary>
 internal static class ToggleRounds
 {
     public const string Command = "toggle-rounds";
 
-    private const string Usage = "--keys Key=Value[;Key=Value...]|bare|layer [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
+    private const string Usage = "--keys Key=Value[;Key=Value...]|bare|layer|rewrite|factory|handler|hop|hop-frame [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
 
     public static async Task<int> RunAsync(string[] args)
     {
         var options = RoundArguments.Parse(args, Command, Usage, "--keys", "--base", "--via", "--rounds", "--requests", "--concurrency");
         var keysText = options?.Text("--keys");
-        var layer = keysText == "layer";
-        var bare = layer || keysText == "bare";
-        if (options is null || keysText is null || (bare ? [] : ParseKeys(keysText)) is not { } keys || ParseKeys(options.Text("--base") ?? string.Empty) is not { } extraBase)
+        // A control state B (no reload): another path for the same requests, or governance placed differently.
+        var control = keysText is "bare" or "layer" or "rewrite" or "factory" or "handler" or "hop" or "hop-frame" ? keysText : null;
+        if (options is null || keysText is null || (control is not null ? [] : ParseKeys(keysText)) is not { } keys || ParseKeys(options.Text("--base") ?? string.Empty) is not { } extraBase)
         {
             Console.Error.WriteLine($"usage: {Command} {Usage}");
             return 2;
@@ -55,21 +67,48 @@ internal static class ToggleRounds
         var baseKeys = new List<KeyValuePair<string, string?>>(Pipelines.NeverRejectingRateLimit);
         baseKeys.AddRange(extraBase);
         var stateA = Pipelines.ServiceSettings([server.Address], baseKeys);
-        var stateB = bare ? stateA : Pipelines.ServiceSettings([server.Address], [.. baseKeys, .. keys]);
+        var stateB = control is not null ? stateA : Pipelines.ServiceSettings([server.Address], [.. baseKeys, .. keys]);
         var configuration = new SwitchableConfigurationSource(stateA, stateB);
         // One socket handler under both paths (disposed with governance's chain, or with the provider's factory).
         var sockets = LoopbackClients.CreateSocketsHandler();
         await using var provider = Pipelines.Governed(() => sockets, new ConfigurationBuilder().Add(configuration).Build(), removeFactoryLoggers: true);
         var governed = via == "handler" ? Pipelines.GovernanceHandlerOnly(provider, sockets) : Pipelines.CreateHandler(provider);
-        using var client = new HttpClient(new HostRouter(Pipelines.ServiceName, governed, layer ? new AwaitingHandler { InnerHandler = sockets } : sockets));
-        var logical = new Uri($"http://{Pipelines.ServiceName}/api/items");
         var physical = new Uri(server.Address, "/api/items");
+        await using var ungovernedFactory = control == "factory" ? Pipelines.Factory(() => sockets, removeLoggers: true) : null;
+        HttpMessageHandler other = control switch
+        {
+            "layer" => new AwaitingHandler { InnerHandler = sockets },
+            "rewrite" => new RewritingHandler(physical, pooled: false) { InnerHandler = sockets },
+            "factory" => Pipelines.CreateHandler(ungovernedFactory!),
+            _ => sockets,
+        };
+
+        // --keys handler, hop, hop-frame: B is the same governance (one runtime) placed differently above the socket handler.
+        HttpMessageHandler? alternate = control switch
+        {
+            "handler" => Pipelines.GovernanceHandlerOnly(provider, sockets),
+            "hop" => new PassThroughHandler(keepFrame: false) { InnerHandler = Pipelines.GovernanceHandlerOnly(provider, sockets) },
+            "hop-frame" => new PassThroughHandler(keepFrame: true) { InnerHandler = Pipelines.GovernanceHandlerOnly(provider, sockets) },
+            _ => null,
+        };
+        var router = new HostRouter(Pipelines.ServiceName, governed, other, alternate);
+        using var client = new HttpClient(router);
+        var logical = new Uri($"http://{Pipelines.ServiceName}/api/items");
+
+        // B's requests: another logical host for the rewriting handler, the logical one for governance placed otherwise.
+        var ungoverned = control switch
+        {
+            "rewrite" => new Uri("http://unrouted/api/items"),
+            "handler" or "hop" or "hop-frame" => logical,
+            _ => physical,
+        };
         var service = provider.GetRequiredService<GovernanceRuntime>().Services[Pipelines.ServiceName];
         Uri Switch(int state)
         {
-            if (bare)
+            if (control is not null)
             {
-                return state == 0 ? logical : physical;
+                router.UseAlternate = state == 1;
+                return state == 0 ? logical : ungoverned;
             }
 
             // A reload that validation rejects keeps the running policy (and is only logged): the two states would be one.
@@ -84,7 +123,18 @@ internal static class ToggleRounds
         }
 
         Console.WriteLine($"{Command}: {pairs} pairs of rounds x {requests} GETs, {concurrency} concurrent, governance {(via == "handler" ? "handler alone" : "through the factory, no loggers")}, server {server.Address}");
-        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {(layer ? "no governance, one awaiting handler (the server's address, same socket handler)" : bare ? "no governance (the server's address, same socket handler)" : "A + " + keysText)}");
+        var stateBText = control switch
+        {
+            "bare" => "no governance (the server's address, same socket handler)",
+            "layer" => "no governance, one awaiting handler (the server's address, same socket handler)",
+            "rewrite" => "no governance, one plain async handler that rewrites another host to the server's address and restores it (same socket handler)",
+            "factory" => "no governance, the server's address through a factory client's chain without its loggers (same socket handler)",
+            "handler" => "the same governance, its handler alone over the socket handler",
+            "hop" => "the same governance, its handler alone under one pass-through handler that tail-calls it (as the factory's outermost handler does)",
+            "hop-frame" => "the same governance, its handler alone under one pass-through handler that keeps its frame (no tail call)",
+            _ => "A + " + keysText,
+        };
+        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {stateBText}");
         Console.WriteLine($"runtime {Environment.Version}, {Environment.ProcessorCount} logical CPUs");
 
         var latencies = new long[requests];
@@ -177,21 +227,46 @@ internal static class ToggleRounds
     }
 
     /// <summary>
-    /// Sends requests for <c>host</c> through governance and every other request to <c>bare</c> (the socket handler, or
-    /// one awaiting handler over it), so that governed and bare requests share one connection pool. It returns its inner
-    /// handlers' tasks (no async layer), and both paths pass through it; neither of its invokers disposes the socket
-    /// handler (governance's chain does).
+    /// A handler that only passes the call on: as <see cref="DelegatingHandler"/> itself (whose <c>SendAsync</c> returns
+    /// the inner handler's task with a tail call, as the factory's outermost handler does), or keeping its own frame on
+    /// the stack while the inner handler runs (<paramref name="keepFrame"/>: no tail call).
     /// </summary>
-    private sealed class HostRouter(string host, HttpMessageHandler governed, HttpMessageHandler bare) : HttpMessageHandler
+    private sealed class PassThroughHandler(bool keepFrame) : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var task = base.SendAsync(request, cancellationToken);
+            if (keepFrame)
+            {
+                // A use of this frame after the call: the JIT cannot turn the call above into a tail call.
+                GC.KeepAlive(this);
+            }
+
+            return task;
+        }
+    }
+
+    /// <summary>
+    /// Sends requests for <c>host</c> through governance (or, while <see cref="UseAlternate"/> is set, through
+    /// <c>alternate</c>: the same governance placed otherwise) and every other request to <c>bare</c> (the socket handler,
+    /// or one awaiting or rewriting handler, or an ungoverned factory chain, over it), so that all of them share one
+    /// connection pool. It returns its inner handlers' tasks (no async layer), and every path passes through it; only the
+    /// governed invoker disposes its handler (governance's chain disposes the socket handler).
+    /// </summary>
+    private sealed class HostRouter(string host, HttpMessageHandler governed, HttpMessageHandler bare, HttpMessageHandler? alternate) : HttpMessageHandler
     {
         private readonly HttpMessageInvoker _governed = new(governed, disposeHandler: true);
 
-        // Not disposed: an awaiting handler would dispose the socket handler under governance.
+        // Not disposed: an awaiting or rewriting handler, or an alternate governance handler, would dispose the socket handler.
         private readonly HttpMessageInvoker _bare = new(bare, disposeHandler: false);
+        private readonly HttpMessageInvoker? _alternate = alternate is null ? null : new(alternate, disposeHandler: false);
+
+        /// <summary>Gets or sets a value indicating whether requests for <c>host</c> go through the alternate handler, when there is one.</summary>
+        public bool UseAlternate { get; set; }
 
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
             string.Equals(request.RequestUri!.Host, host, StringComparison.OrdinalIgnoreCase)
-                ? _governed.SendAsync(request, cancellationToken)
+                ? (UseAlternate && _alternate is not null ? _alternate : _governed).SendAsync(request, cancellationToken)
                 : _bare.SendAsync(request, cancellationToken);
 
         protected override void Dispose(bool disposing)
