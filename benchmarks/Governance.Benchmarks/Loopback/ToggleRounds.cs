@@ -38,14 +38,26 @@ internal static class ToggleRounds
 {
     public const string Command = "toggle-rounds";
 
-    private const string Usage = "--keys Key=Value[;Key=Value...]|bare|layer|rewrite|factory|handler|hop|hop-frame [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
+    /// <summary>The control states B can be instead of a reload (<c>--keys &lt;name&gt;</c>), with what B then is.</summary>
+    private static readonly Dictionary<string, string> Controls = new(StringComparer.Ordinal)
+    {
+        ["bare"] = "no governance (the server's address, same socket handler)",
+        ["layer"] = "no governance, one awaiting handler (the server's address, same socket handler)",
+        ["rewrite"] = "no governance, one plain async handler that rewrites another host to the server's address and restores it (same socket handler)",
+        ["factory"] = "no governance, the server's address through a factory client's chain without its loggers (same socket handler)",
+        ["handler"] = "the same governance, its handler alone over the socket handler",
+        ["hop"] = "the same governance, its handler alone under one pass-through handler that tail-calls it (as the factory's outermost handler does)",
+        ["hop-frame"] = "the same governance, its handler alone under one pass-through handler that keeps its frame (no tail call)",
+    };
+
+    private static readonly string Usage = $"--keys Key=Value[;Key=Value...]|{string.Join('|', Controls.Keys)} [--base Key=Value[;...]] [--via handler|factory] [--rounds 100] [--requests 10000] [--concurrency 32] (keys relative to MeshGovernance:Services:catalog)";
 
     public static async Task<int> RunAsync(string[] args)
     {
         var options = RoundArguments.Parse(args, Command, Usage, "--keys", "--base", "--via", "--rounds", "--requests", "--concurrency");
         var keysText = options?.Text("--keys");
         // A control state B (no reload): another path for the same requests, or governance placed differently.
-        var control = keysText is "bare" or "layer" or "rewrite" or "factory" or "handler" or "hop" or "hop-frame" ? keysText : null;
+        var control = keysText is not null && Controls.ContainsKey(keysText) ? keysText : null;
         if (options is null || keysText is null || (control is not null ? [] : ParseKeys(keysText)) is not { } keys || ParseKeys(options.Text("--base") ?? string.Empty) is not { } extraBase)
         {
             Console.Error.WriteLine($"usage: {Command} {Usage}");
@@ -123,18 +135,7 @@ internal static class ToggleRounds
         }
 
         Console.WriteLine($"{Command}: {pairs} pairs of rounds x {requests} GETs, {concurrency} concurrent, governance {(via == "handler" ? "handler alone" : "through the factory, no loggers")}, server {server.Address}");
-        var stateBText = control switch
-        {
-            "bare" => "no governance (the server's address, same socket handler)",
-            "layer" => "no governance, one awaiting handler (the server's address, same socket handler)",
-            "rewrite" => "no governance, one plain async handler that rewrites another host to the server's address and restores it (same socket handler)",
-            "factory" => "no governance, the server's address through a factory client's chain without its loggers (same socket handler)",
-            "handler" => "the same governance, its handler alone over the socket handler",
-            "hop" => "the same governance, its handler alone under one pass-through handler that tail-calls it (as the factory's outermost handler does)",
-            "hop-frame" => "the same governance, its handler alone under one pass-through handler that keeps its frame (no tail call)",
-            _ => "A + " + keysText,
-        };
-        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {stateBText}");
+        Console.WriteLine($"A: governance, the whole stack{(extraBase.Count == 0 ? string.Empty : " + " + options.Text("--base"))}; B: {(control is not null ? Controls[control] : "A + " + keysText)}");
         Console.WriteLine($"runtime {Environment.Version}, {Environment.ProcessorCount} logical CPUs");
 
         var latencies = new long[requests];
