@@ -96,10 +96,12 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// the attempt away (nothing was sent) is replaced by another candidate within the same attempt, so open circuits
     /// never spend retries and are skipped even when retries are off. The first attempt of a call whose pick has a closed
     /// circuit does not come here: <see cref="SendInline"/> runs it without an async method (the same steps)
-    /// and passes the endpoint it <paramref name="picked"/> when the circuit is not closed.
+    /// and passes the endpoint it <paramref name="picked"/> when the circuit is not closed. A hedged attempt passes its
+    /// call's <paramref name="hedge"/>, which learns each endpoint as soon as it is picked (before anything is sent), so
+    /// that an attempt launched while this one is in flight avoids it.
     /// </summary>
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer, EndpointState? picked = null)
+    internal async ValueTask<AttemptResult> AttemptAsync(GovernedCall call, List<EndpointState>? tried, int attemptNumber, CancellationToken outer, EndpointState? picked = null, HedgeState? hedge = null)
     {
         var exclude = tried;
         while (true)
@@ -110,6 +112,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             {
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
             }
+
+            hedge?.OnPicked(endpoint);
 
             var now = call.Policy.Time.GetTimestamp();
             var remaining = call.RemainingAt(now);

@@ -60,15 +60,7 @@ internal sealed class HedgeState
         }
 
         var call = new GovernedCall(Call, request, Call.Activity);
-        var result = await _handler.AttemptAsync(call, tried, attempt, context.CancellationToken).ConfigureAwait(false);
-        if (result.Endpoint is not null)
-        {
-            lock (_tried)
-            {
-                _tried.Add(result.Endpoint);
-            }
-        }
-
+        var result = await _handler.AttemptAsync(call, tried, attempt, context.CancellationToken, hedge: this).ConfigureAwait(false);
         if (number != 0 && result.Outcome.Result is { } response)
         {
             // The caller sees the request it sent, with its logical URI.
@@ -76,6 +68,21 @@ internal sealed class HedgeState
         }
 
         return result.Outcome;
+    }
+
+    /// <summary>
+    /// Records the endpoint an attempt of this call picked, when it picks it: attempts launched while it is still in
+    /// flight (the hedges) then avoid it while other candidates remain.
+    /// </summary>
+    public void OnPicked(EndpointState endpoint)
+    {
+        lock (_tried)
+        {
+            if (!_tried.Contains(endpoint))
+            {
+                _tried.Add(endpoint);
+            }
+        }
     }
 
     private static bool Contains(IReadOnlyCollection<string> names, string name)
@@ -103,7 +110,9 @@ internal sealed class HedgeState
         // Trace-context headers were written by the first attempt's own HttpClient span: leave them out so that each
         // hedged attempt gets its own parent id; cookies are added again by the handler that owns the cookie container.
         var propagated = System.Diagnostics.DistributedContextPropagator.Current.Fields;
-        foreach (var header in request.Headers)
+        // Read without validation: the first attempt may be sending the original at the same time, and a validating read
+        // parses and stores header values (not safe while another thread reads them).
+        foreach (var header in request.Headers.NonValidated)
         {
             if (!Contains(propagated, header.Key) && !string.Equals(header.Key, "Cookie", StringComparison.OrdinalIgnoreCase))
             {

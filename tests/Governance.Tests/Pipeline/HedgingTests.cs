@@ -40,6 +40,62 @@ public sealed class HedgingTests
     }
 
     [Fact]
+    public async Task GetAsync_HedgeLaunchedWhileFirstAttemptInFlight_GoesToAnotherEndpoint()
+    {
+        // Every endpoint holds every request until the test releases it, so the hedge (Delay 0: launched as soon as the
+        // first attempt is on the wire) starts while the first attempt is in flight. With the random policy over three
+        // endpoints, a hedge that did not avoid the in-flight endpoint would land on it a third of the time: over 20 calls
+        // the chance that such a bug goes unseen is (2/3)^20, about 3 in 10,000.
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var arrivals = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var bothArrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Func<HttpContext, Task> Holding(string name) => async context =>
+        {
+            arrivals.Enqueue(name);
+            if (arrivals.Count >= 2)
+            {
+                bothArrived.TrySetResult();
+            }
+
+            await Volatile.Read(ref gate).Task.WaitAsync(TimeSpan.FromSeconds(60));
+            await context.Response.WriteAsync(name);
+        };
+        await using var a = await LoopbackServer.StartAsync("a", Holding("a"));
+        await using var b = await LoopbackServer.StartAsync("b", Holding("b"));
+        await using var c = await LoopbackServer.StartAsync("c", Holding("c"));
+        var settings = Governed.Service("catalog", "Random", a, b, c);
+        settings["Services:catalog:Hedging:Enabled"] = "true";
+        settings["Services:catalog:Hedging:Delay"] = "00:00:00";
+        settings["Services:catalog:Hedging:MaxHedgedAttempts"] = "1";
+        settings["Services:catalog:Retry:MaxRetries"] = "0";
+        await using var governed = Governed.Create(settings);
+        try
+        {
+            for (var i = 0; i < 20; i++)
+            {
+                var call = governed.Client.GetAsync($"http://catalog/items/{i}");
+                await bothArrived.Task.WaitAsync(TimeSpan.FromSeconds(30));
+                var targets = arrivals.ToArray();
+                Assert.Equal(2, targets.Length);
+                Assert.NotEqual(targets[0], targets[1]);
+
+                arrivals.Clear();
+                Volatile.Write(ref bothArrived, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                var released = Interlocked.Exchange(ref gate, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+                released.SetResult();
+                using var response = await call.WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.True(response.IsSuccessStatusCode);
+                Assert.Contains(Assert.Single(response.Headers.GetValues("x-server")), targets);
+            }
+        }
+        finally
+        {
+            // Held requests must end before the servers can stop, also when an assertion failed.
+            Volatile.Read(ref gate).TrySetResult();
+        }
+    }
+
+    [Fact]
     public async Task PostAsync_HedgingEnabled_IsNotHedged()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
