@@ -1,4 +1,5 @@
 using System.Globalization;
+using Governance.RateLimiting;
 using Governance.Resilience;
 
 namespace Governance.Configuration;
@@ -27,9 +28,9 @@ internal sealed partial class GovernanceOptionsValidator
             {
                 var item = retry.RetryOn[i];
                 var isCode = int.TryParse(item, NumberStyles.None, CultureInfo.InvariantCulture, out var code);
-                if (isCode ? code is < 100 or > 599 : !Array.Exists(ResilienceConstants.RetryOnNames, n => string.Equals(n, item?.Trim(), StringComparison.OrdinalIgnoreCase)))
+                if (isCode ? code is < 400 or > 599 : !Array.Exists(ResilienceConstants.RetryOnNames, n => string.Equals(n, item?.Trim(), StringComparison.OrdinalIgnoreCase)))
                 {
-                    errors.Add($"{p}:RetryOn:{i.ToString(CultureInfo.InvariantCulture)} '{item}' is not a retry condition ({string.Join(", ", ResilienceConstants.RetryOnNames)}, or a status code 100-599)");
+                    errors.Add($"{p}:RetryOn:{i.ToString(CultureInfo.InvariantCulture)} '{item}' is not a retry condition ({string.Join(", ", ResilienceConstants.RetryOnNames)}, or a status code 400-599)");
                 }
             }
 
@@ -104,8 +105,14 @@ internal sealed partial class GovernanceOptionsValidator
         }
     }
 
-    /// <summary>Checks that only make sense once Defaults and the service's keys are merged.</summary>
-    private static void ValidateEffective(ServiceOptions service, ServiceOptions defaults, string path, List<string> errors)
+    /// <summary>
+    /// Checks that only make sense once Defaults and the service's keys are merged. Each value is named by the key it comes
+    /// from: the service's own key, else the one under Defaults, else the service's key with "(default)". A conflict
+    /// between two values that both come from Defaults (or built-in defaults) is not the service's: it is reported once,
+    /// by the pass over Defaults alone (<paramref name="service"/> empty, <paramref name="path"/> the Defaults path),
+    /// which runs whether or not any service is configured.
+    /// </summary>
+    private static void ValidateEffective(ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors)
     {
         ResilienceSettings settings;
         try
@@ -117,24 +124,80 @@ internal sealed partial class GovernanceOptionsValidator
             return; // An unknown name, already reported by the range checks.
         }
 
+        var isDefaultsPass = string.Equals(path, defaultsPath, StringComparison.Ordinal);
+
+        // Where a value comes from, and whether this pass reports a conflict between two of them.
+        (string Key, bool Own) From(string key, object? own, object? fromDefaults) =>
+            own is not null ? ($"{path}:{key}", true)
+            : fromDefaults is not null ? ($"{defaultsPath}:{key}", isDefaultsPass)
+            : ($"{path}:{key} (default)", false);
+
+        void Conflict((string Key, bool Own) a, object aValue, string relation, (string Key, bool Own) b, object bValue, string? why = null)
+        {
+            if (a.Own || b.Own)
+            {
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"{a.Key} '{aValue}' {relation} {b.Key} '{bValue}'{(why is null ? null : ": " + why)}"));
+            }
+        }
+
         if (settings.Timeout.Enabled && settings.Timeout.PerAttempt > settings.Timeout.Total)
         {
-            errors.Add($"{path}:Timeout:PerAttempt '{settings.Timeout.PerAttempt}' must not exceed {path}:Timeout:Total '{settings.Timeout.Total}'");
+            Conflict(
+                From("Timeout:PerAttempt", service.Timeout?.PerAttempt, defaults.Timeout?.PerAttempt), settings.Timeout.PerAttempt,
+                "must not exceed",
+                From("Timeout:Total", service.Timeout?.Total, defaults.Timeout?.Total), settings.Timeout.Total);
         }
 
         if (settings.Retry.MaxDelay < settings.Retry.BaseDelay)
         {
-            errors.Add($"{path}:Retry:MaxDelay '{settings.Retry.MaxDelay}' must not be shorter than {path}:Retry:BaseDelay '{settings.Retry.BaseDelay}'");
+            Conflict(
+                From("Retry:MaxDelay", service.Retry?.MaxDelay, defaults.Retry?.MaxDelay), settings.Retry.MaxDelay,
+                "must not be shorter than",
+                From("Retry:BaseDelay", service.Retry?.BaseDelay, defaults.Retry?.BaseDelay), settings.Retry.BaseDelay);
         }
 
         if (settings.Outlier is { } outlier && outlier.MaxEjectionTime < outlier.BaseEjectionTime)
         {
-            errors.Add($"{path}:OutlierDetection:MaxEjectionTime '{outlier.MaxEjectionTime}' must not be shorter than {path}:OutlierDetection:BaseEjectionTime '{outlier.BaseEjectionTime}'");
+            Conflict(
+                From("OutlierDetection:MaxEjectionTime", service.OutlierDetection?.MaxEjectionTime, defaults.OutlierDetection?.MaxEjectionTime), outlier.MaxEjectionTime,
+                "must not be shorter than",
+                From("OutlierDetection:BaseEjectionTime", service.OutlierDetection?.BaseEjectionTime, defaults.OutlierDetection?.BaseEjectionTime), outlier.BaseEjectionTime);
         }
 
         if (settings.HealthCheck is { } health && health.Timeout > health.Interval)
         {
-            errors.Add($"{path}:HealthCheck:Timeout '{health.Timeout}' must not exceed {path}:HealthCheck:Interval '{health.Interval}'");
+            Conflict(
+                From("HealthCheck:Timeout", service.HealthCheck?.Timeout, defaults.HealthCheck?.Timeout), health.Timeout,
+                "must not exceed",
+                From("HealthCheck:Interval", service.HealthCheck?.Interval, defaults.HealthCheck?.Interval), health.Interval);
+        }
+
+        if (settings.RateLimit is { } used && service.RateLimit is var own && (own ?? defaults.RateLimit) is { } section)
+        {
+            // A key the chosen algorithm does not read, set in the same section as the algorithm. (From the service's own
+            // section in a service's pass, from Defaults in the Defaults pass: an inherited key is not the service's
+            // choice, and the service could not unset it.)
+            var algorithm = From("RateLimit:Algorithm", own?.Algorithm, defaults.RateLimit?.Algorithm);
+            var (key, value, why) = used.Algorithm.ToUpperInvariant() switch
+            {
+                "FIXEDWINDOW" or "SLIDINGWINDOW" => ("RateLimit:Burst", section.Burst, "its window admits PermitsPerSecond calls a second"),
+                "CONCURRENCY" => ("RateLimit:PermitsPerSecond", section.PermitsPerSecond, "it limits the calls in flight to Burst, whatever their rate"),
+                _ => (string.Empty, null, string.Empty),
+            };
+            if (algorithm.Own && value is { } unused)
+            {
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"{(own is null ? defaultsPath : path)}:{key} '{unused}' is not used by {algorithm.Key} '{used.Algorithm}': {why}; remove it"));
+            }
+        }
+
+        if (settings.RateLimit is { } limit && RateLimiterFactory.UsesBucket(limit) && !RateLimiterFactory.CanRefill(limit))
+        {
+            // The bucket refills at most once a millisecond and never past Burst, so it could not sustain the rate.
+            Conflict(
+                From("RateLimit:Burst", service.RateLimit?.Burst, defaults.RateLimit?.Burst), limit.Burst,
+                "is too small for",
+                From("RateLimit:PermitsPerSecond", service.RateLimit?.PermitsPerSecond, defaults.RateLimit?.PermitsPerSecond), limit.PermitsPerSecond,
+                string.Create(CultureInfo.InvariantCulture, $"a token bucket refills at most once a millisecond and never above its Burst, so Burst must be at least {RateLimiterFactory.MinimumBurst(limit.PermitsPerSecond)} (PermitsPerSecond / 1000, rounded up)"));
         }
     }
 

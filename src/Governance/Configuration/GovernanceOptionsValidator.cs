@@ -35,7 +35,12 @@ internal sealed partial class GovernanceOptionsValidator
 
         ValidateDiscoveryName(defaults.Discovery, $"{root}:Defaults:Discovery", errors);
         ValidateLoadBalancer(defaults.LoadBalancer, $"{root}:Defaults:LoadBalancer", errors);
+        var beforeDefaults = errors.Count;
         ValidateResilience(defaults, $"{root}:Defaults", errors);
+        if (errors.Count == beforeDefaults)
+        {
+            ValidateEffective(new ServiceOptions(), defaults, $"{root}:Defaults", $"{root}:Defaults", errors);
+        }
 
         foreach (var (name, service) in options.Services)
         {
@@ -51,14 +56,14 @@ internal sealed partial class GovernanceOptionsValidator
                 continue;
             }
 
-            ValidateService(name, service, defaults, path, errors);
+            ValidateService(name, service, defaults, path, $"{root}:Defaults", errors);
         }
 
         ValidateConsul(options, errors);
         return errors;
     }
 
-    private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, List<string> errors)
+    private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors)
     {
         var discovery = service.Discovery ?? defaults.Discovery;
         if (service.Discovery is not null)
@@ -100,7 +105,7 @@ internal sealed partial class GovernanceOptionsValidator
         ValidateResilience(service, path, errors);
         if (errors.Count == before)
         {
-            ValidateEffective(service, defaults, path, errors);
+            ValidateEffective(service, defaults, path, defaultsPath, errors);
         }
     }
 

@@ -20,14 +20,42 @@ public sealed class ResilienceValidationTests
         return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>()).Failures.ToList();
     }
 
+    private static List<string> TryValidate(Dictionary<string, string?> settings)
+    {
+        settings[$"{Service}:Endpoints:0"] = "http://127.0.0.1:5001";
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        try
+        {
+            provider.GetRequiredService<GovernanceRuntime>();
+            return [];
+        }
+        catch (OptionsValidationException ex)
+        {
+            return ex.Failures.ToList();
+        }
+    }
+
+    private static List<string> ValidateWithoutService(Dictionary<string, string?> settings)
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(settings).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+        return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>()).Failures.ToList();
+    }
+
     [Theory]
+    [InlineData("Retry:RetryOn:0", "200", "Retry:RetryOn:0 '200' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
     [InlineData("Retry:MaxRetries", "11", "Retry:MaxRetries '11' must be between 0 and 10")]
     [InlineData("Retry:Backoff", "Fibonacci", "Retry:Backoff 'Fibonacci' is not a known backoff (Constant, Linear, Exponential)")]
     [InlineData("Retry:BaseDelay", "-00:00:01", "Retry:BaseDelay '-00:00:01' must be between 00:00:00 and 1.00:00:00")]
     [InlineData("Retry:BaseDelay", "soon", "Retry:BaseDelay 'soon' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250")]
     [InlineData("Retry:Jitter", "maybe", "Retry:Jitter 'maybe' is not true or false")]
-    [InlineData("Retry:RetryOn:0", "4xx", "Retry:RetryOn:0 '4xx' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 100-599)")]
-    [InlineData("Retry:RetryOn:0", "700", "Retry:RetryOn:0 '700' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 100-599)")]
+    [InlineData("Retry:RetryOn:0", "4xx", "Retry:RetryOn:0 '4xx' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
+    [InlineData("Retry:RetryOn:0", "700", "Retry:RetryOn:0 '700' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
     [InlineData("Retry:Budget:RetryPercent", "1001", "Retry:Budget:RetryPercent '1001' must be between 0 and 1000")]
     [InlineData("Retry:Budget:MinRetriesPerSecond", "-1", "Retry:Budget:MinRetriesPerSecond '-1' must be between 0 and 100000")]
     [InlineData("Timeout:Total", "00:00:00", "Timeout:Total '00:00:00' must be between 00:00:00.0010000 and 1.00:00:00")]
@@ -67,10 +95,87 @@ public sealed class ResilienceValidationTests
         var failures = Validate(new()
         {
             ["MeshGovernance:Defaults:Timeout:Total"] = "00:00:02",
+            ["MeshGovernance:Defaults:Timeout:PerAttempt"] = "00:00:01",
             [$"{Service}:Timeout:PerAttempt"] = "00:00:05",
         });
 
-        Assert.Equal($"{Service}:Timeout:PerAttempt '00:00:05' must not exceed {Service}:Timeout:Total '00:00:02'", Assert.Single(failures));
+        Assert.Equal($"{Service}:Timeout:PerAttempt '00:00:05' must not exceed MeshGovernance:Defaults:Timeout:Total '00:00:02'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_ConflictWithinDefaults_ReportedOnceUnderDefaults()
+    {
+        // Two services inherit the conflict; it is Defaults' own, so it is reported once, by its keys.
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Defaults:Timeout:Total"] = "00:00:02",
+            ["MeshGovernance:Defaults:Timeout:PerAttempt"] = "00:00:05",
+            ["MeshGovernance:Services:search:Endpoints:0"] = "http://127.0.0.1:5002",
+        });
+
+        Assert.Equal("MeshGovernance:Defaults:Timeout:PerAttempt '00:00:05' must not exceed MeshGovernance:Defaults:Timeout:Total '00:00:02'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_DefaultsTotalBelowBuiltInPerAttempt_NamesDefaultsAndTheBuiltInDefault()
+    {
+        // Every service would inherit the conflict: reported once, for Defaults, naming the built-in value it meets.
+        var failures = Validate(new() { ["MeshGovernance:Defaults:Timeout:Total"] = "00:00:02" });
+
+        Assert.Equal("MeshGovernance:Defaults:Timeout:PerAttempt (default) '00:00:10' must not exceed MeshGovernance:Defaults:Timeout:Total '00:00:02'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_ConflictWithinDefaultsAndNoService_IsRejected()
+    {
+        var failures = ValidateWithoutService(new()
+        {
+            ["MeshGovernance:Defaults:Retry:MaxDelay"] = "00:00:00.010",
+        });
+
+        Assert.Equal("MeshGovernance:Defaults:Retry:MaxDelay '00:00:00.0100000' must not be shorter than MeshGovernance:Defaults:Retry:BaseDelay (default) '00:00:00.0250000'", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_TokenBucketTooSmallForItsRate_NamesBothKeysAndTheMinimum()
+    {
+        var failures = Validate(new()
+        {
+            [$"{Service}:RateLimit:PermitsPerSecond"] = "1000000",
+            [$"{Service}:RateLimit:Burst"] = "10",
+        });
+
+        Assert.Equal(
+            $"{Service}:RateLimit:Burst '10' is too small for {Service}:RateLimit:PermitsPerSecond '1000000': a token bucket refills at most once a millisecond and never above its Burst, so Burst must be at least 1000 (PermitsPerSecond / 1000, rounded up)",
+            Assert.Single(failures));
+    }
+
+    [Theory]
+    [InlineData("FixedWindow", "Burst", "5", "its window admits PermitsPerSecond calls a second")]
+    [InlineData("SlidingWindow", "Burst", "5", "its window admits PermitsPerSecond calls a second")]
+    [InlineData("Concurrency", "PermitsPerSecond", "50", "it limits the calls in flight to Burst, whatever their rate")]
+    public void Validate_RateLimitKeyTheAlgorithmIgnores_IsRejected(string algorithm, string key, string value, string why)
+    {
+        var failures = Validate(new()
+        {
+            [$"{Service}:RateLimit:Algorithm"] = algorithm,
+            [$"{Service}:RateLimit:{key}"] = value,
+        });
+
+        Assert.Equal($"{Service}:RateLimit:{key} '{value}' is not used by {Service}:RateLimit:Algorithm '{algorithm}': {why}; remove it", Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_InheritedBurstUnderAWindowAlgorithm_IsAccepted()
+    {
+        // Defaults' Burst serves the services that use a bucket; one service's window algorithm cannot unset it.
+        var failures = TryValidate(new()
+        {
+            ["MeshGovernance:Defaults:RateLimit:Burst"] = "50",
+            [$"{Service}:RateLimit:Algorithm"] = "FixedWindow",
+        });
+
+        Assert.Empty(failures);
     }
 
     [Fact]

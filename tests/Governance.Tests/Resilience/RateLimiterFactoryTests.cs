@@ -11,6 +11,27 @@ namespace Governance.Tests.Resilience;
 /// </summary>
 public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
 {
+    [Theory]
+    [InlineData(100, 100, 100)] // a tenth of the rate ten times a second
+    [InlineData(5, 5, 200)] // under ten a second: one token at a time
+    [InlineData(100, 1, 10)] // a bucket smaller than a tenth of the rate: full-bucket refills, as often as the rate needs
+    [InlineData(1_000_000, 1_000, 1)] // the smallest bucket validation lets through for this rate: one refill a millisecond
+    public void Create_TokenBucket_EachRefillFitsTheBucketAndTheRateIsKept(int permitsPerSecond, int burst, double periodMs)
+    {
+        // System.Threading.RateLimiting caps the bucket at its size on every refill, so a refill larger than Burst would
+        // be cut and the bucket would sustain less than PermitsPerSecond (Burst 1 at 100/s refilled 10 tokens every
+        // 100 ms: 10 calls a second). Every refill must fit the bucket, and refills times tokens must make the rate.
+        using var limiter = Assert.IsType<System.Threading.RateLimiting.TokenBucketRateLimiter>(
+            Governance.RateLimiting.RateLimiterFactory.Create(new Governance.Resilience.RateLimitSettings("TokenBucket", permitsPerSecond, burst, 0)));
+
+        var period = limiter.ReplenishmentPeriod;
+        var tokensPerRefill = permitsPerSecond * period.TotalSeconds;
+
+        Assert.Equal(TimeSpan.FromMilliseconds(periodMs), period);
+        Assert.InRange(tokensPerRefill, 1, burst);
+        Assert.True(limiter.IsAutoReplenishing);
+    }
+
     [Fact]
     public async Task Create_TokenBucketBurst_AdmitsBucketAndRejectsRestWithoutNetwork()
     {
