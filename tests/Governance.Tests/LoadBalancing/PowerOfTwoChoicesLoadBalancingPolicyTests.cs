@@ -70,6 +70,47 @@ public sealed class PowerOfTwoChoicesLoadBalancingPolicyTests(ITestOutputHelper 
         Assert.InRange(shares[0], 0.74, 0.76);
     }
 
+    [Theory]
+    [InlineData(new[] { 3, 1 }, 0.75)]
+    [InlineData(new[] { 9, 1 }, 0.90)]
+    [InlineData(new[] { 3, 1, 1 }, 0.60)]
+    public void Pick_SteadyLoadOnEquallyFastEndpoints_HonoursWeights(int[] weights, double heavyShare)
+    {
+        // A closed system of 64 requests always in flight to equally fast endpoints: at each step one of them, any one
+        // with equal chance, completes, and the picker places the next. Each endpoint then holds requests in proportion
+        // to its share, so only a comparison per unit of weight keeps the split at the weights; comparing raw counts
+        // pulls it towards equal shares (3:1 served ~53:47, 9:1 ~73:27, 3:1:1 ~36:32:32; a simulation of both rules).
+        // The completion order is seeded; the picker's own sampling is random: sigma < 0.2 point over 200,000 picks.
+        var load = new FixedLoad(new int[weights.Length]);
+        var (picker, _) = Picker(weights, load);
+        var completions = new Random(7);
+        var inFlight = new int[64];
+        for (var i = 0; i < inFlight.Length; i++)
+        {
+            inFlight[i] = picker.Pick(new PickContext(null));
+            load.Active[inFlight[i]]++;
+        }
+
+        var counts = new int[weights.Length];
+        for (var step = 0; step < 220_000; step++)
+        {
+            var done = completions.Next(inFlight.Length);
+            load.Active[inFlight[done]]--;
+            var next = picker.Pick(new PickContext(null));
+            load.Active[next]++;
+            inFlight[done] = next;
+            if (step >= 20_000)
+            {
+                counts[next]++;
+            }
+        }
+
+        var shares = counts.Select(c => c / 200_000.0).ToArray();
+        output.WriteLine($"weights {string.Join(":", weights)} under steady load: {string.Join(", ", shares.Select(s => s.ToString("P2", System.Globalization.CultureInfo.InvariantCulture)))}");
+
+        Assert.InRange(shares[0], heavyShare - 0.02, heavyShare + 0.02);
+    }
+
     [Fact]
     public async Task Pick_Weights3To1Sequential_Splits75To25Within5Percent()
     {
