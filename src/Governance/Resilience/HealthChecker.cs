@@ -56,16 +56,38 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     {
         while (!_stop.IsCancellationRequested)
         {
-            var endpoints = _service.Endpoints.All;
-            var probes = new Task<bool>[endpoints.Length];
-            for (var i = 0; i < endpoints.Length; i++)
+            try
             {
-                probes[i] = ProbeAsync(endpoints[i]);
-            }
+                var endpoints = _service.Endpoints.All;
+                var probes = new Task<bool>[endpoints.Length];
+                for (var i = 0; i < endpoints.Length; i++)
+                {
+                    probes[i] = ProbeAsync(endpoints[i]);
+                }
 
-            for (var i = 0; i < endpoints.Length; i++)
+                for (var i = 0; i < endpoints.Length; i++)
+                {
+                    var healthy = await probes[i].ConfigureAwait(false);
+
+                    // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
+                    // checker, with the new settings, owns the endpoints' health from then on.
+                    if (_stop.IsCancellationRequested)
+                    {
+                        return;
+                    }
+
+                    Record(endpoints[i], healthy);
+                }
+            }
+            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
             {
-                Record(endpoints[i], await probes[i].ConfigureAwait(false));
+                return;
+            }
+#pragma warning disable CA1031 // A round that fails unexpectedly is logged; the checks go on with the next round.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                LogRoundFailed(_logger, _service.Name, ex);
             }
 
             await Task.Delay(_settings.Interval, _time, _stop.Token).ConfigureAwait(false);
@@ -116,6 +138,9 @@ internal sealed partial class HealthChecker : IAsyncDisposable
             _service.OnHealthChanged(endpoint, healthy: true);
         }
     }
+
+    [LoggerMessage(Telemetry.GovernanceEventIds.HealthCheckRoundFailed, LogLevel.Error, "Service {Service}: a round of health checks failed; checks go on at the next interval")]
+    private static partial void LogRoundFailed(ILogger logger, string service, Exception exception);
 
     [LoggerMessage(Telemetry.GovernanceEventIds.HealthCheckProbeFailed, LogLevel.Debug, "Service {Service}: health probe of {Endpoint} failed: {Reason}")]
     private static partial void LogProbeFailed(ILogger logger, string service, string endpoint, string reason);

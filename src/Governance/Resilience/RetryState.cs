@@ -65,7 +65,7 @@ internal sealed class RetryState
 
         // A retry whose delay could land past the total timeout is not made: the caller gets the last outcome instead.
         var remaining = Call.Remaining;
-        var delay = ServicePolicy.RetryAfter(outcome) ?? MaxBackoff(policy.Retry, attemptNumber);
+        var delay = ServicePolicy.RetryAfter(outcome, policy.Time) ?? MaxBackoff(policy.Retry, attemptNumber);
         if (remaining <= TimeSpan.Zero || delay >= remaining)
         {
             return false;

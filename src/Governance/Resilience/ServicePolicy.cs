@@ -181,7 +181,7 @@ internal sealed class ServicePolicy : IDisposable
                 MaxDelay = retry.MaxDelay,
                 UseJitter = retry.Jitter,
                 ShouldHandle = static args => new ValueTask<bool>(args.Context.Properties.GetValue(RetryStateKey, null!).ShouldRetry(args.Outcome, args.AttemptNumber)),
-                DelayGenerator = static args => new ValueTask<TimeSpan?>(RetryAfter(args.Outcome)),
+                DelayGenerator = static args => new ValueTask<TimeSpan?>(RetryAfter(args.Outcome, args.Context.Properties.GetValue(RetryStateKey, null!).Call.Policy.Time)),
             })
             .Build();
 
@@ -208,7 +208,7 @@ internal sealed class ServicePolicy : IDisposable
             .Build();
 
     /// <summary>The delay a <c>Retry-After</c> header asks for (delta seconds or HTTP date), or <see langword="null"/>.</summary>
-    internal static TimeSpan? RetryAfter(Outcome<HttpResponseMessage> outcome)
+    internal static TimeSpan? RetryAfter(Outcome<HttpResponseMessage> outcome, TimeProvider time)
     {
         if (outcome.Result is not { StatusCode: HttpStatusCode.ServiceUnavailable or HttpStatusCode.TooManyRequests } response
             || response.Headers.RetryAfter is not { } retryAfter)
@@ -221,9 +221,11 @@ internal sealed class ServicePolicy : IDisposable
             return delta < TimeSpan.Zero ? TimeSpan.Zero : delta;
         }
 
-        if (retryAfter.Date is { } date && response.Headers.Date is { } now)
+        if (retryAfter.Date is { } date)
         {
-            var wait = date - now;
+            // Measured against the server's own clock when it sent one (its Date header), so that clock skew between the
+            // two hosts does not stretch or cut the wait; else against this service's clock.
+            var wait = date - (response.Headers.Date ?? time.GetUtcNow());
             return wait < TimeSpan.Zero ? TimeSpan.Zero : wait;
         }
 

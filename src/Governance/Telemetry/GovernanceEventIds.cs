@@ -29,6 +29,7 @@ internal static class GovernanceEventIds
     public const int HealthCheckFailed = 1305;
     public const int HealthCheckRecovered = 1306;
     public const int HealthCheckProbeFailed = 1307;
+    public const int HealthCheckRoundFailed = 1308;
 
     public const int Registered = 1600;
     public const int RegistrationFailed = 1601;

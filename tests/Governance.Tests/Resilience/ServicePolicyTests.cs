@@ -32,6 +32,21 @@ public sealed class ServicePolicyTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void RetryAfter_HttpDate_MeasuredOnTheServersClockOrElseTheServiceClock()
+    {
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 11, 27, 12, 0, 0, TimeSpan.Zero));
+        using var response = new HttpResponseMessage(HttpStatusCode.ServiceUnavailable);
+        response.Headers.RetryAfter = new System.Net.Http.Headers.RetryConditionHeaderValue(time.GetUtcNow().AddSeconds(7));
+
+        // No Date header (a server may omit it): the wait is counted from the service's clock, not dropped.
+        Assert.Equal(TimeSpan.FromSeconds(7), Governance.Resilience.ServicePolicy.RetryAfter(Polly.Outcome.FromResult(response), time));
+
+        // With one, from the server's own clock (3 s behind here), so that skew between the hosts does not change the wait.
+        response.Headers.Date = time.GetUtcNow().AddSeconds(-3);
+        Assert.Equal(TimeSpan.FromSeconds(10), Governance.Resilience.ServicePolicy.RetryAfter(Polly.Outcome.FromResult(response), time));
+    }
+
+    [Fact]
     public async Task RetryAfter_ShorterThanRemainingTotal_RetryWaitsForItOnTheClock()
     {
         var retryAfter = TimeSpan.FromSeconds(3);
