@@ -20,6 +20,11 @@ internal abstract class NamedRegistry<T>
         foreach (var item in items.OrderBy(static i => IsBuiltIn(i) ? 0 : 1))
         {
             var key = name(item);
+            if (string.IsNullOrWhiteSpace(key))
+            {
+                throw new InvalidOperationException($"{item.GetType().FullName} has no Name: a plug-in is selected in configuration by its Name, so it must return one (got {(key is null ? "null" : $"'{key}'")})");
+            }
+
             if (!byName.ContainsKey(key))
             {
                 names.Insert(IsBuiltIn(item) ? builtIns++ : names.Count, key);

@@ -141,10 +141,14 @@ internal sealed class EndpointSet
     {
         private readonly EndpointState[] _states;
         private readonly IEndpointPicker _picker;
+        private readonly string _serviceName;
+        private readonly string _policyName;
 
         private EndpointGroup(string serviceName, EndpointState[] states, ILoadBalancingPolicy policy, LoadBalancerOptions options)
         {
             _states = states;
+            _serviceName = serviceName;
+            _policyName = policy.Name;
             var endpoints = new ServiceEndpoint[states.Length];
             for (var i = 0; i < states.Length; i++)
             {
@@ -163,7 +167,17 @@ internal sealed class EndpointSet
         {
             var index = _picker.Pick(context);
             var states = _states;
-            return (uint)index < (uint)states.Length ? states[index] : null;
+            return (uint)index < (uint)states.Length ? states[index]
+                : index == -1 ? null
+                : throw OutOfRange(index);
         }
+
+        /// <summary>
+        /// A picker that returned neither an endpoint's index nor -1 (a bug in a custom policy): the call fails with what
+        /// happened, not with "no endpoint available" while every endpoint is healthy.
+        /// </summary>
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+        private InvalidOperationException OutOfRange(int index) =>
+            new($"Service '{_serviceName}': load-balancing policy '{_policyName}' picked index {index.ToString(System.Globalization.CultureInfo.InvariantCulture)}, but its picker was built over {_states.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)} endpoints (0 to {(_states.Length - 1).ToString(System.Globalization.CultureInfo.InvariantCulture)}, or -1 for none)");
     }
 }

@@ -75,6 +75,33 @@ public sealed class CustomPolicyTests
         Assert.Equal(0, a.RequestCount);
     }
 
+    [Fact]
+    public async Task Pick_CustomPickerReturnsIndexOutOfRange_CallFailsNamingPolicyAndIndex()
+    {
+        // Not "no endpoint available" while both endpoints are healthy: the message says what the policy did.
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", "off-by-one", a, b),
+            services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy("off-by-one", offset: 1)));
+
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => governed.Client.GetAsync("http://catalog/items"));
+
+        Assert.Equal("Service 'catalog': load-balancing policy 'off-by-one' picked index 2, but its picker was built over 2 endpoints (0 to 1, or -1 for none)", ex.Message);
+        Assert.Equal(0, a.RequestCount + b.RequestCount);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(" ")]
+    public void Create_CustomPolicyWithoutName_FailsAtStartupNamingItsType(string? name)
+    {
+        var ex = Assert.Throws<InvalidOperationException>(() =>
+            Governed.Create(new Dictionary<string, string?> { ["Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001" }, services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy(name!))));
+
+        Assert.StartsWith($"{typeof(LastEndpointPolicy).FullName} has no Name", ex.Message, StringComparison.Ordinal);
+    }
+
     private sealed class ThrowingPolicy : ILoadBalancingPolicy
     {
         public string Name => "throwing";
@@ -87,7 +114,7 @@ public sealed class CustomPolicyTests
         }
     }
 
-    private sealed class LastEndpointPolicy(string name) : ILoadBalancingPolicy
+    private sealed class LastEndpointPolicy(string name, int offset = 0) : ILoadBalancingPolicy
     {
         public LastEndpointPolicy()
             : this("Last-Endpoint")
@@ -96,7 +123,7 @@ public sealed class CustomPolicyTests
 
         public string Name => name;
 
-        public IEndpointPicker CreatePicker(EndpointPickerContext context) => new Picker(context.Endpoints.Count - 1);
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) => new Picker(context.Endpoints.Count - 1 + offset);
 
         private sealed class Picker(int index) : IEndpointPicker
         {
