@@ -183,10 +183,50 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         }
 
         LogApplied(_logger, settings.Count, string.Join(", ", settings.ConvertAll(static s => $"{s.Name} ({s.Policy.Name}, {s.Discovery.Name})")));
+        WarnIfZoneUnmatched(options);
+    }
+
+    /// <summary>
+    /// A likely typo: <c>Application:Zone</c> is set, configured endpoints name zones, and none names this one, so zone
+    /// preference is off everywhere (every zone is remote). Not checked against discovered endpoints, which come later and
+    /// may legitimately live elsewhere.
+    /// </summary>
+    private void WarnIfZoneUnmatched(GovernanceOptions options)
+    {
+        var zone = options.Application?.Zone?.Trim();
+        if (string.IsNullOrEmpty(zone))
+        {
+            return;
+        }
+
+        var zones = new SortedSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var service in options.Services.Values)
+        {
+            foreach (var endpoint in service?.Endpoints ?? [])
+            {
+                if (endpoint?.Zone?.Trim() is { Length: > 0 } endpointZone)
+                {
+                    if (string.Equals(endpointZone, zone, StringComparison.OrdinalIgnoreCase))
+                    {
+                        return;
+                    }
+
+                    zones.Add(endpointZone);
+                }
+            }
+        }
+
+        if (zones.Count > 0)
+        {
+            LogZoneUnmatched(_logger, $"{options.SectionPath}:Application:Zone", zone, string.Join(", ", zones));
+        }
     }
 
     [LoggerMessage(GovernanceEventIds.ConfigurationApplied, LogLevel.Information, "MeshGovernance configuration applied: {Count} services: {Services}")]
     private static partial void LogApplied(ILogger logger, int count, string services);
+
+    [LoggerMessage(GovernanceEventIds.ApplicationZoneUnmatched, LogLevel.Warning, "{Key} '{Zone}' matches the Zone of no configured endpoint (zones configured: {Zones}): zone-aware routing prefers no endpoint until endpoints of that zone appear")]
+    private static partial void LogZoneUnmatched(ILogger logger, string key, string zone, string zones);
 
     [LoggerMessage(GovernanceEventIds.ConfigurationReloadRejected, LogLevel.Warning, "MeshGovernance configuration change rejected with {Count} errors; the last good configuration stays in force.\n{Errors}")]
     private static partial void LogReloadRejected(ILogger logger, int count, string errors);

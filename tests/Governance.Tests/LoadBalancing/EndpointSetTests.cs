@@ -2,6 +2,8 @@ using Governance.Configuration;
 using Governance.LoadBalancing;
 using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.LoadBalancing;
@@ -149,6 +151,33 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
 
         // Round robin over all four: exactly 100 each (±1).
         Assert.All(counts.Values, c => Assert.InRange(c, 99, 101));
+    }
+
+    [Theory]
+    [InlineData("z3", true)] // a typo: no configured endpoint is in it
+    [InlineData(" Z1 ", false)] // zones compare without case and surrounding blanks, on both sides
+    public async Task Create_ApplicationZoneMatchesNoConfiguredEndpoint_WarnsNamingTheKeyAndTheZones(string zone, bool warns)
+    {
+        await using var servers = await ServerGroup.StartAsync("z1a", "z1b", "z2a", "z2b");
+        var settings = ZonedSettings(servers, zone);
+        settings["Services:catalog:Endpoints:0:Zone"] = "z1 ";
+        var logs = new CapturingLoggerProvider();
+        await using var governed = Governed.Create(settings, services => services.AddLogging(l => l.AddProvider(logs)));
+
+        var warnings = logs.Entries.Where(e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.ApplicationZoneUnmatched).ToList();
+        warnings.ForEach(w => output.WriteLine(w.Message));
+
+        if (warns)
+        {
+            var warning = Assert.Single(warnings);
+            Assert.Equal(LogLevel.Warning, warning.Level);
+            Assert.Equal("MeshGovernance:Application:Zone 'z3' matches the Zone of no configured endpoint (zones configured: z1, z2): zone-aware routing prefers no endpoint until endpoints of that zone appear", warning.Message);
+        }
+        else
+        {
+            Assert.Empty(warnings);
+            Assert.Equal("z1", Traffic.Runtime(governed).Endpoints.All[0].Endpoint.Zone);
+        }
     }
 
     [Fact]

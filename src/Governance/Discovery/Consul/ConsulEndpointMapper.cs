@@ -81,7 +81,7 @@ internal static class ConsulEndpointMapper
                     }
                 }
 
-                metadata.TryGetValue(ConsulConstants.ZoneMetadataKey, out zone);
+                zone = metadata.TryGetValue(ConsulConstants.ZoneMetadataKey, out var z) && !string.IsNullOrWhiteSpace(z) ? z.Trim() : null;
                 secure = metadata.TryGetValue(ConsulConstants.SecureMetadataKey, out var s) && string.Equals(s, "true", StringComparison.OrdinalIgnoreCase);
             }
 
