@@ -22,9 +22,18 @@ namespace Governance.DependencyInjection;
 internal sealed class GovernanceRegistration
 {
     private readonly List<(IConfiguration? Configuration, string Path)> _sources = [];
+    private readonly HashSet<Action<GovernanceOptions>> _codeConfigurations = [];
     private bool _governsAllClients;
 
-    public bool HasConfigurationSource { get; private set; }
+    /// <summary>Whether a service-collection overload named a configuration source.</summary>
+    private bool _hasNamedSource;
+
+    /// <summary>
+    /// What <see cref="AddProvisionalDefaultConfiguration"/> registered (the default section, for a client that opted in
+    /// before any source was named): withdrawn if a service-collection overload later names another source, so that the
+    /// result does not depend on the order of the calls.
+    /// </summary>
+    private ServiceDescriptor[]? _provisional;
 
     public static GovernanceRegistration AddCore(IServiceCollection services)
     {
@@ -70,16 +79,51 @@ internal sealed class GovernanceRegistration
         return registration;
     }
 
-    public void AddDefaultConfiguration(IServiceCollection services) =>
+    public void AddDefaultConfiguration(IServiceCollection services)
+    {
+        // A provisional default section becomes a named one (it is registered already, so AddSource adds nothing).
+        _provisional = null;
         AddSource(services, configuration: null, GovernanceOptions.SectionName);
+        _hasNamedSource = true;
+    }
 
-    public void AddConfiguration(IServiceCollection services, IConfiguration configuration) =>
+    /// <summary>
+    /// The default section for a client that opts in (<c>IHttpClientBuilder.AddMeshGovernance()</c>), unless a
+    /// service-collection overload names a source, before or after this call.
+    /// </summary>
+    public void AddProvisionalDefaultConfiguration(IServiceCollection services)
+    {
+        if (_hasNamedSource || _provisional is not null)
+        {
+            return;
+        }
+
+        var before = services.Count;
+        AddSource(services, configuration: null, GovernanceOptions.SectionName);
+        _hasNamedSource = false;
+        _provisional = new ServiceDescriptor[services.Count - before];
+        for (var i = 0; i < _provisional.Length; i++)
+        {
+            _provisional[i] = services[before + i];
+        }
+    }
+
+    public void AddConfiguration(IServiceCollection services, IConfiguration configuration)
+    {
+        WithdrawProvisional(services);
         AddSource(services, configuration, (configuration as IConfigurationSection)?.Path ?? GovernanceOptions.SectionName);
+    }
 
     public void AddCodeConfiguration(IServiceCollection services, Action<GovernanceOptions> configure)
     {
-        HasConfigurationSource = true;
-        services.Configure(configure);
+        WithdrawProvisional(services);
+        _hasNamedSource = true;
+
+        // The same delegate passed again runs once; different delegates all run, in order, as services.Configure does.
+        if (_codeConfigurations.Add(configure))
+        {
+            services.Configure(configure);
+        }
     }
 
     public void GovernAllClients(IServiceCollection services)
@@ -106,6 +150,22 @@ internal sealed class GovernanceRegistration
             handlers.Insert(0, new GovernanceHandler(services.GetRequiredService<GovernanceRuntime>()));
         });
 
+    private void WithdrawProvisional(IServiceCollection services)
+    {
+        if (_provisional is null)
+        {
+            return;
+        }
+
+        foreach (var descriptor in _provisional)
+        {
+            services.Remove(descriptor);
+        }
+
+        _sources.RemoveAll(static s => s.Configuration is null);
+        _provisional = null;
+    }
+
     private void AddSource(IServiceCollection services, IConfiguration? configuration, string path)
     {
         foreach (var source in _sources)
@@ -117,7 +177,7 @@ internal sealed class GovernanceRegistration
         }
 
         _sources.Add((configuration, path));
-        HasConfigurationSource = true;
+        _hasNamedSource = true;
         var resolve = configuration is null
             ? sp => (IConfiguration?)sp.GetService<IConfiguration>()?.GetSection(path)
             : new Func<IServiceProvider, IConfiguration?>(_ => configuration);

@@ -9,7 +9,7 @@ public static class MeshGovernanceHttpClientBuilderExtensions
     /// Governs this client only (other clients stay ungoverned unless
     /// <see cref="MeshGovernanceServiceCollectionExtensions.AddMeshGovernance(IServiceCollection)"/> is also called).
     /// Configuration comes from the <c>MeshGovernance</c> section of the application's configuration unless an
-    /// <c>AddMeshGovernance</c> overload on the service collection already named a source. The governance handler is
+    /// <c>AddMeshGovernance</c> overload on the service collection names a source, before or after this call. The governance handler is
     /// the outermost handler of the client and is added once however often this is called.
     /// </summary>
     /// <param name="builder">The client builder.</param>
@@ -17,11 +17,7 @@ public static class MeshGovernanceHttpClientBuilderExtensions
     public static IHttpClientBuilder AddMeshGovernance(this IHttpClientBuilder builder)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        var registration = GovernanceRegistration.AddCore(builder.Services);
-        if (!registration.HasConfigurationSource)
-        {
-            registration.AddDefaultConfiguration(builder.Services);
-        }
+        GovernanceRegistration.AddCore(builder.Services).AddProvisionalDefaultConfiguration(builder.Services);
 
         GovernanceRegistration.AddHandler(builder);
         return builder;

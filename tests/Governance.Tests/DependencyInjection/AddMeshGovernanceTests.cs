@@ -99,6 +99,65 @@ public sealed class AddMeshGovernanceTests
 
         // The default section and the explicit section are the same data: bound twice, endpoints would repeat.
         Assert.Single(service.Endpoints.All);
+
+        // One governance handler in the client's chain (a second one would pass the rewritten request through, so the
+        // request count above cannot tell).
+        var handlers = 0;
+        for (HttpMessageHandler? handler = provider.GetRequiredService<IHttpMessageHandlerFactory>().CreateHandler("named"); handler is DelegatingHandler delegating; handler = delegating.InnerHandler)
+        {
+            handlers += handler is Governance.Pipeline.GovernanceHandler ? 1 : 0;
+        }
+
+        Assert.Equal(1, handlers);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AddMeshGovernance_ClientOptInAndNamedSection_BindOnlyTheNamedSectionInEitherOrder(bool clientFirst)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:orders:Endpoints:0"] = "http://127.0.0.1:5003",
+            ["Other:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5002",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        if (clientFirst)
+        {
+            services.AddHttpClient("named").AddMeshGovernance();
+        }
+
+        services.AddMeshGovernance(configuration.GetSection("Other"));
+        if (!clientFirst)
+        {
+            services.AddHttpClient("named").AddMeshGovernance();
+        }
+
+        using var provider = services.BuildServiceProvider();
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+
+        Assert.Equal("http://127.0.0.1:5002", Assert.Single(service.Endpoints.All).Authority);
+        Assert.False(provider.GetRequiredService<GovernanceRuntime>().TryGetService("orders", out _), "the default section was bound too");
+    }
+
+    [Fact]
+    public void AddMeshGovernance_SameActionTwice_RunsItOnce()
+    {
+        var runs = 0;
+        Action<GovernanceOptions> configure = o =>
+        {
+            runs++;
+            o.Services["catalog"] = new ServiceOptions { Endpoints = { new EndpointOptions { Address = "http://127.0.0.1:5001" } } };
+        };
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configure);
+        services.AddMeshGovernance(configure);
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out _));
+        Assert.Equal(1, runs);
     }
 
     [Fact]
