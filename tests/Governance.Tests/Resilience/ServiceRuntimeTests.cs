@@ -167,4 +167,124 @@ public sealed class ServiceRuntimeTests(ITestOutputHelper output)
         Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
         Assert.Equal(1, logs.Entries.Count(GovernanceEventIds.PanicMode));
     }
+
+    [Fact]
+    public async Task RecordOutcome_RepeatedEjections_CappedAtMaxEjectionTimeAndStartOverAfterHealthyForIt()
+    {
+        var time = new ObservedTimeProvider();
+        var maxEjection = TimeSpan.FromSeconds(50);
+        var failing = true;
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var flaky = await LoopbackServer.StartAsync("flaky", context =>
+        {
+            context.Response.StatusCode = Volatile.Read(ref failing) ? 503 : 200;
+            return Task.CompletedTask;
+        });
+        var settings = Faults.Settings(a, b, flaky)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 3)
+            .With("OutlierDetection:BaseEjectionTime", BaseEjection)
+            .With("OutlierDetection:MaxEjectionTime", maxEjection)
+            .With("Timeout:Total", TimeSpan.FromSeconds(20));
+        await using var governed = Faults.Create(settings, time);
+        var flakyState = Faults.State(governed, flaky);
+
+        async Task EjectAsync(int expectedCount, TimeSpan expectedDuration, int timersBefore)
+        {
+            for (var i = 0; i < 200 && !Faults.Has(flakyState, EndpointConditions.Ejected); i++)
+            {
+                Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+            }
+
+            Assert.True(Faults.Has(flakyState, EndpointConditions.Ejected), "not ejected after 200 requests");
+            Assert.Equal(expectedCount, flakyState.EjectionCount);
+            await time.WaitForTimersAsync(expectedDuration, timersBefore + 1).WaitAsync(Faults.Guard);
+        }
+
+        async Task ReadmitAfterAsync(TimeSpan duration)
+        {
+            time.Advance(duration);
+            Assert.True(await Faults.EventuallyAsync(() => !Faults.Has(flakyState, EndpointConditions.Ejected)), $"not readmitted after {duration}");
+        }
+
+        // 1 x 30 s, then 2 x 30 s capped at the 50 s maximum (not 60 s).
+        await EjectAsync(1, BaseEjection, 0);
+        await ReadmitAfterAsync(BaseEjection);
+        await EjectAsync(2, maxEjection, 0);
+        Assert.Equal(0, time.TimersCreated(2 * BaseEjection));
+        await ReadmitAfterAsync(maxEjection);
+
+        // Healthy (no failure) for MaxEjectionTime after its readmission: the next ejection counts from one again.
+        Volatile.Write(ref failing, false);
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        time.Advance(maxEjection);
+        Volatile.Write(ref failing, true);
+        await EjectAsync(1, BaseEjection, 1);
+        output.WriteLine($"ejections: 30 s, then 50 s (capped), then 30 s again after {maxEjection} healthy; timers of 60 s: {time.TimersCreated(2 * BaseEjection)}");
+    }
+
+    [Theory]
+    [InlineData(25, 1)] // 25 % of 4 is one endpoint: the second failing one stays in
+    [InlineData(50, 2)] // both may go; 2 of 4 available is 50 %, not below the panic threshold of 50: no panic
+    public async Task TryEject_MaxEjectionPercent_LimitsHowManyAreOutAndPanicStartsOnlyBelowTheThreshold(int maxEjectionPercent, int expectedEjected)
+    {
+        var time = new ObservedTimeProvider();
+        await using var good1 = await LoopbackServer.StartAsync("good1");
+        await using var good2 = await LoopbackServer.StartAsync("good2");
+        await using var bad1 = await Faults.StartStatusAsync("bad1", 503);
+        await using var bad2 = await Faults.StartStatusAsync("bad2", 503);
+        var settings = Faults.Settings(good1, good2, bad1, bad2)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 2)
+            .With("OutlierDetection:MaxEjectionPercent", maxEjectionPercent)
+            .With("OutlierDetection:PanicThreshold", 50)
+            .With("Retry:MaxRetries", 3)
+            .With("Retry:Budget:RetryPercent", 1000);
+        await using var governed = Faults.Create(settings, time);
+        var runtime = Faults.Runtime(governed);
+
+        // Enough traffic for both failing endpoints to fail twice in a row many times over.
+        var results = await Faults.SendSequentialAsync(governed, 200);
+        var ejected = new[] { bad1, bad2 }.Count(s => Faults.Has(Faults.State(governed, s), EndpointConditions.Ejected));
+        output.WriteLine($"MaxEjectionPercent {maxEjectionPercent}: {ejected} of 2 failing endpoints ejected; panic {runtime.Endpoints.IsPanic}; bad1={bad1.RequestCount} bad2={bad2.RequestCount}; {Faults.Describe(results)}");
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(expectedEjected, ejected);
+        Assert.False(runtime.Endpoints.IsPanic);
+        Assert.False(Faults.Has(Faults.State(governed, good1), EndpointConditions.Ejected));
+        Assert.False(Faults.Has(Faults.State(governed, good2), EndpointConditions.Ejected));
+    }
+
+    [Fact]
+    public async Task Publish_PanicThresholdZero_NeverPanicsAndEjectedEndpointsGetNothing()
+    {
+        var time = new ObservedTimeProvider();
+        await using var good = await LoopbackServer.StartAsync("good");
+        await using var bad1 = await Faults.StartStatusAsync("bad1", 503);
+        await using var bad2 = await Faults.StartStatusAsync("bad2", 503);
+        await using var bad3 = await Faults.StartStatusAsync("bad3", 503);
+        var settings = Faults.Settings(good, bad1, bad2, bad3)
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("OutlierDetection:PanicThreshold", 0)
+            .With("Retry:MaxRetries", 3)
+            .With("Retry:Budget:RetryPercent", 1000);
+        await using var governed = Faults.Create(settings, time);
+        var runtime = Faults.Runtime(governed);
+
+        for (var i = 0; i < 60 && new[] { bad1, bad2, bad3 }.Any(s => !Faults.Has(Faults.State(governed, s), EndpointConditions.Ejected)); i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        var before = bad1.RequestCount + bad2.RequestCount + bad3.RequestCount;
+        var results = await Faults.SendSequentialAsync(governed, 30);
+
+        Assert.All([bad1, bad2, bad3], s => Assert.True(Faults.Has(Faults.State(governed, s), EndpointConditions.Ejected), $"{s.Name} not ejected"));
+        Assert.False(runtime.Endpoints.IsPanic);
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(before, bad1.RequestCount + bad2.RequestCount + bad3.RequestCount);
+    }
 }
