@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using Governance.Configuration;
 using Governance.Pipeline;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
@@ -5,23 +7,30 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Governance.Tests.Configuration;
 
 public sealed class ReloadTests
 {
-    private static async Task<bool> EventuallyAsync(Func<bool> condition)
+    /// <summary>
+    /// Completes once <paramref name="condition"/> holds, checked now and after each options change. Subscribe before
+    /// the edit. The runtime applies a reload in its own <c>OnChange</c> listener, which was subscribed first and so runs
+    /// first; one edit on disk may reload more than once (the file watcher can see the write in parts), hence a check
+    /// after every change rather than after the first. The wall-clock guard only turns a hang into a failure.
+    /// </summary>
+    private static async Task<bool> AfterReloadsAsync(IOptionsMonitor<GovernanceOptions> options, Func<bool> condition)
     {
-        // Polls a condition that a background reload makes true; the deadline turns a bug into a failure, not a hang.
-        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(15);
+        var changes = new SemaphoreSlim(0); // Not disposed: a change may still be delivered after unsubscribing.
+        using var subscription = options.OnChange((_, _) => changes.Release());
+        var started = Stopwatch.GetTimestamp();
         while (!condition())
         {
-            if (DateTime.UtcNow > deadline)
+            var left = TimeSpan.FromSeconds(30) - Stopwatch.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero || !await changes.WaitAsync(left))
             {
                 return false;
             }
-
-            await Task.Delay(20);
         }
 
         return true;
@@ -148,10 +157,13 @@ public sealed class ReloadTests
             using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
             var runtime = provider.GetRequiredService<GovernanceRuntime>();
             Assert.True(runtime.TryGetService("catalog", out var service));
+            var reloaded = AfterReloadsAsync(
+                provider.GetRequiredService<IOptionsMonitor<GovernanceOptions>>(),
+                () => service.Endpoints.All.Length == 1 && service.Endpoints.All[0].Authority == b.Address.GetLeftPart(UriPartial.Authority));
 
             await File.WriteAllTextAsync(file, Json(b));
 
-            Assert.True(await EventuallyAsync(() => service.Endpoints.All.Length == 1 && service.Endpoints.All[0].Authority == b.Address.GetLeftPart(UriPartial.Authority)));
+            Assert.True(await reloaded, "the edit on disk was not applied");
             using var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
             Assert.Equal("b", Assert.Single(response.Headers.GetValues("x-server")));
         }

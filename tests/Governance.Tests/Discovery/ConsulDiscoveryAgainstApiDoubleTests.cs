@@ -62,7 +62,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     public async Task Watch_IndexGoesBackwards_RestartsFromZeroAndKeepsBlocking()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         await using var services = Build(Settings(consul), time, logs);
@@ -78,7 +78,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         var restored = consul.Index.ToString(System.Globalization.CultureInfo.InvariantCulture);
         consul.ElapseWaits();
         await EndpointsAsync(watcher, e => e.Count == 2);
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Any(q => q.Param("index") == restored)));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Any(q => q.Param("index") == restored)));
 
         var indexes = consul.HealthQueries.Select(q => q.Param("index")).ToArray();
         Assert.Equal(new string?[] { null, high.ToString(System.Globalization.CultureInfo.InvariantCulture), null, restored }, indexes);
@@ -90,7 +90,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     public async Task Watch_WaitElapsesWithSameIndex_NoChangePublished()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         await using var services = Build(Settings(consul), time);
         await using var watcher = Watch(services);
@@ -99,7 +99,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
 
         var changed = Changed(watcher);
         consul.ElapseWaits();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count == 3));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
 
         Assert.False(changed.IsCompleted);
         Assert.Same(before, watcher.Current);
@@ -265,14 +265,16 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         consul.EnableAcl("the-right-token");
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         var logs = new CapturingLoggerProvider();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var settings = Settings(consul);
         settings["Consul:Token"] = Token;
         await using var services = Build(settings, time, logs);
         using var meters = new MeterCapture(services);
         await using var watcher = Watch(services);
 
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => logs.Entries.Count(e => e.EventId.Id == 1110) == 1 && meters.Sum(GovernanceTelemetry.Instruments.DiscoveryErrors, "catalog") >= 1);
+        await AdvanceUntilAsync(time, Task.WhenAll(
+            logs.WaitForAsync(e => e.EventId.Id == 1110),
+            meters.WaitUntilAsync(m => m.Sum(GovernanceTelemetry.Instruments.DiscoveryErrors, "catalog") >= 1)));
 
         Assert.Null(watcher.Current);
         var log = Assert.Single(logs.Entries, e => e.EventId.Id == 1110);
@@ -290,7 +292,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         var logs = new CapturingLoggerProvider();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var settings = Settings(consul);
         settings["Consul:Token"] = "read-nothing";
         await using var services = Build(settings, time, logs);
@@ -302,9 +304,9 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         consul.EnableAcl("admin");
         consul.AddTokenWithoutPermissions("read-nothing");
         consul.ElapseWaits();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count == 3));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
         consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080));
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => logs.Entries.Any(e => e.EventId.Id == 1110));
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1110));
 
         Assert.Equal("http://10.0.0.11:8080", Assert.Single(watcher.Current!).Authority);
         Assert.Contains("X-Consul-Results-Filtered-By-ACLs", logs.Entries.First(e => e.EventId.Id == 1110).Message, StringComparison.Ordinal);
@@ -317,7 +319,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080));
         var logs = new CapturingLoggerProvider();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         await using var services = Build(Settings(consul), time, logs);
         using var meters = new MeterCapture(services);
         await using var watcher = Watch(services);
@@ -327,10 +329,10 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         // Leader lost: every query fails with Consul's own error; the blocked one returns with it.
         consul.FailWith(500, "rpc error making call: No cluster leader");
         consul.ElapseWaits();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count == 3));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
         consul.Deregister("catalog-1");
         consul.Deregister("catalog-2");
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => meters.Sum(GovernanceTelemetry.Instruments.DiscoveryErrors, "catalog") >= 3);
+        await AdvanceUntilAsync(time, meters.WaitUntilAsync(m => m.Sum(GovernanceTelemetry.Instruments.DiscoveryErrors, "catalog") >= 3));
 
         Assert.Same(known, watcher.Current);
         var warning = Assert.Single(logs.Entries, e => e.EventId.Id == 1110);
@@ -340,7 +342,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
 
         // Back: the true answer (no instance left) is applied, empty list included.
         consul.Recover();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(5), () => watcher.Current is { Count: 0 });
+        await AdvanceUntilAsync(time, EndpointsAsync(watcher, e => e.Count == 0));
         Assert.Contains(logs.Entries, e => e.EventId.Id == 1112 && e.Level == LogLevel.Information);
     }
 
@@ -350,7 +352,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         var logs = new CapturingLoggerProvider();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var settings = Settings(consul);
         settings["Consul:WaitTime"] = "00:00:16";
         await using var services = Build(settings, time, logs);
@@ -358,12 +360,20 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         var known = await EndpointsAsync(watcher, e => e.Count == 1);
         await consul.WaitForAsync(r => r.Count == 2);
 
-        // The agent stops answering: the blocking query is abandoned after wait + wait/16 + 5 s (16 + 1 + 5 = 22 s).
+        // The agent stops answering: the blocking query is abandoned after wait + wait/16 + 5 s (16 + 1 + 5 = 22 s). Its
+        // timeout was armed before it was sent. Timer callbacks run inside Advance, so right after advancing 21 s the
+        // count of fired timers says for certain that nothing was due: the query is still waiting and nothing is logged.
+        var timeout = TimeSpan.FromSeconds(22);
+        Assert.Equal(1, time.TimersCreated(timeout));
         consul.Hang();
+        var fired = time.TimersFired();
         time.Advance(TimeSpan.FromSeconds(21));
-        await Task.Delay(50);
+        Assert.Equal(fired, time.TimersFired());
         Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1110);
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => logs.Entries.Any(e => e.EventId.Id == 1110));
+        var failed = logs.WaitForAsync(e => e.EventId.Id == 1110);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(1, time.TimersFired(timeout));
+        await failed.WaitAsync(Guard);
 
         Assert.Same(known, watcher.Current);
         Assert.Contains("did not answer the query of service 'catalog' within 00:00:22", logs.Entries.First(e => e.EventId.Id == 1110).Message, StringComparison.Ordinal);
@@ -434,7 +444,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         await using var services = Build(Settings(consul), time);
         var first = Watch(services);
         await EndpointsAsync(first, e => e.Count == 1);
@@ -447,7 +457,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         Assert.Single(second.Current!);
         consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080));
         await EndpointsAsync(second, e => e.Count == 2);
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count == 3));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
         Assert.Equal([null, "101", "102"], consul.HealthQueries.Select(q => q.Param("index")));
     }
 
@@ -481,7 +491,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         await using var a = await LoopbackServer.StartAsync("a");
         await using var b = await LoopbackServer.StartAsync("b");
         consul.Register(ConsulInstance.For("catalog", a));
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var settings = Settings(consul);
         settings["Services:catalog:LoadBalancer:Policy"] = "RoundRobin";
         await using var governed = Governed.Create(settings, s => s.AddSingleton<TimeProvider>(time));
@@ -489,11 +499,15 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         string[] Live() => [.. runtime.Services["catalog"].Endpoints.All.Select(e => e.Authority)];
         string Authority(LoopbackServer server) => server.Address.GetLeftPart(UriPartial.Authority);
 
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().SequenceEqual([Authority(a)]));
+        // The runtime takes an answer while the loop publishes it, before the loop sends its next query: once the double
+        // has the query that follows the one that carried a change, the runtime has applied the change.
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 2));
+        Assert.Equal([Authority(a)], Live());
         Assert.Equal("a", await governed.GetServerAsync("http://catalog/items/1"));
 
         consul.Register(ConsulInstance.For("catalog", b));
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().Length == 2);
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
+        Assert.Equal(2, Live().Length);
         var answered = new List<string>();
         for (var i = 0; i < 4; i++)
         {
@@ -503,7 +517,8 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         Assert.Equal(["a", "b"], answered.Distinct().Order());
 
         consul.SetStatus("a", "critical");
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => Live().SequenceEqual([Authority(b)]));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 4));
+        Assert.Equal([Authority(b)], Live());
         for (var i = 0; i < 3; i++)
         {
             Assert.Equal("b", await governed.GetServerAsync("http://catalog/items/1"));

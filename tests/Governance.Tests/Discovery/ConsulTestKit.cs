@@ -86,35 +86,40 @@ internal static class ConsulTestKit
     }
 
     /// <summary>
-    /// Advances fake time by <paramref name="step"/> until <paramref name="signal"/> completes, giving the code under test
-    /// a moment of real time between steps (its timers may be created after a step, which then needs another one).
+    /// Moves fake time on until <paramref name="signal"/> completes, only while the code under test waits on the clock:
+    /// each time a delay is pending (<see cref="ObservedTimeProvider.WaitForDelayAsync"/>), the clock jumps to its due
+    /// time, and then nothing moves until the code has reacted (it waits on a delay again, or the signal completed).
+    /// Fake time never advances while the code is doing real work (an HTTP exchange in flight), so its timeouts cannot
+    /// fire early and elapsed fake time measures only what the code waited for. The wall-clock guard turns a hang into
+    /// a failure.
     /// </summary>
-    public static async Task AdvanceUntilAsync(FakeTimeProvider time, TimeSpan step, Task signal)
+    public static async Task AdvanceUntilAsync(ObservedTimeProvider time, Task signal)
     {
         var started = Stopwatch.GetTimestamp();
         while (!signal.IsCompleted)
         {
-            if (Stopwatch.GetElapsedTime(started) > Guard)
+            var left = Guard - Stopwatch.GetElapsedTime(started);
+            if (left <= TimeSpan.Zero)
             {
                 throw new TimeoutException("The awaited event did not happen while fake time advanced.");
             }
 
-            time.Advance(step);
-            await Task.WhenAny(signal, Task.Delay(TimeSpan.FromMilliseconds(20)));
+            try
+            {
+                await Task.WhenAny(signal, time.WaitForDelayAsync()).WaitAsync(left);
+            }
+            catch (TimeoutException ex)
+            {
+                throw new TimeoutException("The awaited event did not happen, and the code under test does not wait on the clock.", ex);
+            }
+
+            if (!signal.IsCompleted)
+            {
+                time.AdvanceToNextDelay();
+            }
         }
 
         await signal;
-    }
-
-    public static Task AdvanceUntilAsync(FakeTimeProvider time, TimeSpan step, Func<bool> condition) =>
-        AdvanceUntilAsync(time, step, PollAsync(condition));
-
-    private static async Task PollAsync(Func<bool> condition)
-    {
-        while (!condition())
-        {
-            await Task.Delay(TimeSpan.FromMilliseconds(10));
-        }
     }
 }
 
@@ -122,6 +127,8 @@ internal static class ConsulTestKit
 internal sealed class MeterCapture : IDisposable
 {
     private readonly MeterListener _listener = new();
+    private readonly object _gate = new();
+    private readonly List<(Func<MeterCapture, bool> Condition, TaskCompletionSource Done)> _waiters = [];
 
     public MeterCapture(IServiceProvider services)
     {
@@ -135,7 +142,20 @@ internal sealed class MeterCapture : IDisposable
             }
         };
         _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
-            Measurements.Enqueue((instrument.Name, value, tags.ToArray().ToDictionary(t => t.Key, t => t.Value))));
+        {
+            lock (_gate)
+            {
+                Measurements.Enqueue((instrument.Name, value, tags.ToArray().ToDictionary(t => t.Key, t => t.Value)));
+                for (var i = _waiters.Count - 1; i >= 0; i--)
+                {
+                    if (_waiters[i].Condition(this))
+                    {
+                        _waiters[i].Done.TrySetResult();
+                        _waiters.RemoveAt(i);
+                    }
+                }
+            }
+        });
         _listener.Start();
     }
 
@@ -143,6 +163,22 @@ internal sealed class MeterCapture : IDisposable
 
     public long Sum(string instrument, string service) =>
         Measurements.Where(m => m.Instrument == instrument && Equals(m.Tags.GetValueOrDefault(GovernanceTelemetry.ServiceTag), service)).Sum(m => m.Value);
+
+    /// <summary>Completes once <paramref name="condition"/> holds, checked now and after every measurement.</summary>
+    public Task WaitUntilAsync(Func<MeterCapture, bool> condition)
+    {
+        lock (_gate)
+        {
+            if (condition(this))
+            {
+                return Task.CompletedTask;
+            }
+
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _waiters.Add((condition, done));
+            return done.Task;
+        }
+    }
 
     public void Dispose() => _listener.Dispose();
 }

@@ -31,7 +31,8 @@ namespace Governance.Tests.Infrastructure;
 /// unknown). Agent registrations show up in the health endpoint on the agent's node. <see cref="RestartAgent"/>
 /// forgets them, as an agent restarted without its data directory does.</item>
 /// </list>
-/// Every request is recorded; <see cref="WaitForAsync"/> waits (with a wall-clock guard) for a condition on them.
+/// Every request is recorded; <see cref="WaitForAsync"/> waits (with a wall-clock guard) for a condition on them, and
+/// <see cref="WaitUntilAsync"/> for a condition on the state they change.
 /// </summary>
 public sealed class ConsulApiDouble : IAsyncDisposable
 {
@@ -49,6 +50,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
     private readonly Dictionary<string, string> _rawAnswers = new(StringComparer.OrdinalIgnoreCase);
     private readonly List<ConsulRequest> _requests = [];
     private readonly List<(Func<IReadOnlyList<ConsulRequest>, bool> Condition, TaskCompletionSource Done)> _waiters = [];
+    private readonly List<(Func<ConsulApiDouble, bool> Condition, TaskCompletionSource Done)> _stateWaiters = [];
     private readonly HashSet<string> _fullTokens = new(StringComparer.Ordinal);
     private readonly HashSet<string> _readOnlyTokens = new(StringComparer.Ordinal);
     private readonly HashSet<string> _powerlessTokens = new(StringComparer.Ordinal);
@@ -269,6 +271,27 @@ public sealed class ConsulApiDouble : IAsyncDisposable
         return done.Task.WaitAsync(timeout ?? TimeSpan.FromSeconds(20));
     }
 
+    /// <summary>
+    /// Waits until <paramref name="condition"/> holds for the double's state (its catalog and agent), checked now and
+    /// after every change; a request is recorded when it arrives, before it changes anything, so this is what tells that
+    /// a write has been applied.
+    /// </summary>
+    public Task WaitUntilAsync(Func<ConsulApiDouble, bool> condition, TimeSpan? timeout = null)
+    {
+        var done = NewSignal();
+        lock (_gate)
+        {
+            if (condition(this))
+            {
+                return Task.CompletedTask;
+            }
+
+            _stateWaiters.Add((condition, done));
+        }
+
+        return done.Task.WaitAsync(timeout ?? TimeSpan.FromSeconds(20));
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _stopping.CancelAsync();
@@ -289,6 +312,14 @@ public sealed class ConsulApiDouble : IAsyncDisposable
             var changed = _changed;
             _changed = NewSignal();
             changed.TrySetResult();
+            for (var i = _stateWaiters.Count - 1; i >= 0; i--)
+            {
+                if (_stateWaiters[i].Condition(this))
+                {
+                    _stateWaiters[i].Done.TrySetResult();
+                    _stateWaiters.RemoveAt(i);
+                }
+            }
         }
     }
 

@@ -9,11 +9,22 @@ namespace Governance.Tests.Infrastructure;
 /// fire. Timers created with an infinite due time (cancellation sources armed later with <c>CancelAfter</c>) are not
 /// tracked by due time.
 /// </summary>
+/// <remarks>
+/// It also counts the timers that fired (their callbacks run synchronously inside <see cref="FakeTimeProvider.Advance"/>,
+/// so right after an advance the count says for certain whether anything was due), and keeps the <em>delays</em> that
+/// are pending: one-shot timers armed when created whose callback is not a <see cref="CancellationTokenSource"/>'s
+/// (<c>Task.Delay</c>, <c>Task.WaitAsync</c>, the library's own one-shot timers). Timeouts of work in flight
+/// (<c>new CancellationTokenSource(timeout, timeProvider)</c>) are not delays: the code is not waiting for them to fire.
+/// </remarks>
 public sealed class ObservedTimeProvider : FakeTimeProvider
 {
     private readonly object _gate = new();
     private readonly Dictionary<TimeSpan, int> _created = [];
+    private readonly Dictionary<TimeSpan, int> _fired = [];
     private readonly List<(TimeSpan DueTime, int Count, TaskCompletionSource Reached)> _waits = [];
+    private readonly HashSet<ObservedTimer> _delays = [];
+    private readonly List<TaskCompletionSource> _delayWaiters = [];
+    private int _firedTotal;
 
     /// <summary>Gets how many timers were created with <paramref name="dueTime"/> so far.</summary>
     public int TimersCreated(TimeSpan dueTime)
@@ -21,6 +32,24 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         lock (_gate)
         {
             return _created.GetValueOrDefault(dueTime);
+        }
+    }
+
+    /// <summary>Gets how many timer callbacks have run so far (every timer, timeouts included).</summary>
+    public int TimersFired()
+    {
+        lock (_gate)
+        {
+            return _firedTotal;
+        }
+    }
+
+    /// <summary>Gets how many times timers created with <paramref name="dueTime"/> have fired so far.</summary>
+    public int TimersFired(TimeSpan dueTime)
+    {
+        lock (_gate)
+        {
+            return _fired.GetValueOrDefault(dueTime);
         }
     }
 
@@ -40,15 +69,69 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         }
     }
 
-    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    /// <summary>Completes once a delay is pending (already armed when it completes): the code under test waits on the clock.</summary>
+    public Task WaitForDelayAsync()
     {
-        var timer = base.CreateTimer(callback, state, dueTime, period);
-        if (dueTime == Timeout.InfiniteTimeSpan)
+        lock (_gate)
         {
-            return timer;
+            if (_delays.Count > 0)
+            {
+                return Task.CompletedTask;
+            }
+
+            var pending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            _delayWaiters.Add(pending);
+            return pending.Task;
+        }
+    }
+
+    /// <summary>Advances the clock to the due time of the earliest pending delay, which fires it (and whatever else is due by then).</summary>
+    public void AdvanceToNextDelay()
+    {
+        DateTimeOffset due;
+        lock (_gate)
+        {
+            if (_delays.Count == 0)
+            {
+                throw new InvalidOperationException("No delay is pending.");
+            }
+
+            due = _delays.Min(d => d.Due);
         }
 
+        var step = due - GetUtcNow();
+        Advance(step > TimeSpan.Zero ? step : TimeSpan.Zero);
+    }
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var observed = new ObservedTimer(this, dueTime);
         List<TaskCompletionSource>? reached = null;
+        lock (_gate)
+        {
+            // Recorded before the timer exists so that a zero due time, which may fire at once, finds it.
+            if (dueTime != Timeout.InfiniteTimeSpan && period == Timeout.InfiniteTimeSpan && state is not CancellationTokenSource)
+            {
+                observed.Due = GetUtcNow() + dueTime;
+                _delays.Add(observed);
+            }
+        }
+
+        observed.Inner = base.CreateTimer(
+            static s =>
+            {
+                var (timer, callback, state) = ((ObservedTimer, TimerCallback, object?))s!;
+                timer.Owner.OnFired(timer);
+                callback(state);
+            },
+            (observed, callback, state),
+            dueTime,
+            period);
+        if (dueTime == Timeout.InfiniteTimeSpan)
+        {
+            return observed;
+        }
+
         lock (_gate)
         {
             var count = _created.GetValueOrDefault(dueTime) + 1;
@@ -61,9 +144,63 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
                     _waits.RemoveAt(i);
                 }
             }
+
+            if (_delays.Contains(observed))
+            {
+                (reached ??= []).AddRange(_delayWaiters);
+                _delayWaiters.Clear();
+            }
         }
 
         reached?.ForEach(r => r.TrySetResult());
-        return timer;
+        return observed;
+    }
+
+    private void OnFired(ObservedTimer timer)
+    {
+        lock (_gate)
+        {
+            _firedTotal++;
+            _fired[timer.CreatedDueTime] = _fired.GetValueOrDefault(timer.CreatedDueTime) + 1;
+            _delays.Remove(timer);
+        }
+    }
+
+    private void OnChangedOrDisposed(ObservedTimer timer)
+    {
+        // A delay that is re-armed or disposed (a cancelled Task.Delay) is no longer a plain delay.
+        lock (_gate)
+        {
+            _delays.Remove(timer);
+        }
+    }
+
+    private sealed class ObservedTimer(ObservedTimeProvider owner, TimeSpan createdDueTime) : ITimer
+    {
+        public ObservedTimeProvider Owner { get; } = owner;
+
+        public TimeSpan CreatedDueTime { get; } = createdDueTime;
+
+        public ITimer Inner { get; set; } = null!;
+
+        public DateTimeOffset Due { get; set; }
+
+        public bool Change(TimeSpan dueTime, TimeSpan period)
+        {
+            Owner.OnChangedOrDisposed(this);
+            return Inner.Change(dueTime, period);
+        }
+
+        public void Dispose()
+        {
+            Owner.OnChangedOrDisposed(this);
+            Inner.Dispose();
+        }
+
+        public ValueTask DisposeAsync()
+        {
+            Owner.OnChangedOrDisposed(this);
+            return Inner.DisposeAsync();
+        }
     }
 }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json.Nodes;
@@ -119,7 +118,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     public async Task StartAsync_TtlCheck_RegistersPassingAndHeartbeatsEveryThirdOfTtl()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
         using var host = BuildHost(settings, time);
@@ -130,10 +129,11 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         Assert.Equal("passing", consul.GetRegistration(id)!.CheckStatus);
 
         var started = time.GetTimestamp();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count(q => q.Path == $"/v1/agent/check/pass/service:{id}") == 1));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count(q => q.Path == $"/v1/agent/check/pass/service:{id}") == 1));
         var first = time.GetElapsedTime(started);
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count(q => q.Path == $"/v1/agent/check/pass/service:{id}") == 2));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count(q => q.Path == $"/v1/agent/check/pass/service:{id}") == 2));
         var second = time.GetElapsedTime(started);
+        await consul.WaitUntilAsync(c => c.GetRegistration(id)?.Heartbeats >= 2); // The second heartbeat has arrived; wait until it is applied.
 
         Assert.InRange(first, TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(12));
         Assert.InRange(second - first, TimeSpan.FromSeconds(9), TimeSpan.FromSeconds(12));
@@ -145,7 +145,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     public async Task Heartbeat_AgentRestarted_ReRegistersAndHeartbeatsAgain()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
@@ -155,8 +155,8 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
 
         consul.RestartAgent();
         Assert.Null(consul.GetRegistration(id));
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), consul.WaitForAsync(r => r.Count(q => q.Path == "/v1/agent/service/register") == 2));
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => consul.GetRegistration(id)?.Heartbeats == 1);
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count(q => q.Path == "/v1/agent/service/register") == 2));
+        await AdvanceUntilAsync(time, consul.WaitUntilAsync(c => c.GetRegistration(id)?.Heartbeats == 1));
 
         Assert.Equal("passing", consul.GetRegistration(id)!.CheckStatus);
         var lost = Assert.Single(logs.Entries, e => e.EventId.Id == 1602);
@@ -170,7 +170,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     public async Task Verify_AgentRestartedWithHttpCheck_ReRegistersWithinThirtySeconds()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         using var host = BuildHost(Settings(consul.Address), time);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
@@ -178,25 +178,20 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
 
         consul.RestartAgent();
 
-        // Quick steps of fake time up to just before the expected check, then one-second steps that each wait (in real
-        // time) for the check's GET and the re-registration's PUT to land before fake time moves on: on a loaded
-        // machine the exchange takes real time, and fake time that kept advancing meanwhile would be charged to it.
-        while (time.GetElapsedTime(started) < TimeSpan.FromSeconds(29) && consul.GetRegistration(id) is null)
-        {
-            time.Advance(TimeSpan.FromSeconds(1));
-            await Task.Delay(TimeSpan.FromMilliseconds(20));
-        }
-
+        // Fake time moves only once the registration loop waits on it. Timer callbacks run inside Advance, so right after
+        // advancing 29 s the count of fired timers says for certain that nothing was due: no look-up has started.
+        await time.WaitForDelayAsync().WaitAsync(Guard);
+        var fired = time.TimersFired();
+        time.Advance(TimeSpan.FromSeconds(29));
+        Assert.Equal(fired, time.TimersFired());
         Assert.Null(consul.GetRegistration(id));
-        while (consul.GetRegistration(id) is null && time.GetElapsedTime(started) < TimeSpan.FromSeconds(32))
-        {
-            time.Advance(TimeSpan.FromSeconds(1));
-            var waited = Stopwatch.StartNew();
-            while (consul.GetRegistration(id) is null && waited.Elapsed < TimeSpan.FromSeconds(5))
-            {
-                await Task.Delay(TimeSpan.FromMilliseconds(10));
-            }
-        }
+        Assert.Single(consul.Requests);
+
+        // At 30 s the look-up runs, finds the instance gone and registers it again; fake time stays put meanwhile.
+        var reRegistered = consul.WaitUntilAsync(c => c.GetRegistration(id) is not null);
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(fired + 1, time.TimersFired());
+        await reRegistered;
 
         Assert.NotNull(consul.GetRegistration(id));
         Assert.InRange(time.GetElapsedTime(started), TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(32));
@@ -239,7 +234,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         consul.FailWith(500, "rpc error making call: No cluster leader");
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
         using var host = BuildHost(Settings(consul.Address), time, logs);
 
@@ -252,7 +247,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
             error.Message);
 
         consul.Recover();
-        await AdvanceUntilAsync(time, TimeSpan.FromSeconds(1), () => logs.Entries.Any(e => e.EventId.Id == 1600));
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1600));
         Assert.NotNull(consul.GetRegistration($"orders-{Machine}-8080"));
         Assert.Single(logs.Entries, e => e.EventId.Id == 1600);
         await host.StopAsync().WaitAsync(Guard);
@@ -373,13 +368,9 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
             ["Services:orders:Discovery"] = "Consul",
         };
         await using var client = Governed.Create(caller);
-        var runtime = client.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>();
-        var started = Stopwatch.GetTimestamp();
-        while (runtime.Services["orders"].Endpoints.All.Length == 0)
-        {
-            Assert.True(Stopwatch.GetElapsedTime(started) < Guard, "discovery did not resolve the registered instance");
-            await Task.Delay(10);
-        }
+        var orders = client.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().Services["orders"];
+        Assert.True(await orders.WaitUntilResolvedAsync(Guard, CancellationToken.None), "discovery did not answer");
+        Assert.NotEmpty(orders.Endpoints.All);
 
         using var response = await client.Client.GetAsync("http://orders/orders/42").WaitAsync(Guard);
 

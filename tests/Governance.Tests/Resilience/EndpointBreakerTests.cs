@@ -40,10 +40,11 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         // succeeds and closes the circuit.
         flaky.Healthy = true;
         await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
-        time.Advance(BreakDuration);
-        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        time.Advance(BreakDuration); // The break timer's callback puts it back, inside Advance.
+        Assert.True(flakyState.Conditions == EndpointConditions.None, $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        var circuitClosed = logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.CircuitClosed);
         await scenario.SendUntilAsync(() => flaky.Server.RequestCount > MinimumThroughput);
-        Assert.True(await Faults.EventuallyAsync(() => logs.Entries.Count(GovernanceEventIds.CircuitClosed) == 1), "no circuit-closed event after a healthy half-open probe");
+        await circuitClosed.WaitAsync(Faults.Guard);
 
         var before = flaky.Server.RequestCount;
         var closed = await Faults.SendSequentialAsync(governed, 30);
@@ -64,8 +65,8 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
 
         // Still failing when the break ends: the single half-open probe fails and the circuit opens again at once.
         await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
-        time.Advance(BreakDuration);
-        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        time.Advance(BreakDuration); // The break timer's callback puts it back, inside Advance.
+        Assert.True(flakyState.Conditions == EndpointConditions.None, $"flaky not back after BreakDuration: {flakyState.Conditions}");
         await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
         output.WriteLine($"flaky received {flaky.Server.RequestCount} requests in all; circuit-opened events: {logs.Entries.Count(GovernanceEventIds.CircuitOpened)}");
 
@@ -90,8 +91,8 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         flaky.Healthy = true;
         flaky.Hold = true;
         await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
-        time.Advance(BreakDuration);
-        Assert.True(await Faults.EventuallyAsync(() => flakyState.Conditions == EndpointConditions.None), $"flaky not back after BreakDuration: {flakyState.Conditions}");
+        time.Advance(BreakDuration); // The break timer's callback puts it back, inside Advance.
+        Assert.True(flakyState.Conditions == EndpointConditions.None, $"flaky not back after BreakDuration: {flakyState.Conditions}");
         Task<CallResult>? probe = null;
         try
         {

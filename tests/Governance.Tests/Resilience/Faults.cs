@@ -132,23 +132,6 @@ internal static class Faults
         return results;
     }
 
-    /// <summary>Polls <paramref name="condition"/> until it holds or the wall-clock guard passes; the deadline turns a bug into a failure, not a hang.</summary>
-    public static async Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan? guard = null)
-    {
-        var deadline = DateTime.UtcNow + (guard ?? Guard);
-        while (!condition())
-        {
-            if (DateTime.UtcNow > deadline)
-            {
-                return false;
-            }
-
-            await Task.Delay(10);
-        }
-
-        return true;
-    }
-
     public static int Count(this IEnumerable<LogEntry> entries, int eventId) => entries.Count(e => e.EventId.Id == eventId);
 
     public static string Describe(IEnumerable<CallResult> results) =>

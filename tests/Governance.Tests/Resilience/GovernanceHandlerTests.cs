@@ -15,13 +15,23 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
         var counter = new AttemptCounter();
         await using var a = await LoopbackServer.StartAsync("a");
         await using var b = await LoopbackServer.StartAsync("b");
-        await using var c = await LoopbackServer.StartAsync("c");
+        var servedThirty = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var servedByCSoFar = 0;
+        await using var c = await LoopbackServer.StartAsync("c", context =>
+        {
+            if (Interlocked.Increment(ref servedByCSoFar) >= 30)
+            {
+                servedThirty.TrySetResult();
+            }
+
+            return context.Response.WriteAsync("c", context.RequestAborted);
+        });
         await using var governed = Faults.Create(Faults.Settings(a, b, c), time, attempts: counter);
         var cState = Faults.State(governed, c);
 
         // 4 calls in flight; "c" is stopped once it has served 30 of them, and traffic continues after it is gone.
         var before = Faults.SendManyAsync(governed, 600, 4);
-        Assert.True(await Faults.EventuallyAsync(() => c.RequestCount >= 30 || before.IsCompleted), "c served no traffic");
+        await Task.WhenAny(servedThirty.Task, before).WaitAsync(Faults.BatchGuard);
         await c.StopAsync();
         var servedByC = c.RequestCount;
         var after = await Faults.SendManyAsync(governed, 300, 4);
