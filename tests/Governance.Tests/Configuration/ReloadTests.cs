@@ -71,6 +71,47 @@ public sealed class ReloadTests
     }
 
     [Fact]
+    public async Task Reload_WeightThenPolicyEdit_TrafficFollowsEachEdit()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(Governed.Service("catalog", "RoundRobin", a, b));
+
+        async Task<(int A, int B)> SendAsync(int count, string? key = null)
+        {
+            var (beforeA, beforeB) = (a.RequestCount, b.RequestCount);
+            for (var i = 0; i < count; i++)
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/items");
+                if (key is not null)
+                {
+                    request.Headers.Add("x-key", key);
+                }
+
+                using var response = await governed.Client.SendAsync(request);
+                response.EnsureSuccessStatusCode();
+            }
+
+            return (a.RequestCount - beforeA, b.RequestCount - beforeB);
+        }
+
+        // Smooth weighted round robin is exact over whole cycles: 1:1, then 1:7 after the weight edit.
+        Assert.Equal((20, 20), await SendAsync(40));
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1"] = null;
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1:Address"] = b.Address.ToString();
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1:Weight"] = "7";
+        governed.Configuration.Reload();
+        Assert.Equal((10, 70), await SendAsync(80));
+
+        // Then consistent hashing on a header: one key, one endpoint, where round robin would have used both.
+        governed.Configuration["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "ConsistentHash";
+        governed.Configuration["MeshGovernance:Services:catalog:LoadBalancer:HashHeader"] = "x-key";
+        governed.Configuration.Reload();
+        var sticky = await SendAsync(40, key: "user-42");
+        Assert.True(sticky is (40, 0) or (0, 40), $"one key went to both endpoints: a={sticky.A} b={sticky.B}");
+    }
+
+    [Fact]
     public async Task Reload_InvalidEdit_IsLoggedAndLastGoodConfigurationStays()
     {
         await using var a = await LoopbackServer.StartAsync("a");
