@@ -194,4 +194,67 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
         Assert.Equal(2 * Permits, a.RequestCount);
     }
+
+    [Fact]
+    public async Task Create_QueuedCallCancelled_LeavesTheQueueAndNeverReachesTheBackend()
+    {
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        try
+        {
+            var settings = Faults.Settings(server)
+                .With("RateLimit:Algorithm", "Concurrency")
+                .With("RateLimit:Burst", 1)
+                .With("RateLimit:QueueLimit", 1);
+            await using var governed = Faults.Create(settings);
+
+            var first = governed.Client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            using var cancel = new CancellationTokenSource();
+            var queued = governed.Client.GetAsync(Faults.Url, cancel.Token);
+            Assert.False(queued.IsCompleted, "the second call was not queued");
+
+            // Cancelled while waiting for a permit: it ends cancelled and its place in the queue is free again.
+            await cancel.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(Faults.Guard));
+            var next = governed.Client.GetAsync(Faults.Url);
+            Assert.False(next.IsCompleted, "the queue's freed place was not given to the next call");
+
+            held.Release();
+            using var firstResponse = await first.WaitAsync(Faults.Guard);
+            using var nextResponse = await next.WaitAsync(Faults.Guard);
+            output.WriteLine($"first {(int)firstResponse.StatusCode}, cancelled while queued, next {(int)nextResponse.StatusCode}; backend received {server.RequestCount}");
+            Assert.True(nextResponse.IsSuccessStatusCode);
+            Assert.Equal(2, server.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Create_SlidingWindowBurst_AdmitsTheWindowAndRejectsRestWithoutNetwork()
+    {
+        // 5 a second over a 1 s window of 10 segments: a permit comes back only when its segment leaves the window, 1 s
+        // after it was taken, so a burst admits 5, plus 5 more for each whole second it lasted (bounded by the measured
+        // duration, so a slow machine cannot make this fail).
+        const int Permits = 5;
+        await using var a = await LoopbackServer.StartAsync("a");
+        var settings = Faults.Settings(a)
+            .With("RateLimit:Algorithm", "SlidingWindow")
+            .With("RateLimit:PermitsPerSecond", Permits);
+        await using var governed = Faults.Create(settings);
+
+        var watch = Stopwatch.StartNew();
+        var results = await Task.WhenAll(Enumerable.Range(0, 4 * Permits).Select(_ => Faults.TryGetAsync(governed))).WaitAsync(Faults.BatchGuard);
+        var elapsed = watch.Elapsed;
+        var admitted = results.Count(r => r.Succeeded);
+        var maxAdmitted = Permits * (1 + (int)elapsed.TotalSeconds);
+        output.WriteLine($"burst of {4 * Permits} at {Permits}/s (sliding window): {Faults.Describe(results)} in {elapsed.TotalMilliseconds:F0} ms, so at most {maxAdmitted} could be admitted; backend received {a.RequestCount}");
+
+        Assert.InRange(admitted, Permits, maxAdmitted);
+        Assert.All(results.Where(r => !r.Succeeded), r => Assert.Equal(Faults.Service, Assert.IsType<RateLimitRejectedException>(r.Error).ServiceName));
+        Assert.Equal(admitted, a.RequestCount);
+    }
 }
