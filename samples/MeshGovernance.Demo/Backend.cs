@@ -17,6 +17,9 @@ namespace MeshGovernance.Demo;
 internal sealed class Backend : IAsyncDisposable
 {
     private readonly WebApplication _app;
+    private volatile bool _failing;
+    private int _served;
+    private int _failed;
 
     private Backend(WebApplication app, string name, TimeSpan delay, Uri address)
     {
@@ -33,15 +36,37 @@ internal sealed class Backend : IAsyncDisposable
 
     public Uri Address { get; }
 
+    /// <summary>Gets or sets a value indicating whether the backend answers every request with 503 (a fault the demo injects).</summary>
+    public bool Failing
+    {
+        get => _failing;
+        set => _failing = value;
+    }
+
+    /// <summary>Gets the number of requests the backend received (answered or failed).</summary>
+    public int Served => Volatile.Read(ref _served);
+
+    /// <summary>Gets the number of requests the backend answered with 503 while <see cref="Failing"/>.</summary>
+    public int Failed => Volatile.Read(ref _failed);
+
     public static async Task<Backend> StartAsync(string name, TimeSpan delay, CancellationToken cancellationToken)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.WebHost.UseKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0));
         var app = builder.Build();
+        Backend? self = null;
         app.Run(async context =>
         {
             context.Response.Headers["x-server"] = name;
+            Interlocked.Increment(ref self!._served);
+            if (self._failing)
+            {
+                Interlocked.Increment(ref self._failed);
+                context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                return;
+            }
+
             if (delay > TimeSpan.Zero)
             {
                 // Stands in for real work (a database call, say); the demo's load balancer only sees the latency.
@@ -53,7 +78,8 @@ internal sealed class Backend : IAsyncDisposable
 
         await app.StartAsync(cancellationToken);
         var address = app.Services.GetRequiredService<IServer>().Features.GetRequiredFeature<IServerAddressesFeature>().Addresses.First();
-        return new Backend(app, name, delay, new Uri(address));
+        self = new Backend(app, name, delay, new Uri(address));
+        return self;
     }
 
     public async ValueTask DisposeAsync()

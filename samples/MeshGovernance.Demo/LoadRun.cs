@@ -74,6 +74,11 @@ internal static class LoadRun
                 ? new Sample(servers.First(), elapsed, user, Error: null)
                 : Sample.Failed("response without x-server header");
         }
+        catch (Governance.RateLimitRejectedException)
+        {
+            // Refused in the process by the service's limiter: nothing was sent.
+            return Sample.Failed(RunResult.RateLimited);
+        }
         catch (HttpRequestException ex)
         {
             return Sample.Failed(ex.Message);
@@ -94,6 +99,9 @@ internal readonly record struct Sample(string? Server, TimeSpan Latency, int Use
 /// <summary>The outcomes of one run.</summary>
 internal sealed class RunResult(Sample[] samples, TimeSpan elapsed)
 {
+    /// <summary>The error of a sample that the rate limit refused.</summary>
+    public const string RateLimited = "rate limited";
+
     public Sample[] Samples { get; } = samples;
 
     public TimeSpan Elapsed { get; } = elapsed;

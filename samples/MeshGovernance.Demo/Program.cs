@@ -9,7 +9,8 @@ using Microsoft.Extensions.Options;
 
 // Three local backends of one logical service, "catalog" (backend-c is slow), and one governed HttpClient that calls
 // http://catalog/items?id=N. Each run switches the load-balancing policy by a live configuration reload and sends the
-// same load; the last run changes an endpoint's weight the same way.
+// same load; the next run changes an endpoint's weight the same way. Then resilience: one backend starts failing (its
+// 503s are retried elsewhere and it is ejected), and a rate limit is switched on by reload (rejections stay in process).
 
 const string Service = "catalog";
 const string ServiceSection = "MeshGovernance:Services:" + Service;
@@ -172,6 +173,42 @@ async Task<bool> RunAsync(CancellationToken cancellationToken)
     ok &= Check(reloaded);
     var share = (double)reloaded.Stats(a.Name).Requests / RequestsPerRun;
     ok &= Expect(share is > 0.70 and < 0.80, Invariant($"{a.Name} should take 6/8 = 75% of the requests, took {share:P1}"));
+
+    // Resilience with its defaults: a failed attempt is retried on another endpoint (2 retries), and an endpoint that
+    // answers 5 server errors in a row is ejected from load balancing (30 s, longer each time it happens again).
+    Console.WriteLine();
+    Console.WriteLine(Invariant($"Outlier ejection: {b.Name} answers 503 from now on (LeastRequest, weights back to 1, default resilience)"));
+    overrides.Apply(
+        KeyValuePair.Create<string, string?>(PolicyKey, LoadBalancingPolicyNames.LeastRequest),
+        KeyValuePair.Create<string, string?>(ServiceSection + ":Endpoints:0:Weight", "1"));
+    b.Failing = true;
+    var faulty = await RunOnceAsync(client, users: 0, RequestsPerRun, cancellationToken);
+    ResultTable.Print(faulty, endpoints);
+    Console.WriteLine(Invariant($"    {b.Name} answered {b.Failed} requests with 503, each retried on another endpoint, then was ejected: callers saw {faulty.Failures.Count()} failures"));
+    ok &= Check(faulty);
+    ok &= Expect(b.Failed <= 5 + Concurrency, Invariant($"{b.Name} should be ejected after 5 consecutive 503s (at most 5 + {Concurrency} in flight); it answered {b.Failed}"));
+    b.Failing = false;
+
+    // A client-side rate limit, per destination service and per logical call, checked before any network work.
+    const int PermitsPerSecond = 1000;
+    const int Burst = 100;
+    Console.WriteLine();
+    Console.WriteLine(Invariant($"Rate limit (live reload): {ServiceSection}:RateLimit PermitsPerSecond {PermitsPerSecond}, Burst {Burst}; {Concurrency} workers send as fast as they can"));
+    var reachedBefore = a.Served + b.Served + c.Served;
+    overrides.Apply(
+        KeyValuePair.Create<string, string?>(ServiceSection + ":RateLimit:PermitsPerSecond", PermitsPerSecond.ToString(CultureInfo.InvariantCulture)),
+        KeyValuePair.Create<string, string?>(ServiceSection + ":RateLimit:Burst", Burst.ToString(CultureInfo.InvariantCulture)));
+    var limited = await RunOnceAsync(client, users: 0, RequestsPerRun, cancellationToken);
+    var rejected = limited.Failures.Count(static f => f.Error == RunResult.RateLimited);
+    var admitted = limited.Samples.Length - limited.Failures.Count();
+    var reached = a.Served + b.Served + c.Served - reachedBefore;
+
+    // The bucket starts full and gains PermitsPerSecond / 10 every 100 ms: at most one refill more than the elapsed time.
+    var maxAdmitted = Burst + (int)(PermitsPerSecond * limited.Elapsed.TotalSeconds) + (PermitsPerSecond / 10);
+    Console.WriteLine(Invariant($"    admitted {admitted:N0} in {limited.Elapsed.TotalSeconds:0.00} s (at most {maxAdmitted:N0}), rejected in the process {rejected:N0} (RateLimitRejectedException), backends received {reached:N0}"));
+    ok &= Expect(limited.Failures.All(static f => f.Error == RunResult.RateLimited), "the only failures should be rate-limit rejections");
+    ok &= Expect(rejected > 0 && admitted >= Burst && admitted <= maxAdmitted, Invariant($"the limit should admit between {Burst} and {maxAdmitted} and reject the rest"));
+    ok &= Expect(reached == admitted, "a rejected call should never reach a backend");
 
     await stopping.DisposeAsync();
     await host.StopAsync(CancellationToken.None);
