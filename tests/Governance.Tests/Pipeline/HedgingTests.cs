@@ -1,4 +1,5 @@
 using Governance.Tests.Infrastructure;
+using Governance.Tests.Resilience;
 using Microsoft.AspNetCore.Http;
 
 namespace Governance.Tests.Pipeline;
@@ -92,6 +93,64 @@ public sealed class HedgingTests
         {
             // Held requests must end before the servers can stop, also when an assertion failed.
             Volatile.Read(ref gate).TrySetResult();
+        }
+    }
+
+    [Fact]
+    public async Task GetAsync_TwoHedgesOnTheFakeClock_EachAfterDelayToAnEndpointNotTriedYet()
+    {
+        // Every endpoint holds its request until released. Hedges are launched by the service's clock: nothing before
+        // Delay, one more after each Delay, up to MaxHedgedAttempts, each to an endpoint the call has not used yet.
+        var delay = TimeSpan.FromSeconds(1);
+        var time = new ObservedTimeProvider();
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var arrivals = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var arrived = new SemaphoreSlim(0);
+        Func<HttpContext, Task> Holding(string name) => async context =>
+        {
+            arrivals.Enqueue(name);
+            arrived.Release();
+            await gate.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            await context.Response.WriteAsync(name);
+        };
+        await using var a = await LoopbackServer.StartAsync("a", Holding("a"));
+        await using var b = await LoopbackServer.StartAsync("b", Holding("b"));
+        await using var c = await LoopbackServer.StartAsync("c", Holding("c"));
+        var settings = Faults.Settings(a, b, c)
+            .With("LoadBalancer:Policy", "Random")
+            .With("Hedging:Enabled", true)
+            .With("Hedging:Delay", delay)
+            .With("Hedging:MaxHedgedAttempts", 2);
+        await using var governed = Faults.Create(settings, time);
+        try
+        {
+            var call = governed.Client.GetAsync(Faults.Url);
+
+            // The first attempt; the first hedge waits on a Delay-long timer of the service's clock.
+            Assert.True(await arrived.WaitAsync(Faults.Guard));
+            await time.WaitForTimersAsync(delay, 1).WaitAsync(Faults.Guard);
+            Assert.Single(arrivals);
+
+            time.Advance(delay);
+            Assert.True(await arrived.WaitAsync(Faults.Guard), "no hedge after Delay");
+            await time.WaitForTimersAsync(delay, 2).WaitAsync(Faults.Guard);
+            time.Advance(delay);
+            Assert.True(await arrived.WaitAsync(Faults.Guard), "no second hedge after another Delay");
+
+            // MaxHedgedAttempts 2: three attempts in all, and no timer armed for a fourth, whatever more time passes.
+            time.Advance(delay * 5);
+            Assert.Equal(2, time.TimersCreated(delay));
+            Assert.Equal(3, arrivals.Count);
+            Assert.Equal(3, arrivals.Distinct().Count());
+
+            gate.SetResult();
+            using var response = await call.WaitAsync(Faults.Guard);
+            Assert.True(response.IsSuccessStatusCode);
+            Assert.Equal(3, a.RequestCount + b.RequestCount + c.RequestCount);
+        }
+        finally
+        {
+            gate.TrySetResult();
         }
     }
 
