@@ -82,6 +82,42 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.All([a, b], s => Assert.Equal(EndpointConditions.None, Faults.Runtime(governed).Endpoints.All.Single(e => e.Authority.EndsWith($":{s.Port}", StringComparison.Ordinal)).Conditions));
     }
 
+    [Fact]
+    public async Task Reload_HealthChecksOffThenOn_OldCheckerStopsAndNewOneProbes()
+    {
+        var time = new ObservedTimeProvider();
+        var a = new Backend("a");
+        var b = new Backend("b");
+        await using var serverA = await a.StartAsync();
+        await using var serverB = await b.StartAsync();
+        var settings = Faults.Settings(serverA, serverB)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2));
+        await using var governed = Faults.Create(settings, time);
+        const string PathKey = $"MeshGovernance:Services:{Faults.Service}:HealthCheck:Path";
+
+        // The first round ends with the pause before the next one.
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+        Assert.All([a, b], s => Assert.Equal(1, s.Probes));
+
+        // Off by reload: the checker's pause is cancelled at once, so no later Interval fires (timers fire inside Advance).
+        governed.Configuration[PathKey] = null;
+        governed.Configuration.Reload();
+        Assert.Null(Faults.Runtime(governed).Settings.Resilience.HealthCheck);
+        var fired = time.TimersFired(Interval);
+        time.Advance(3 * Interval);
+        Assert.Equal(fired, time.TimersFired(Interval));
+        Assert.Equal(1, time.TimersCreated(Interval));
+
+        // On again by reload: a new checker probes every endpoint once, then pauses.
+        governed.Configuration[PathKey] = "/health";
+        governed.Configuration.Reload();
+        await time.WaitForTimersAsync(Interval, 2).WaitAsync(Faults.Guard);
+        output.WriteLine($"probes after on, off (3 intervals), on: a={a.Probes} b={b.Probes}; Interval timers created {time.TimersCreated(Interval)}, fired {time.TimersFired(Interval)}");
+        Assert.All([a, b], s => Assert.Equal(2, s.Probes));
+    }
+
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     private sealed class Backend(string name)
     {
