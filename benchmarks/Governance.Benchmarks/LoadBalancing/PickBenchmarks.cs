@@ -5,7 +5,7 @@ namespace Governance.Benchmarks.LoadBalancing;
 
 /// <summary>
 /// One <see cref="IEndpointPicker.Pick"/> on one thread, per policy and endpoint count. Pickers come from the real
-/// policies; all endpoints have weight 1. The harness (reading the next key from a 1,024-entry array) is the same for
+/// policies; all endpoints have weight 1, except in <c>LeastRequestWeighted</c> (weights 1 to 4). The harness (reading the next key from a 1,024-entry array) is the same for
 /// every policy; keys are <see langword="null"/> except for <c>ConsistentHash</c>.
 /// </summary>
 [MemoryDiagnoser]
@@ -20,6 +20,7 @@ public class PickBenchmarks
         LoadBalancingPolicyNames.Random,
         LoadBalancingPolicyNames.LeastRequest,
         Pickers.LeastRequestLive,
+        Pickers.LeastRequestWeighted,
         Pickers.ConsistentHash,
         Pickers.ConsistentHashNoKey)]
     public string Policy { get; set; } = LoadBalancingPolicyNames.RoundRobin;

@@ -19,6 +19,12 @@ internal static class Pickers
     /// </summary>
     public const string LeastRequestLive = "LeastRequestLive";
 
+    /// <summary>
+    /// Least request over endpoints of weights 1 to 4 (cycling): weighted sampling and the comparison of in-flight
+    /// counts per unit of weight (session 9), against equal weights' plain comparison.
+    /// </summary>
+    public const string LeastRequestWeighted = "LeastRequestWeighted";
+
     /// <summary>Number of pre-generated hash keys; a power of two so that rotating is a mask.</summary>
     public const int KeyCount = 1024;
 
@@ -27,14 +33,14 @@ internal static class Pickers
         var endpoints = new ServiceEndpoint[endpointCount];
         for (var i = 0; i < endpointCount; i++)
         {
-            endpoints[i] = new ServiceEndpoint(new Uri($"http://10.0.{i / 256}.{i % 256}:8080"));
+            endpoints[i] = new ServiceEndpoint(new Uri($"http://10.0.{i / 256}.{i % 256}:8080"), weight: policy == LeastRequestWeighted ? 1 + (i % 4) : 1);
         }
 
         ILoadBalancingPolicy implementation = policy switch
         {
             LoadBalancingPolicyNames.RoundRobin => new RoundRobinLoadBalancingPolicy(),
             LoadBalancingPolicyNames.Random => new RandomLoadBalancingPolicy(),
-            LoadBalancingPolicyNames.LeastRequest or LeastRequestLive => new PowerOfTwoChoicesLoadBalancingPolicy(),
+            LoadBalancingPolicyNames.LeastRequest or LeastRequestLive or LeastRequestWeighted => new PowerOfTwoChoicesLoadBalancingPolicy(),
             ConsistentHash or ConsistentHashNoKey => new MaglevLoadBalancingPolicy(),
             _ => throw new ArgumentOutOfRangeException(nameof(policy), policy, "unknown policy"),
         };
