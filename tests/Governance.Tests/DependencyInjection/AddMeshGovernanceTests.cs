@@ -73,6 +73,25 @@ public sealed class AddMeshGovernanceTests
         Assert.Same(logical, request.RequestUri);
     }
 
+    [Theory]
+    [InlineData("http://catalog:1234/items?id=7")] // a port in the logical URI is ignored
+    [InlineData("https://catalog/items?id=7")] // the scheme is the endpoint's (documented: list https endpoints to keep TLS)
+    public async Task GetAsync_LogicalPortOrScheme_EndpointsSchemeHostAndPortAreUsedAndLogicalUriRestored(string url)
+    {
+        await using var server = await LoopbackServer.StartAsync("a", handler: null, record: true);
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        var logical = new Uri(url);
+        using var request = new HttpRequestMessage(HttpMethod.Get, logical);
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+
+        response.EnsureSuccessStatusCode();
+        var received = Assert.Single(server.Received);
+        Assert.Equal("/items?id=7", received.PathAndQuery);
+        Assert.Equal($"127.0.0.1:{server.Port}", received.Headers["Host"]);
+        Assert.Same(logical, request.RequestUri);
+    }
+
     [Fact]
     public async Task AddMeshGovernance_CalledTwice_GovernsOnceWithoutDuplicatingConfiguration()
     {
