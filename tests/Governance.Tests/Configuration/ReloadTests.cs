@@ -71,6 +71,42 @@ public sealed class ReloadTests
     }
 
     [Fact]
+    public async Task Reload_WhileARequestIsInFlight_ItFinishesAndItsInFlightCountCarriesOver()
+    {
+        var held = new Resilience.HeldRequests();
+        await using var a = await LoopbackServer.StartAsync("a", held.Handle);
+        await using var governed = Governed.Create(Governed.Service("catalog", "LeastRequest", a));
+        var runtime = governed.Services.GetRequiredService<GovernanceRuntime>();
+        Assert.True(runtime.TryGetService("catalog", out var service));
+        try
+        {
+            var call = governed.Client.GetAsync("http://catalog/items");
+            await held.WaitForArrivalAsync();
+            var before = service.Endpoints.All.Single();
+            Assert.Equal(1, before.ActiveRequests);
+
+            // A valid edit while the request is on the wire: the endpoint (same address) keeps its state and its count.
+            governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0"] = null;
+            governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0:Address"] = a.Address.ToString();
+            governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "5";
+            governed.Configuration.Reload();
+            var after = service.Endpoints.All.Single();
+            Assert.Equal(5, after.Endpoint.Weight);
+            Assert.Same(before, after);
+            Assert.Equal(1, after.ActiveRequests);
+
+            held.Release();
+            using var response = await call.WaitAsync(TimeSpan.FromSeconds(30));
+            response.EnsureSuccessStatusCode();
+            Assert.Equal(0, after.ActiveRequests);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
     public async Task Reload_WeightThenPolicyEdit_TrafficFollowsEachEdit()
     {
         await using var a = await LoopbackServer.StartAsync("a");
