@@ -85,7 +85,18 @@ internal sealed partial class GovernanceHandler
         }
 
         // The first attempt. Nothing has run since the call's clock started, so the whole total timeout is left.
-        var attempt = BeginAttempt(call, endpoint, call.StartedAt, policy.Timeout.Total, call.CallerToken);
+        AttemptState attempt;
+        try
+        {
+            attempt = BeginAttempt(call, endpoint, call.StartedAt, policy.Timeout.Total, call.CallerToken);
+        }
+#pragma warning disable CA1031 // The call ends through its task, with its permit given back.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            return Fail(call, lease, null, ex);
+        }
+
         Task<HttpResponseMessage> inner;
         try
         {
@@ -143,20 +154,33 @@ internal sealed partial class GovernanceHandler
     /// </summary>
     private Task<HttpResponseMessage> FinishFirstAttempt(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise)
     {
-        if (endpoint.Breaker is { } breaker)
+        AttemptResult first;
+        try
         {
-            var recorded = breaker.RecordAsync(outcome);
-            if (!recorded.IsCompletedSuccessfully)
+            if (endpoint.Breaker is { } breaker)
             {
-                promise ??= new TaskCompletionSource<HttpResponseMessage>();
-                _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, outcome, recorded));
-                return promise.Task;
+                var recorded = breaker.RecordAsync(outcome);
+                if (!recorded.IsCompletedSuccessfully)
+                {
+                    promise ??= new TaskCompletionSource<HttpResponseMessage>();
+                    _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, outcome, recorded));
+                    return promise.Task;
+                }
+
+                recorded.GetAwaiter().GetResult();
             }
 
-            recorded.GetAwaiter().GetResult();
+            first = AccountFirst(call, endpoint, outcome);
+        }
+#pragma warning disable CA1031 // Code called back while counting (a custom policy's picker, a listener) failed: the call fails with it.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            // This runs on the socket's completion: an exception thrown from here would end the process.
+            outcome.Result?.Dispose();
+            return Fail(call, lease, promise, ex);
         }
 
-        var first = AccountFirst(call, endpoint, outcome);
         if (MayRetry(call, first.Outcome))
         {
             promise ??= new TaskCompletionSource<HttpResponseMessage>();
@@ -228,7 +252,17 @@ internal sealed partial class GovernanceHandler
     /// </summary>
     private static Task<HttpResponseMessage> Succeed(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, HttpResponseMessage response)
     {
-        EndCall(call, response, null);
+        if (!TryEndCall(call, response, null, out var telemetryFailure))
+        {
+            // A listener's callback threw: the caller gets that failure, as from an async method, never a process crash.
+            response.Dispose();
+            call.Request.RequestUri = call.Logical;
+            lease?.Dispose();
+            promise ??= new TaskCompletionSource<HttpResponseMessage>();
+            promise.TrySetException(telemetryFailure);
+            return promise.Task;
+        }
+
         call.Request.RequestUri = call.Logical;
         lease?.Dispose();
         if (promise is null)
@@ -241,12 +275,34 @@ internal sealed partial class GovernanceHandler
     }
 
     /// <summary>
+    /// <see cref="EndCall"/> where nothing may escape: it runs on the socket's completion, and the telemetry listeners it
+    /// calls back are application code.
+    /// </summary>
+    private static bool TryEndCall(GovernedCall call, HttpResponseMessage? response, Exception? error, [System.Diagnostics.CodeAnalysis.NotNullWhen(false)] out Exception? failure)
+    {
+        try
+        {
+            EndCall(call, response, error);
+            failure = null;
+            return true;
+        }
+#pragma warning disable CA1031 // Handed to the caller (Succeed) or dropped for the call's own failure (Fail).
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            failure = ex;
+            return false;
+        }
+    }
+
+    /// <summary>
     /// Ends a call with its failure, as an async method would: a cancellation cancels the caller's task, anything else
     /// faults it.
     /// </summary>
     private static Task<HttpResponseMessage> Fail(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, Exception exception)
     {
-        EndCall(call, null, exception);
+        // The call's own failure is what the caller gets, even if a listener's callback throws while it is recorded.
+        _ = TryEndCall(call, null, exception, out _);
         call.Request.RequestUri = call.Logical;
         lease?.Dispose();
         if (exception is OperationCanceledException canceled)

@@ -181,6 +181,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// </summary>
     private AttemptState BeginAttempt(GovernedCall call, EndpointState endpoint, long now, TimeSpan remaining, CancellationToken outer)
     {
+        // First the only step that parses (the physical URI), so that if it ever throws nothing below is left half done:
+        // no count, deadline or registration without its EndAttempt.
+        var physical = endpoint.Rewrite(call.Logical);
         var (timeout, isTotal) = AttemptTimeout(call, remaining);
         TimeoutScheduler.Deadline? deadline = null;
         var token = outer;
@@ -193,7 +196,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         }
 
         endpoint.OnRequestStarted();
-        call.Request.RequestUri = endpoint.Rewrite(call.Logical);
+        call.Request.RequestUri = physical;
         return new AttemptState(this, call.Request, deadline, registration, timeout, isTotal, endpoint, outer, token);
     }
 

@@ -260,12 +260,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     {
         LogCircuitOpened(_logger, Name, endpoint.Authority, breakDuration);
         Instrumentation.RecordCircuit(this, endpoint, "opened");
-        if (endpoint.Set(EndpointConditions.CircuitOpen, true))
-        {
-            Refresh();
-        }
 
-        // Readmit after the break so that the next request probes the half-open circuit.
+        // Readmit after the break so that the next request probes the half-open circuit. Scheduled first, so that the
+        // endpoint comes back even if rebuilding the endpoint set fails (a custom policy's picker that throws).
         Schedule(breakDuration, static (self, e) =>
         {
             if (e.Set(EndpointConditions.CircuitOpen, false))
@@ -273,6 +270,10 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 self.Refresh();
             }
         }, endpoint);
+        if (endpoint.Set(EndpointConditions.CircuitOpen, true))
+        {
+            Refresh();
+        }
     }
 
     internal void OnCircuitClosed(EndpointState endpoint)
@@ -334,7 +335,17 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             duration = TimeSpan.FromTicks(ticks);
             endpoint.Set(EndpointConditions.Ejected, true);
             endpoint.ResetOutlierCounters();
-            Publish(Build(_state.Settings, _state.Policy, _watcher));
+            try
+            {
+                Publish(Build(_state.Settings, _state.Policy, _watcher));
+            }
+            catch
+            {
+                // A picker that cannot be built (a custom policy's bug) fails the attempt that asked for the ejection;
+                // the endpoint must not stay out with no readmission scheduled.
+                endpoint.Set(EndpointConditions.Ejected, false);
+                throw;
+            }
         }
 
         LogEjected(_logger, Name, endpoint.Authority, duration, endpoint.EjectionCount);
