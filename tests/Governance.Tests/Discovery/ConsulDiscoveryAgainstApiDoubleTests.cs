@@ -394,6 +394,49 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Watch_OnlyPassingFalseAndEveryInstanceCritical_PublishesEmptyList()
+    {
+        // Consul lists critical instances when passing is not asked for; none is usable, and that is the service's
+        // state (fail fast), not a registration error that would keep routing to the critical instances.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
+        var logs = new CapturingLoggerProvider();
+        var settings = Settings(consul);
+        settings["Services:catalog:OnlyPassing"] = "false";
+        await using var services = Build(settings, new FakeTimeProvider(), logs);
+        await using var watcher = Watch(services);
+        await EndpointsAsync(watcher, e => e.Count == 1);
+
+        consul.SetStatus("catalog-1", "critical");
+
+        await EndpointsAsync(watcher, e => e.Count == 0);
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1110);
+    }
+
+    [Fact]
+    public async Task Watch_AnswerWithOnlyUnusableInstances_FailsAndBacksOffLikeAnyFailure()
+    {
+        // An answer that cannot be applied is a failure: counted towards the backoff, logged once as new (1110), then as
+        // a repeat (1111), never as a recovery (1112) merely because Consul answered.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
+        var logs = new CapturingLoggerProvider();
+        var time = new ObservedTimeProvider();
+        await using var services = Build(Settings(consul), time, logs);
+        await using var watcher = Watch(services);
+        var known = await EndpointsAsync(watcher, e => e.Count == 1);
+
+        consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 0));
+        consul.Deregister("catalog-1");
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1111));
+
+        Assert.Same(known, watcher.Current);
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Id == 1110);
+        Assert.Contains("none that is healthy has a usable address and port", failed.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1112);
+    }
+
+    [Fact]
     public async Task Watch_LowercaseIndexHeader_StillBlocks()
     {
         await using var consul = await ConsulApiDouble.StartAsync();

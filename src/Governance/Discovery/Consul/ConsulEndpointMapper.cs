@@ -16,8 +16,13 @@ internal static class ConsulEndpointMapper
     /// (no address, bad port) are reported to <paramref name="skipped"/>. The result is sorted by authority, one endpoint
     /// per authority, so that equal answers give equal lists.
     /// </summary>
-    public static List<ServiceEndpoint> Map(IReadOnlyList<ConsulHealthEntry?> entries, bool onlyPassing, Action<string, string>? skipped = null)
+    public static List<ServiceEndpoint> Map(IReadOnlyList<ConsulHealthEntry?> entries, bool onlyPassing, Action<string, string>? skipped = null) =>
+        Map(entries, onlyPassing, skipped, out _);
+
+    /// <summary>As <see cref="Map(IReadOnlyList{ConsulHealthEntry?}, bool, Action{string, string}?)"/>; <paramref name="unusable"/> counts the instances reported to <paramref name="skipped"/>.</summary>
+    public static List<ServiceEndpoint> Map(IReadOnlyList<ConsulHealthEntry?> entries, bool onlyPassing, Action<string, string>? skipped, out int unusable)
     {
+        unusable = 0;
         var endpoints = new List<ServiceEndpoint>(entries.Count);
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var entry in entries)
@@ -26,7 +31,7 @@ internal static class ConsulEndpointMapper
             var id = service?.Id ?? service?.Name ?? "(no id)";
             if (service is null)
             {
-                skipped?.Invoke(id, "the entry has no Service");
+                Skip(ref unusable, skipped, id, "the entry has no Service");
                 continue;
             }
 
@@ -51,19 +56,19 @@ internal static class ConsulEndpointMapper
             var host = string.IsNullOrWhiteSpace(service.Address) ? entry.Node?.Address : service.Address;
             if (string.IsNullOrWhiteSpace(host))
             {
-                skipped?.Invoke(id, "neither Service.Address nor Node.Address is set");
+                Skip(ref unusable, skipped, id, "neither Service.Address nor Node.Address is set");
                 continue;
             }
 
             if (service.Port is < 1 or > 65535)
             {
-                skipped?.Invoke(id, $"port {service.Port.ToString(CultureInfo.InvariantCulture)} is not between 1 and 65535");
+                Skip(ref unusable, skipped, id, $"port {service.Port.ToString(CultureInfo.InvariantCulture)} is not between 1 and 65535");
                 continue;
             }
 
             if (!TryFormatHost(host.Trim(), out var formatted))
             {
-                skipped?.Invoke(id, $"address '{host}' is not a host name or an IP address");
+                Skip(ref unusable, skipped, id, $"address '{host}' is not a host name or an IP address");
                 continue;
             }
 
@@ -88,7 +93,7 @@ internal static class ConsulEndpointMapper
             var scheme = secure ? Uri.UriSchemeHttps : Uri.UriSchemeHttp;
             if (!Uri.TryCreate($"{scheme}://{formatted}:{service.Port.ToString(CultureInfo.InvariantCulture)}/", UriKind.Absolute, out var address))
             {
-                skipped?.Invoke(id, $"address '{host}' does not make a valid URI");
+                Skip(ref unusable, skipped, id, $"address '{host}' does not make a valid URI");
                 continue;
             }
 
@@ -99,12 +104,18 @@ internal static class ConsulEndpointMapper
             }
             else
             {
-                skipped?.Invoke(id, $"another instance already has the address {endpoint.Authority}");
+                Skip(ref unusable, skipped, id, $"another instance already has the address {endpoint.Authority}");
             }
         }
 
         endpoints.Sort(static (a, b) => string.CompareOrdinal(a.Authority, b.Authority));
         return endpoints;
+
+        static void Skip(ref int count, Action<string, string>? report, string id, string reason)
+        {
+            count++;
+            report?.Invoke(id, reason);
+        }
     }
 
     /// <summary>Brackets IPv6 literals; accepts IPv4 literals and DNS names.</summary>

@@ -105,6 +105,10 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
                 }
 
                 var answer = await _http.GetServiceHealthAsync(_connection, _query, index, stop).ConfigureAwait(false);
+                index = Accept(index, answer);
+
+                // Recovered only once an answer was applied: one that cannot be (Accept throws) is a failure like any
+                // other, counted towards the backoff.
                 if (failures > 0)
                 {
                     LogRecovered(_logger, _query.Service, _connection.ToString(), failures);
@@ -112,7 +116,6 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
                 }
 
                 _lastError = null;
-                index = Accept(index, answer);
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -164,11 +167,14 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
             return previous; // Same index: no change.
         }
 
-        var endpoints = ConsulEndpointMapper.Map(answer.Entries, _query.OnlyPassing, (id, reason) => LogInstanceSkipped(_logger, id, _query.Service, reason));
-        if (endpoints.Count == 0 && answer.Entries.Count > 0)
+        var endpoints = ConsulEndpointMapper.Map(answer.Entries, _query.OnlyPassing, (id, reason) => LogInstanceSkipped(_logger, id, _query.Service, reason), out var unusable);
+        if (endpoints.Count == 0 && unusable > 0)
         {
-            // Consul listed instances but none could be used: an error in the registrations, not a service with no instance.
-            throw new ConsulApiException($"Consul at {_connection} listed {answer.Entries.Count} instances of service '{_query.Service}' but none has a usable address and port");
+            // Consul listed instances but those that are healthy cannot be used: an error in the registrations, not a
+            // service with no instance; the last known endpoints stay. (Instances left out because their checks are
+            // critical, or warning when only passing ones are wanted, are not an error: with none left the list is empty,
+            // as Consul's own answer with passing=true would be.)
+            throw new ConsulApiException($"Consul at {_connection} listed {answer.Entries.Count} instances of service '{_query.Service}' but none that is healthy has a usable address and port");
         }
 
         var next = answer.Index;
