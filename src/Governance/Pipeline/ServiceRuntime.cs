@@ -39,7 +39,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         _logger = logger;
         _time = time;
         Instrumentation = instrumentation;
-        _spanNames = [$"GET {Name}", $"POST {Name}", $"PUT {Name}", $"DELETE {Name}", $"PATCH {Name}", $"HEAD {Name}", $"OPTIONS {Name}"];
+        _spanNames = [$"GET {Name}", $"POST {Name}", $"PUT {Name}", $"DELETE {Name}", $"PATCH {Name}", $"HEAD {Name}", $"OPTIONS {Name}", $"TRACE {Name}", $"CONNECT {Name}", $"HTTP {Name}"];
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
         _state = Build(settings, policy, _watcher);
@@ -56,7 +56,10 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     public GovernanceInstrumentation Instrumentation { get; }
 
-    /// <summary>Returns the logical span's name, <c>{method} {service}</c>, without allocating for the common methods.</summary>
+    /// <summary>
+    /// Returns the logical span's name without allocating: <c>{method} {service}</c> for the methods HTTP defines, and
+    /// <c>HTTP {service}</c> for any other (OpenTelemetry's conventions: a span name of bounded cardinality).
+    /// </summary>
     public string SpanName(HttpMethod method)
     {
         var names = _spanNames;
@@ -67,7 +70,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             : method == HttpMethod.Patch ? names[4]
             : method == HttpMethod.Head ? names[5]
             : method == HttpMethod.Options ? names[6]
-            : $"{method.Method} {Name}";
+            : method == HttpMethod.Trace ? names[7]
+            : method == HttpMethod.Connect ? names[8]
+            : names[9];
     }
 
     public ServiceSettings Settings => _state.Settings;

@@ -17,6 +17,10 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public static readonly ActivitySource Source = new(GovernanceTelemetry.Name, typeof(GovernanceInstrumentation).Assembly.GetName().Version?.ToString());
 
     private const string MethodTag = "http.request.method";
+    private const string MethodOriginalTag = "http.request.method_original";
+
+    /// <summary>The <c>http.request.method</c> of a method HTTP does not define (OpenTelemetry's conventions).</summary>
+    private const string OtherMethod = "_OTHER";
     private const string StatusCodeTag = "http.response.status_code";
     private const string ErrorTypeTag = "error.type";
     private const string ServerAddressTag = "server.address";
@@ -99,7 +103,13 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         {
             // AddTag, not SetTag: the span is new and each tag is set once (no search of the existing tags).
             activity.AddTag(GovernanceTelemetry.ServiceTag, service.Name);
-            activity.AddTag(MethodTag, request.Method.Method);
+            var method = MethodTagValue(request.Method);
+            activity.AddTag(MethodTag, method);
+            if (ReferenceEquals(method, OtherMethod))
+            {
+                activity.AddTag(MethodOriginalTag, request.Method.Method);
+            }
+
             if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
             {
                 activity.AddTag(UrlTemplateTag, template);
@@ -111,9 +121,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     /// <summary>Ends the logical call: span tags and status, duration histogram.</summary>
     /// <remarks>
-    /// One clock read: the end timestamp, which <paramref name="clock"/> turns into the span's end time (set before the
-    /// histogram is recorded, so that the recording still happens inside the span, for exemplars); the duration is then
-    /// the span's own, so span and histogram agree. Tags go on the stack in a <see cref="TagBuffer"/>, which costs less
+    /// One clock read: the end timestamp. The elapsed time from the call's start timestamp is the histogram's duration
+    /// and, added to the span's start time, the span's end time (set before the histogram is recorded, so that the
+    /// recording still happens inside the span, for exemplars): span and histogram agree, and both are monotonic. Tags go on the stack in a <see cref="TagBuffer"/>, which costs less
     /// than a <see cref="TagList"/> of the same tags.
     /// </remarks>
     public void EndCall(Activity? activity, ServiceRuntime service, HttpRequestMessage request, long startedAt, TimeProvider time, SpanClock clock, HttpResponseMessage? response, Exception? error)
@@ -148,19 +158,23 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             }
         }
 
+        // One clock reading for both. The span ends at its start plus the monotonic elapsed time, never at a second
+        // wall-clock conversion (which a clock step between the two conversions would skew, even below zero), and
+        // Activity.Stop keeps an end time already set.
+        var end = time.GetTimestamp();
+        var elapsed = startedAt != 0 ? time.GetElapsedTime(startedAt, end) : TimeSpan.Zero;
         if (activity is not null)
         {
-            // Activity.Stop keeps an end time already set: span and histogram share this one reading.
-            activity.SetEndTime(clock.ToUtc(time.GetTimestamp()));
+            activity.SetEndTime(startedAt != 0 ? activity.StartTimeUtc + elapsed : clock.ToUtc(end));
         }
 
         if (durationEnabled)
         {
-            var duration = activity is not null ? activity.Duration : time.GetElapsedTime(startedAt);
+            var duration = elapsed;
 
             var tags = default(TagBuffer);
             tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);
-            tags[1] = new(MethodTag, request.Method.Method);
+            tags[1] = new(MethodTag, MethodTagValue(request.Method));
             var count = 2;
             if (status is not null)
             {
@@ -273,6 +287,24 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         Activity.Current = previous;
     }
 
+    /// <summary>
+    /// The <c>http.request.method</c> tag: the canonical name of a method HTTP defines (matched without case, as
+    /// <see cref="HttpMethod"/> compares), <c>_OTHER</c> for any other, so that a caller-supplied method cannot grow the
+    /// metrics' cardinality; spans also carry the original in <c>http.request.method_original</c>. As .NET's own
+    /// HttpClient instrumentation does.
+    /// </summary>
+    internal static string MethodTagValue(HttpMethod method) =>
+        method == HttpMethod.Get ? "GET"
+        : method == HttpMethod.Post ? "POST"
+        : method == HttpMethod.Put ? "PUT"
+        : method == HttpMethod.Delete ? "DELETE"
+        : method == HttpMethod.Patch ? "PATCH"
+        : method == HttpMethod.Head ? "HEAD"
+        : method == HttpMethod.Options ? "OPTIONS"
+        : method == HttpMethod.Trace ? "TRACE"
+        : method == HttpMethod.Connect ? "CONNECT"
+        : OtherMethod;
+
     /// <summary>A refused call is a logical call too: it is recorded with duration 0 and its error type.</summary>
     private void RecordRefusedDuration(ServiceRuntime service, HttpRequestMessage request, Type error)
     {
@@ -280,7 +312,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         {
             var tags = default(TagBuffer);
             tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);
-            tags[1] = new(MethodTag, request.Method.Method);
+            tags[1] = new(MethodTag, MethodTagValue(request.Method));
             tags[2] = new(ErrorTypeTag, error.FullName);
             var count = 3;
             if (GovernanceHttpRequestMessageExtensions.PeekUrlTemplate(request) is { } template)
@@ -299,7 +331,14 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             OutlierEjections.Add(1, new TagList { { GovernanceTelemetry.ServiceTag, service.Name }, { ServerAddressTag, endpoint.Host }, { ServerPortTag, endpoint.BoxedPort } });
         }
 
-        Activity.Current?.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.Ejection, tags: new ActivityTagsCollection
+        // On the governed call's span only (current while its attempts are counted), and only when it records events: never
+        // on an application's span that happens to be current, and nothing allocated when nobody listens.
+        if (Activity.Current is not { IsAllDataRequested: true } current || !ReferenceEquals(current.Source, Source))
+        {
+            return;
+        }
+
+        current.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.Ejection, tags: new ActivityTagsCollection
         {
             { ServerAddressTag, endpoint.Host },
             { ServerPortTag, endpoint.BoxedPort },

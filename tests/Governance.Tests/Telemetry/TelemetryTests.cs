@@ -65,6 +65,67 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task SendAsync_MethodHttpDoesNotDefine_SpanNamedHttpAndMethodTagOther()
+    {
+        // OpenTelemetry's conventions: bounded span names and method tags; the original method on the span only.
+        Listen();
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        using var root = TestSource.StartActivity("test")!;
+        using var request = new HttpRequestMessage(new HttpMethod("PURGE"), "http://catalog/items?id=1");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+        root.Stop();
+
+        var logical = Assert.Single(Spans(root.TraceId), s => s.Source.Name == GovernanceTelemetry.Name);
+        Assert.Equal("HTTP catalog", logical.DisplayName);
+        Assert.Equal("_OTHER", logical.GetTagItem("http.request.method"));
+        Assert.Equal("PURGE", logical.GetTagItem("http.request.method_original"));
+    }
+
+    [Fact]
+    public async Task GetAsync_EjectionWhileOnlyTheApplicationsSpanIsListened_NoEventOnThatSpan()
+    {
+        // Nobody listens to MeshGovernance: the ejection's span event has no governed span to go on, and must not land on
+        // the application's span that happens to be current.
+        _listener.ShouldListenTo = s => s.Name == "Governance.Tests";
+        _listener.Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded;
+        ActivitySource.AddActivityListener(_listener);
+        await using var good = await LoopbackServer.StartAsync("good");
+        await using var bad = await LoopbackServer.StartAsync("bad", context =>
+        {
+            context.Response.StatusCode = 503;
+            return Task.CompletedTask;
+        });
+        var settings = Governed.Service("catalog", "RoundRobin", bad, good);
+        settings["Services:catalog:OutlierDetection:Consecutive5xx"] = "1";
+        settings["Services:catalog:OutlierDetection:MaxEjectionPercent"] = "100";
+        settings["Services:catalog:CircuitBreaker:Enabled"] = "false";
+        await using var governed = Governed.Create(settings);
+        using var root = TestSource.StartActivity("test")!;
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await governed.Client.GetAsync("http://catalog/items").WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(response.IsSuccessStatusCode);
+        }
+
+        root.Stop();
+        Assert.True(bad.RequestCount >= 1);
+        Assert.Empty(root.Events);
+    }
+
+    [Theory]
+    [InlineData("GET", "GET")]
+    [InlineData("get", "GET")]
+    [InlineData("TRACE", "TRACE")]
+    [InlineData("CONNECT", "CONNECT")]
+    [InlineData("PURGE", "_OTHER")]
+    [InlineData("x-custom", "_OTHER")]
+    public void MethodTagValue_KnownMethodsCanonicalAnyOtherIsOther(string method, string expected) =>
+        Assert.Equal(expected, GovernanceInstrumentation.MethodTagValue(new HttpMethod(method)));
+
+    [Fact]
     public async Task SendAsync_Listened_CallersCurrentActivityIsBackWhenTheHandlerReturns()
     {
         // Governance's span is current while the first attempt is sent, and the handler returns to its caller before the
