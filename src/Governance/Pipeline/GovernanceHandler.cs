@@ -406,6 +406,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
         try
         {
+            // Hedged attempts share the request's content: its length, computed lazily and stored in its headers on first
+            // read, is computed here once, before two attempts could read (and store) it at the same time.
+            _ = call.Request.Content?.Headers.ContentLength;
             call.Policy.Budget.OnRequest(call.StartedAt);
             var response = await HedgeAsync(call).ConfigureAwait(false);
             EndCall(call, response, null);

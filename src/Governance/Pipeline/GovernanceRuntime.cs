@@ -144,14 +144,53 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         }
 
         List<ServiceRuntime> removed = [];
+        bool applied;
+        try
+        {
+            applied = ApplyLocked(settings, created, removed);
+        }
+        catch
+        {
+            // The new services never went into force: stop their watchers and health checks. (Services reconfigured before
+            // the failure keep their new settings, which passed validation; only a plug-in's bug can fail here.)
+            foreach (var service in created.Values)
+            {
+                _ = service.DisposeAsync().AsTask();
+            }
+
+            throw;
+        }
+
+        foreach (var service in removed)
+        {
+            _ = service.DisposeAsync().AsTask();
+        }
+
+        if (!applied)
+        {
+            return;
+        }
+
+        LogApplied(_logger, settings.Count, string.Join(", ", settings.ConvertAll(static s => $"{s.Name} ({s.Policy.Name}, {s.Discovery.Name})")));
+        WarnIfZoneUnmatched(options);
+    }
+
+    /// <summary>
+    /// Puts <paramref name="settings"/> in force under the lock: existing services reconfigured, <paramref name="created"/>
+    /// ones added, the others listed in <paramref name="removed"/>. Returns <see langword="false"/> when the runtime was
+    /// disposed meanwhile (then every created service is listed in <paramref name="removed"/>).
+    /// </summary>
+    private bool ApplyLocked(List<ServiceSettings> settings, Dictionary<string, ServiceRuntime> created, List<ServiceRuntime> removed)
+    {
         lock (_gate)
         {
             if (_disposed)
             {
-                return;
+                removed.AddRange(created.Values);
+                return false;
             }
 
-            current = _services;
+            var current = _services;
             var next = new Dictionary<string, ServiceRuntime>(StringComparer.OrdinalIgnoreCase);
             foreach (var setting in settings)
             {
@@ -175,15 +214,8 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             }
 
             _services = next.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+            return true;
         }
-
-        foreach (var service in removed)
-        {
-            _ = service.DisposeAsync().AsTask();
-        }
-
-        LogApplied(_logger, settings.Count, string.Join(", ", settings.ConvertAll(static s => $"{s.Name} ({s.Policy.Name}, {s.Discovery.Name})")));
-        WarnIfZoneUnmatched(options);
     }
 
     /// <summary>

@@ -164,27 +164,44 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     public void Reconfigure(ServiceSettings settings)
     {
         IServiceEndpointWatcher? oldWatcher;
-        ServicePolicy oldPolicy;
+        ServicePolicy? oldPolicy = null;
+        ServicePolicy? policy = null;
 
-        // Everything that can fail is created before anything changes, so a failure leaves the service as it was.
+        // Everything that can fail (the watcher, the policy, the endpoint set with its pickers) is built before anything
+        // changes, so a failure leaves the service as it was, still subscribed to its own watcher.
         var watcher = settings.Discovery.Watch(settings.Name, settings.Options);
-        lock (_gate)
+        try
         {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            oldWatcher = _watcher;
-            oldPolicy = _state.Policy;
-            _watcherRegistration?.Dispose();
-            _watcher = watcher;
-            Publish(Build(settings, ServicePolicy.Create(settings.Resilience, _time, oldPolicy), _watcher));
-            _watcherRegistration = Subscribe(_watcher);
-            if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
+            lock (_gate)
             {
-                _ = StopHealthChecksAsync();
-                StartHealthChecks(settings);
+                ObjectDisposedException.ThrowIf(_disposed, this);
+                oldWatcher = _watcher;
+                oldPolicy = _state.Policy;
+                policy = ServicePolicy.Create(settings.Resilience, _time, oldPolicy);
+                var state = Build(settings, policy, watcher);
+                _watcherRegistration?.Dispose();
+                _watcher = watcher;
+                Publish(state);
+                _watcherRegistration = Subscribe(_watcher);
+                if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
+                {
+                    _ = StopHealthChecksAsync();
+                    StartHealthChecks(settings);
+                }
             }
         }
+        catch
+        {
+            _ = watcher.DisposeAsync().AsTask();
+            if (policy is not null && !ReferenceEquals(policy.Limiter, oldPolicy?.Limiter))
+            {
+                policy.Dispose(); // A limiter of its own, never used.
+            }
 
-        oldPolicy.Retire();
+            throw;
+        }
+
+        oldPolicy.Retire(policy);
         _ = oldWatcher.DisposeAsync().AsTask();
     }
 

@@ -19,7 +19,6 @@ internal sealed class ServicePolicy : IDisposable
     public static readonly ResiliencePropertyKey<RetryState> RetryStateKey = new("MeshGovernance.RetryState");
 
     private readonly double _timestampTicksPerTimeSpanTick;
-    private volatile bool _limiterHandedOver;
     private RefusedCall? _rejected;
     private RefusedCall? _rejectedUntil;
 
@@ -40,7 +39,6 @@ internal sealed class ServicePolicy : IDisposable
             if (previous?.Settings.RateLimit == limit && previous.Limiter is not null)
             {
                 Limiter = previous.Limiter;
-                previous._limiterHandedOver = true;
             }
             else
             {
@@ -137,13 +135,15 @@ internal sealed class ServicePolicy : IDisposable
     }
 
     /// <summary>
-    /// Retires this policy after a reload replaced it. Calls that read it may still be acquiring or holding a permit, so
-    /// a limiter that was not handed over to the next policy is disposed only once they have had the total timeout to
-    /// finish (HttpClient's default timeout, 100 s, when the service's timeouts are off).
+    /// Retires this policy after a reload replaced it with <paramref name="successor"/>. Calls that read it may still be
+    /// acquiring or holding a permit, so a limiter that <paramref name="successor"/> does not share is disposed only once
+    /// they have had the total timeout to finish (HttpClient's default timeout, 100 s, when the service's timeouts are
+    /// off). A policy that was built but never put in force (a reload that failed after building it) is not retired: the
+    /// policy in force still owns whatever the two share.
     /// </summary>
-    public void Retire()
+    public void Retire(ServicePolicy successor)
     {
-        if (Limiter is { } limiter && !_limiterHandedOver)
+        if (Limiter is { } limiter && !ReferenceEquals(limiter, successor.Limiter))
         {
             ITimer? timer = null;
             using (BackgroundWork.SuppressFlow())
@@ -162,14 +162,8 @@ internal sealed class ServicePolicy : IDisposable
         }
     }
 
-    /// <summary>Disposes the limiter at once (the service itself is going away).</summary>
-    public void Dispose()
-    {
-        if (!_limiterHandedOver)
-        {
-            Limiter?.Dispose();
-        }
-    }
+    /// <summary>Disposes the limiter at once: the service itself is going away, and this is the policy in force.</summary>
+    public void Dispose() => Limiter?.Dispose();
 
     private static ResiliencePipeline<HttpResponseMessage> BuildRetryPipeline(RetrySettings retry, TimeProvider time) =>
         new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = time }

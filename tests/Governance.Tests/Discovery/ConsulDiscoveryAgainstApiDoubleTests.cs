@@ -340,10 +340,11 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         Assert.Contains("answered the query of service 'catalog' with 500 Internal Server Error: \"rpc error making call: No cluster leader\"", warning.Message, StringComparison.Ordinal);
         Assert.Contains(logs.Entries, e => e.EventId.Id == 1111 && e.Level == LogLevel.Debug);
 
-        // Back: the true answer (no instance left) is applied, empty list included.
+        // Back: the true answer (no instance left) is applied, empty list included, and then the recovery is logged.
         consul.Recover();
+        var recovered = logs.WaitForAsync(e => e.EventId.Id == 1112 && e.Level == LogLevel.Information);
         await AdvanceUntilAsync(time, EndpointsAsync(watcher, e => e.Count == 0));
-        Assert.Contains(logs.Entries, e => e.EventId.Id == 1112 && e.Level == LogLevel.Information);
+        await recovered.WaitAsync(Guard);
     }
 
     [Fact]

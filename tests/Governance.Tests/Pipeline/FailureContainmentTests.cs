@@ -3,6 +3,7 @@ using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
 using Governance.Tests.Resilience;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Governance.Tests.Pipeline;
 
@@ -44,6 +45,37 @@ public sealed class FailureContainmentTests
         policy.Fixed = true;
         using var next = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
         Assert.Equal("bad", Assert.Single(next.Headers.GetValues("x-server")));
+    }
+
+    [Fact]
+    public async Task Reload_PickerCannotBeBuilt_RejectedAndTheServiceKeepsItsEndpointsPolicyAndLimiter()
+    {
+        // The edit is valid, but the custom policy fails to build a picker for it: the reload is rejected as a whole (and
+        // logged), the service keeps serving with what it had, and a later edit applies once the policy builds again.
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        var policy = new BrokenRebuildPolicy();
+        var logs = new CapturingLoggerProvider();
+        var settings = Governed.Service(Faults.Service, policy.Name, a);
+        settings[$"Services:{Faults.Service}:RateLimit:Algorithm"] = "Concurrency";
+        settings[$"Services:{Faults.Service}:RateLimit:Burst"] = "1";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy>(policy).AddLogging(l => l.AddProvider(logs)));
+        var runtime = Faults.Runtime(governed);
+        var limiter = runtime.Policy.Limiter;
+
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:0"] = b.Address.ToString();
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:RateLimit:Burst"] = "2";
+        governed.Configuration.Reload();
+
+        var rejected = Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.ConfigurationReloadRejected);
+        Assert.Contains(BrokenRebuildPolicy.Message, rejected.Message, StringComparison.Ordinal);
+        Assert.Same(limiter, runtime.Policy.Limiter);
+        Assert.Equal("a", await governed.GetServerAsync(Faults.Url));
+
+        policy.Fixed = true;
+        governed.Configuration.Reload();
+        Assert.Equal("b", await governed.GetServerAsync(Faults.Url));
+        Assert.NotSame(limiter, runtime.Policy.Limiter);
     }
 
     /// <summary>Always picks the first endpoint; building a picker fails after the first build until <see cref="Fixed"/>.</summary>

@@ -101,13 +101,12 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
         Assert.All([a, b], s => Assert.Equal(1, s.Probes));
 
-        // Off by reload: the checker's pause is cancelled at once, so no later Interval fires (timers fire inside Advance).
+        // Off by reload: the checker is told to stop at once (its pause may still fire, its cancellation callbacks run on
+        // the thread pool, but it starts no other round: no probe, no new pause).
         governed.Configuration[PathKey] = null;
         governed.Configuration.Reload();
         Assert.Null(Faults.Runtime(governed).Settings.Resilience.HealthCheck);
-        var fired = time.TimersFired(Interval);
         time.Advance(3 * Interval);
-        Assert.Equal(fired, time.TimersFired(Interval));
         Assert.Equal(1, time.TimersCreated(Interval));
 
         // On again by reload: a new checker probes every endpoint once, then pauses.
