@@ -46,6 +46,11 @@ internal sealed class EndpointState
     private int _consecutiveGatewayFailures;
     private RewriteEntry? _lastRewrite;
 
+    /// <summary>How often the endpoint's circuit opened: a readmission timer acts only for the opening that armed it.</summary>
+#pragma warning disable SA1401, CA1051 // Incremented and read with Interlocked/Volatile by ServiceRuntime; never on the request path.
+    internal int CircuitOpenings;
+#pragma warning restore SA1401, CA1051
+
     public EndpointState(ServiceEndpoint endpoint)
     {
         Endpoint = endpoint;

@@ -284,10 +284,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         Instrumentation.RecordCircuit(this, endpoint, "opened");
 
         // Readmit after the break so that the next request probes the half-open circuit. Scheduled first, so that the
-        // endpoint comes back even if rebuilding the endpoint set fails (a custom policy's picker that throws).
-        Schedule(breakDuration, static (self, e) =>
+        // endpoint comes back even if rebuilding the endpoint set fails (a custom policy's picker that throws). Only this
+        // opening's readmission counts: if the circuit opened again meanwhile (a failed probe), the later one decides.
+        var opening = Interlocked.Increment(ref endpoint.CircuitOpenings);
+        Schedule(breakDuration, (self, e) =>
         {
-            if (e.Set(EndpointConditions.CircuitOpen, false))
+            if (Volatile.Read(ref e.CircuitOpenings) == opening && e.Set(EndpointConditions.CircuitOpen, false))
             {
                 self.Refresh();
             }
@@ -578,7 +580,27 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         state.Set(EndpointConditions.CircuitOpen, false);
-        var breaker = new EndpointBreaker(settings, _time, d => OnCircuitOpened(state, d), () => OnCircuitClosed(state));
+
+        // Attempts in flight keep the breaker they started with; once a reload replaced it, its transitions no longer
+        // speak for the endpoint (its new breaker is closed).
+        EndpointBreaker? breaker = null;
+        breaker = new EndpointBreaker(
+            settings,
+            _time,
+            d =>
+            {
+                if (ReferenceEquals(state.Breaker, breaker))
+                {
+                    OnCircuitOpened(state, d);
+                }
+            },
+            () =>
+            {
+                if (ReferenceEquals(state.Breaker, breaker))
+                {
+                    OnCircuitClosed(state);
+                }
+            });
         state.Breaker = breaker;
     }
 
