@@ -186,16 +186,21 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
             {
                 return;
             }
-            catch (ConsulApiException ex)
+#pragma warning disable CA1031 // The loop keeps the instance registered for the host's lifetime: it must survive anything.
+            catch (Exception ex)
+#pragma warning restore CA1031
             {
+                // ConsulApiException carries Consul's own message; anything else (a bug, an unexpected failure) is logged
+                // the same way rather than ending the heartbeats silently.
                 failures++;
+                var message = ex is ConsulApiException ? ex.Message : ex.ToString();
                 if (_registered)
                 {
-                    LogHeartbeatFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
+                    LogHeartbeatFailed(_logger, settings.InstanceId, settings.ServiceName, message);
                 }
                 else
                 {
-                    LogRegistrationFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message, settings.Section);
+                    LogRegistrationFailed(_logger, settings.InstanceId, settings.ServiceName, message, settings.Section);
                 }
             }
         }

@@ -105,10 +105,16 @@ internal sealed partial class HealthChecker : IAsyncDisposable
             return response.IsSuccessStatusCode;
         }
 #pragma warning disable CA1031 // Any failure of a probe is a failed probe.
-        catch (Exception ex) when (!_stop.IsCancellationRequested)
+        catch (Exception ex)
 #pragma warning restore CA1031
         {
-            LogProbeFailed(_logger, _service.Name, endpoint.Authority, ex.Message);
+            // While stopping (cancelled, or the client disposed under it) the result is never applied and nothing is
+            // logged; the probe still ends normally, so that no probe the loop left behind faults unobserved.
+            if (!_stop.IsCancellationRequested)
+            {
+                LogProbeFailed(_logger, _service.Name, endpoint.Authority, ex.Message);
+            }
+
             return false;
         }
     }

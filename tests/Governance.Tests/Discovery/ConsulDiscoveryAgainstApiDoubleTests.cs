@@ -435,6 +435,9 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         var failed = Assert.Single(logs.Entries, e => e.EventId.Id == 1110);
         Assert.Contains("none that is healthy has a usable address and port", failed.Message, StringComparison.Ordinal);
         Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1112);
+
+        // The unusable instance was in both answers; it is reported once, while it stays unusable.
+        Assert.Contains("catalog-2", Assert.Single(logs.Entries, e => e.EventId.Id == 1114).Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -28,6 +28,9 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
     private volatile IReadOnlyList<ServiceEndpoint>? _current;
     private CancellationTokenSource _changed = new();
     private volatile string? _lastError;
+
+    /// <summary>Instances reported as unusable and still unusable: each is logged once, not on every answer (loop only).</summary>
+    private HashSet<string> _skipped = new(StringComparer.Ordinal);
     private Task _loop = Task.CompletedTask;
 
     // seed: the endpoints another query of the same service last published (a reload changed the query), used until
@@ -117,8 +120,9 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
 
                 _lastError = null;
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (Exception) when (stop.IsCancellationRequested)
             {
+                // Stopping: a cancelled query, or the HTTP client disposed under it at shutdown, is not a discovery failure.
                 return;
             }
 #pragma warning disable CA1031 // The loop must survive anything: it is the service's only source of endpoints.
@@ -167,7 +171,19 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
             return previous; // Same index: no change.
         }
 
-        var endpoints = ConsulEndpointMapper.Map(answer.Entries, _query.OnlyPassing, (id, reason) => LogInstanceSkipped(_logger, id, _query.Service, reason), out var unusable);
+        var skipped = new HashSet<string>(StringComparer.Ordinal);
+        var endpoints = ConsulEndpointMapper.Map(
+            answer.Entries,
+            _query.OnlyPassing,
+            (id, reason) =>
+            {
+                if (skipped.Add(id) && !_skipped.Contains(id))
+                {
+                    LogInstanceSkipped(_logger, id, _query.Service, reason);
+                }
+            },
+            out var unusable);
+        _skipped = skipped;
         if (endpoints.Count == 0 && unusable > 0)
         {
             // Consul listed instances but those that are healthy cannot be used: an error in the registrations, not a
