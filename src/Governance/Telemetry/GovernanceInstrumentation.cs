@@ -14,7 +14,14 @@ namespace Governance.Telemetry;
 /// </summary>
 internal sealed partial class GovernanceInstrumentation : IDisposable
 {
-    public static readonly ActivitySource Source = new(GovernanceTelemetry.Name, typeof(GovernanceInstrumentation).Assembly.GetName().Version?.ToString());
+    /// <summary>The package's version (<c>0.1.0</c>, without build metadata), for the source and the meter alike.</summary>
+    private static readonly string? Version = typeof(GovernanceInstrumentation).Assembly
+        .GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), inherit: false)
+        is [System.Reflection.AssemblyInformationalVersionAttribute { InformationalVersion: var informational }, ..]
+        ? informational.Split('+')[0]
+        : typeof(GovernanceInstrumentation).Assembly.GetName().Version?.ToString();
+
+    public static readonly ActivitySource Source = new(GovernanceTelemetry.Name, Version);
 
     private const string MethodTag = "http.request.method";
     private const string MethodOriginalTag = "http.request.method_original";
@@ -37,11 +44,11 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     {
         if (meterFactory is not null)
         {
-            _meter = meterFactory.Create(new MeterOptions(GovernanceTelemetry.Name));
+            _meter = meterFactory.Create(new MeterOptions(GovernanceTelemetry.Name) { Version = Version });
         }
         else
         {
-            _meter = new Meter(GovernanceTelemetry.Name);
+            _meter = new Meter(GovernanceTelemetry.Name, Version);
             _ownsMeter = true;
         }
 
