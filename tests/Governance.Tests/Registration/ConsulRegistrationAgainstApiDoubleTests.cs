@@ -30,7 +30,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         ["MeshGovernance:Registration:Port"] = "8080",
     };
 
-    private static IHost BuildHost(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null, Func<string?>? hostAddress = null)
+    private static TestHost BuildHost(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null, Func<string?>? hostAddress = null)
     {
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Configuration.AddInMemoryCollection(settings);
@@ -46,7 +46,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var registration = host.Services.GetServices<IHostedService>().OfType<ConsulRegistrationService>().Single();
         registration.Environment = static _ => null; // Whatever the machine running the tests has set.
         registration.HostAddress = hostAddress ?? (static () => null);
-        return host;
+        return new TestHost(host);
     }
 
     private static async Task<Uri> ClosedPortAsync()
@@ -69,7 +69,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         settings["MeshGovernance:Registration:Tags:1"] = "v2";
         settings["MeshGovernance:Registration:Metadata:version"] = "2.1";
         settings["MeshGovernance:Registration:Weights:Passing"] = "10";
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         await host.StartAsync().WaitAsync(Guard);
 
@@ -93,10 +93,10 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Tags:0"] = "primary";
-        using var httpHost = BuildHost(settings, new FakeTimeProvider());
+        await using var httpHost = BuildHost(settings, new FakeTimeProvider());
         settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
         settings["MeshGovernance:Registration:Port"] = "8081";
-        using var ttlHost = BuildHost(settings, new FakeTimeProvider());
+        await using var ttlHost = BuildHost(settings, new FakeTimeProvider());
         await httpHost.StartAsync().WaitAsync(Guard);
         await ttlHost.StartAsync().WaitAsync(Guard);
 
@@ -121,7 +121,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var time = new ObservedTimeProvider();
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        using var host = BuildHost(settings, time);
+        await using var host = BuildHost(settings, time);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
         var check = JsonNode.Parse(consul.Requests[0].Body)!["Check"]!.ToJsonString();
@@ -149,7 +149,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var logs = new CapturingLoggerProvider();
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        using var host = BuildHost(settings, time, logs);
+        await using var host = BuildHost(settings, time, logs);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
 
@@ -171,7 +171,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new ObservedTimeProvider();
-        using var host = BuildHost(Settings(consul.Address), time);
+        await using var host = BuildHost(Settings(consul.Address), time);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
         var started = time.GetTimestamp();
@@ -204,7 +204,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         var logs = new CapturingLoggerProvider();
-        using var host = BuildHost(Settings(consul.Address), new FakeTimeProvider(), logs);
+        await using var host = BuildHost(Settings(consul.Address), new FakeTimeProvider(), logs);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
         Assert.NotNull(consul.GetRegistration(id));
@@ -222,7 +222,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     {
         var settings = Settings(await ClosedPortAsync());
         settings["MeshGovernance:Registration:FailFast"] = "true";
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync().WaitAsync(Guard));
 
@@ -236,7 +236,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         consul.FailWith(500, "rpc error making call: No cluster leader");
         var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
-        using var host = BuildHost(Settings(consul.Address), time, logs);
+        await using var host = BuildHost(Settings(consul.Address), time, logs);
 
         await host.StartAsync().WaitAsync(Guard);
 
@@ -262,7 +262,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Consul:Token"] = "reader";
         settings["MeshGovernance:Registration:FailFast"] = "true";
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync().WaitAsync(Guard));
 
@@ -280,7 +280,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         settings.Remove("MeshGovernance:Registration:Port");
         settings["MeshGovernance:Registration:Enabled"] = "true";
         settings["urls"] = "https://localhost:5124;http://localhost:5123";
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         await host.StartAsync().WaitAsync(Guard);
 
@@ -302,7 +302,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         settings["MeshGovernance:Registration:Enabled"] = "true";
         settings["Kestrel:Endpoints:Https:Url"] = "https://*:8443";
         settings["urls"] = "http://localhost:5000";
-        using var host = BuildHost(settings, new FakeTimeProvider(), hostAddress: static () => "192.0.2.10");
+        await using var host = BuildHost(settings, new FakeTimeProvider(), hostAddress: static () => "192.0.2.10");
 
         await host.StartAsync().WaitAsync(Guard);
 
@@ -326,7 +326,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         settings.Remove("MeshGovernance:Registration:Port");
         settings["MeshGovernance:Registration:Tags:0"] = "x";
         settings["urls"] = urls;
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync().WaitAsync(Guard));
 
@@ -341,7 +341,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var settings = Settings(consul.Address);
         settings.Remove("MeshGovernance:Registration:Address");
         settings.Remove("MeshGovernance:Registration:Port");
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
 
         await host.StartAsync().WaitAsync(Guard);
         await host.StopAsync().WaitAsync(Guard);
@@ -358,7 +358,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var settings = Settings(consul.Address);
         settings["MeshGovernance:Registration:Address"] = "127.0.0.1";
         settings["MeshGovernance:Registration:Port"] = backend.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
-        using var host = BuildHost(settings, new FakeTimeProvider());
+        await using var host = BuildHost(settings, new FakeTimeProvider());
         await host.StartAsync().WaitAsync(Guard);
         await consul.RunHttpChecksAsync();
 
@@ -403,6 +403,25 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     [InlineData("ftp://host:21")]
     [InlineData("http://host:http")]
     public void TryParse_NotAnHttpUrl_Rejected(string url) => Assert.False(ListeningAddress.TryParse(url, "test", out _));
+
+    /// <summary>
+    /// A host disposed asynchronously: <see cref="IHost"/>'s <c>Dispose</c> blocks on its asynchronous disposal, and a
+    /// test thread blocked that way under xunit's two-thread synchronization context is one suspect of a rare hang.
+    /// </summary>
+    private sealed class TestHost(IHost host) : IAsyncDisposable
+    {
+        public Task StartAsync() => host.StartAsync();
+
+        public Task StopAsync() => host.StopAsync();
+
+        public ValueTask DisposeAsync() => host is IAsyncDisposable disposable ? disposable.DisposeAsync() : Dispose(host);
+
+        private static ValueTask Dispose(IHost host)
+        {
+            host.Dispose();
+            return ValueTask.CompletedTask;
+        }
+    }
 }
 
 internal static class JsonText
