@@ -164,6 +164,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     public void Reconfigure(ServiceSettings settings)
     {
         IServiceEndpointWatcher? oldWatcher;
+        IDisposable? oldRegistration;
         ServicePolicy? oldPolicy = null;
         ServicePolicy? policy = null;
 
@@ -179,7 +180,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 oldPolicy = _state.Policy;
                 policy = ServicePolicy.Create(settings.Resilience, _time, oldPolicy);
                 var state = Build(settings, policy, watcher);
-                _watcherRegistration?.Dispose();
+                oldRegistration = _watcherRegistration;
                 _watcher = watcher;
                 Publish(state);
                 _watcherRegistration = Subscribe(_watcher);
@@ -201,6 +202,10 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             throw;
         }
 
+        // Outside the lock: disposing the old registration waits for a notification in progress, which takes the lock
+        // and, finding another watcher in force, does nothing (OnEndpointsChanged). Disposed under the lock, the two
+        // threads deadlocked (a reload or shutdown while discovery published a change).
+        oldRegistration?.Dispose();
         oldPolicy.Retire(policy);
         _ = oldWatcher.DisposeAsync().AsTask();
     }
@@ -255,6 +260,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         IServiceEndpointWatcher watcher;
+        IDisposable? registration;
         lock (_gate)
         {
             if (_disposed)
@@ -263,7 +269,8 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
 
             _disposed = true;
-            _watcherRegistration?.Dispose();
+            registration = _watcherRegistration;
+            _watcherRegistration = null;
             watcher = _watcher;
             foreach (var timer in _timers)
             {
@@ -273,6 +280,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             _timers.Clear();
         }
 
+        // Outside the lock: disposing the registration waits for a notification in progress, which takes the lock
+        // (OnEndpointsChanged) and, finding the service disposed, does nothing.
+        registration?.Dispose();
         await StopHealthChecksAsync().ConfigureAwait(false);
         _state.Policy.Dispose();
         await watcher.DisposeAsync().ConfigureAwait(false);
