@@ -13,7 +13,7 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
     /// <summary>Creates an endpoint.</summary>
     /// <param name="address">Absolute <c>http</c> or <c>https</c> URI; only scheme, host and port are used.</param>
     /// <param name="weight">Relative share of traffic, 1 or more. Default 1.</param>
-    /// <param name="zone">Zone (availability zone, rack, locality) the endpoint runs in; <see langword="null"/> when unknown.</param>
+    /// <param name="zone">Zone (availability zone, rack, locality) the endpoint runs in; <see langword="null"/> when unknown. Surrounding blanks are trimmed, and a blank zone is unknown.</param>
     /// <param name="metadata">Free-form labels such as <c>version</c>; empty when <see langword="null"/>.</param>
     /// <exception cref="ArgumentException"><paramref name="address"/> is not an absolute http(s) URI.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="weight"/> is less than 1.</exception>
@@ -28,7 +28,7 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
         ArgumentOutOfRangeException.ThrowIfLessThan(weight, 1);
         Address = address;
         Weight = weight;
-        Zone = string.IsNullOrEmpty(zone) ? null : zone;
+        Zone = string.IsNullOrWhiteSpace(zone) ? null : zone.Trim();
         Metadata = metadata is null || metadata.Count == 0 ? EmptyMetadata : metadata;
         Authority = address.GetLeftPart(UriPartial.Authority);
     }

@@ -100,7 +100,6 @@ internal sealed class GovernanceRegistration
 
         var before = services.Count;
         AddSource(services, configuration: null, GovernanceOptions.SectionName);
-        _hasNamedSource = false;
         _provisional = new ServiceDescriptor[services.Count - before];
         for (var i = 0; i < _provisional.Length; i++)
         {
@@ -112,6 +111,7 @@ internal sealed class GovernanceRegistration
     {
         WithdrawProvisional(services);
         AddSource(services, configuration, (configuration as IConfigurationSection)?.Path ?? GovernanceOptions.SectionName);
+        _hasNamedSource = true;
     }
 
     public void AddCodeConfiguration(IServiceCollection services, Action<GovernanceOptions> configure)
@@ -177,7 +177,6 @@ internal sealed class GovernanceRegistration
         }
 
         _sources.Add((configuration, path));
-        _hasNamedSource = true;
         var resolve = configuration is null
             ? sp => (IConfiguration?)sp.GetService<IConfiguration>()?.GetSection(path)
             : new Func<IServiceProvider, IConfiguration?>(_ => configuration);

@@ -22,7 +22,7 @@ internal sealed class StaticServiceDiscoveryProvider : IServiceDiscoveryProvider
                 throw new InvalidOperationException($"Endpoint {i} of service '{serviceName}', '{item.Address}', {problem}");
             }
 
-            endpoints[i] = new ServiceEndpoint(address, item.Weight ?? 1, string.IsNullOrWhiteSpace(item.Zone) ? null : item.Zone.Trim(), item.Metadata.Count == 0 ? null : new Dictionary<string, string>(item.Metadata, StringComparer.Ordinal));
+            endpoints[i] = new ServiceEndpoint(address, item.Weight ?? 1, item.Zone, item.Metadata.Count == 0 ? null : new Dictionary<string, string>(item.Metadata, StringComparer.Ordinal));
         }
 
         return new Watcher(endpoints);

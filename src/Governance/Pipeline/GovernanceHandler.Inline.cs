@@ -252,19 +252,18 @@ internal sealed partial class GovernanceHandler
     /// </summary>
     private static Task<HttpResponseMessage> Succeed(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, HttpResponseMessage response)
     {
-        if (!TryEndCall(call, response, null, out var telemetryFailure))
+        var ended = TryEndCall(call, response, null, out var telemetryFailure);
+        call.Request.RequestUri = call.Logical;
+        lease?.Dispose();
+        if (!ended)
         {
             // A listener's callback threw: the caller gets that failure, as from an async method, never a process crash.
             response.Dispose();
-            call.Request.RequestUri = call.Logical;
-            lease?.Dispose();
             promise ??= new TaskCompletionSource<HttpResponseMessage>();
-            promise.TrySetException(telemetryFailure);
+            promise.TrySetException(telemetryFailure!);
             return promise.Task;
         }
 
-        call.Request.RequestUri = call.Logical;
-        lease?.Dispose();
         if (promise is null)
         {
             return Task.FromResult(response);

@@ -120,9 +120,14 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             settings.Add(ServiceSettings.Create(name, service, options, _policies, _discovery));
         }
 
-        // New services are built before anything changes; if one fails, the running configuration stays as it was.
+        // New services are built before anything changes; if one fails, or putting the configuration in force fails, the
+        // services created for it never go into force: their watchers and health checks are stopped. (Services
+        // reconfigured before such a failure keep their new settings, which passed validation; only a plug-in's bug can
+        // fail there.)
         var current = _services;
         var created = new Dictionary<string, ServiceRuntime>(StringComparer.OrdinalIgnoreCase);
+        List<ServiceRuntime> removed = [];
+        bool applied;
         try
         {
             foreach (var setting in settings)
@@ -132,27 +137,11 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                     created[setting.Name] = new ServiceRuntime(setting, _time, _instrumentation, _loggerFactory.CreateLogger("Governance.Resilience"));
                 }
             }
-        }
-        catch
-        {
-            foreach (var service in created.Values)
-            {
-                _ = service.DisposeAsync().AsTask();
-            }
 
-            throw;
-        }
-
-        List<ServiceRuntime> removed = [];
-        bool applied;
-        try
-        {
             applied = ApplyLocked(settings, created, removed);
         }
         catch
         {
-            // The new services never went into force: stop their watchers and health checks. (Services reconfigured before
-            // the failure keep their new settings, which passed validation; only a plug-in's bug can fail here.)
             foreach (var service in created.Values)
             {
                 _ = service.DisposeAsync().AsTask();

@@ -39,7 +39,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         _logger = logger;
         _time = time;
         Instrumentation = instrumentation;
-        _spanNames = [$"GET {Name}", $"POST {Name}", $"PUT {Name}", $"DELETE {Name}", $"PATCH {Name}", $"HEAD {Name}", $"OPTIONS {Name}", $"TRACE {Name}", $"CONNECT {Name}", $"HTTP {Name}"];
+        var methods = GovernanceInstrumentation.KnownMethods;
+        _spanNames = new string[methods.Length + 1];
+        for (var i = 0; i < methods.Length; i++)
+        {
+            _spanNames[i] = $"{methods[i]} {Name}";
+        }
+
+        _spanNames[methods.Length] = $"HTTP {Name}";
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
         _state = Build(settings, policy, _watcher);
@@ -60,20 +67,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     /// Returns the logical span's name without allocating: <c>{method} {service}</c> for the methods HTTP defines, and
     /// <c>HTTP {service}</c> for any other (OpenTelemetry's conventions: a span name of bounded cardinality).
     /// </summary>
-    public string SpanName(HttpMethod method)
-    {
-        var names = _spanNames;
-        return method == HttpMethod.Get ? names[0]
-            : method == HttpMethod.Post ? names[1]
-            : method == HttpMethod.Put ? names[2]
-            : method == HttpMethod.Delete ? names[3]
-            : method == HttpMethod.Patch ? names[4]
-            : method == HttpMethod.Head ? names[5]
-            : method == HttpMethod.Options ? names[6]
-            : method == HttpMethod.Trace ? names[7]
-            : method == HttpMethod.Connect ? names[8]
-            : names[9];
-    }
+    public string SpanName(HttpMethod method) => _spanNames[GovernanceInstrumentation.MethodIndex(method)];
 
     public ServiceSettings Settings => _state.Settings;
 

@@ -28,6 +28,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     /// <summary>The <c>http.request.method</c> of a method HTTP does not define (OpenTelemetry's conventions).</summary>
     private const string OtherMethod = "_OTHER";
+
+    /// <summary>The methods HTTP defines, by their canonical names, in <see cref="MethodIndex"/>'s order.</summary>
+    internal static readonly string[] KnownMethods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"];
     private const string StatusCodeTag = "http.response.status_code";
     private const string ErrorTypeTag = "error.type";
     private const string ServerAddressTag = "server.address";
@@ -301,16 +304,23 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     /// HttpClient instrumentation does.
     /// </summary>
     internal static string MethodTagValue(HttpMethod method) =>
-        method == HttpMethod.Get ? "GET"
-        : method == HttpMethod.Post ? "POST"
-        : method == HttpMethod.Put ? "PUT"
-        : method == HttpMethod.Delete ? "DELETE"
-        : method == HttpMethod.Patch ? "PATCH"
-        : method == HttpMethod.Head ? "HEAD"
-        : method == HttpMethod.Options ? "OPTIONS"
-        : method == HttpMethod.Trace ? "TRACE"
-        : method == HttpMethod.Connect ? "CONNECT"
-        : OtherMethod;
+        MethodIndex(method) is var index && index < KnownMethods.Length ? KnownMethods[index] : OtherMethod;
+
+    /// <summary>
+    /// The position of <paramref name="method"/> in <see cref="KnownMethods"/>, or <c>KnownMethods.Length</c> for a
+    /// method HTTP does not define; shared by the method tag and the span names (<see cref="ServiceRuntime.SpanName"/>).
+    /// </summary>
+    internal static int MethodIndex(HttpMethod method) =>
+        method == HttpMethod.Get ? 0
+        : method == HttpMethod.Post ? 1
+        : method == HttpMethod.Put ? 2
+        : method == HttpMethod.Delete ? 3
+        : method == HttpMethod.Patch ? 4
+        : method == HttpMethod.Head ? 5
+        : method == HttpMethod.Options ? 6
+        : method == HttpMethod.Trace ? 7
+        : method == HttpMethod.Connect ? 8
+        : KnownMethods.Length;
 
     /// <summary>A refused call is a logical call too: it is recorded with duration 0 and its error type.</summary>
     private void RecordRefusedDuration(ServiceRuntime service, HttpRequestMessage request, Type error)

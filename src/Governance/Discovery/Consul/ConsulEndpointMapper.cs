@@ -86,7 +86,7 @@ internal static class ConsulEndpointMapper
                     }
                 }
 
-                zone = metadata.TryGetValue(ConsulConstants.ZoneMetadataKey, out var z) && !string.IsNullOrWhiteSpace(z) ? z.Trim() : null;
+                metadata.TryGetValue(ConsulConstants.ZoneMetadataKey, out zone);
                 secure = metadata.TryGetValue(ConsulConstants.SecureMetadataKey, out var s) && string.Equals(s, "true", StringComparison.OrdinalIgnoreCase);
             }
 
