@@ -183,6 +183,9 @@ internal sealed class EndpointState
             : RewriteAndRemember(logical);
     }
 
+    /// <summary>Whether <paramref name="uri"/> is the physical URI this endpoint's last <see cref="Rewrite"/> returned.</summary>
+    public bool Wrote(Uri uri) => ReferenceEquals(_lastRewrite?.Physical, uri);
+
     /// <summary>A new path and query: the physical URI built and kept. Never inlined, so that the hit stays small where it is inlined.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private Uri RewriteAndRemember(Uri logical)

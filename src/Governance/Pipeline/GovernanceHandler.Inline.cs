@@ -113,9 +113,9 @@ internal sealed partial class GovernanceHandler
         {
             // Answered at once (a handler that completes synchronously, a cancelled token): no continuation, and a
             // completed task instead of a promise when the call ends here too.
-            var outcome = FirstOutcome(call, inner, attempt.Deadline);
+            var outcome = FirstOutcome(call, inner, attempt.Deadline, attempt.Physical, endpoint);
             EndAttempt(endpoint, attempt.Registration, attempt.Deadline);
-            return FinishFirstAttempt(call, endpoint, outcome, lease, promise: null);
+            return FinishFirstAttempt(call, endpoint, attempt.Physical, outcome, lease, promise: null);
         }
 
         promise = new TaskCompletionSource<HttpResponseMessage>();
@@ -124,7 +124,7 @@ internal sealed partial class GovernanceHandler
     }
 
     /// <summary>The outcome of a first attempt whose send completed: its response, or what awaiting it would throw.</summary>
-    private static Outcome<HttpResponseMessage> FirstOutcome(GovernedCall call, Task<HttpResponseMessage> inner, TimeoutScheduler.Deadline? deadline)
+    private static Outcome<HttpResponseMessage> FirstOutcome(GovernedCall call, Task<HttpResponseMessage> inner, TimeoutScheduler.Deadline? deadline, Uri physical, EndpointState endpoint)
     {
         if (inner.IsCompletedSuccessfully)
         {
@@ -142,7 +142,7 @@ internal sealed partial class GovernanceHandler
         {
             // The first attempt began with the whole total timeout left (see SendInline).
             var (timeout, isTotal) = AttemptTimeout(call, call.Policy.Timeout.Total);
-            return AttemptState.Failed(ex, deadline, timeout, isTotal, call.CallerToken);
+            return AttemptState.Failed(ex, deadline, timeout, isTotal, call.Request, physical, endpoint, call.CallerToken);
         }
     }
 
@@ -152,7 +152,7 @@ internal sealed partial class GovernanceHandler
     /// Completes <paramref name="promise"/> and returns its task; without one (the send completed synchronously) returns
     /// a completed task, or a new promise's task when the call goes on.
     /// </summary>
-    private Task<HttpResponseMessage> FinishFirstAttempt(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise)
+    private Task<HttpResponseMessage> FinishFirstAttempt(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise)
     {
         AttemptResult first;
         try
@@ -178,7 +178,7 @@ internal sealed partial class GovernanceHandler
         {
             // This runs on the socket's completion: an exception thrown from here would end the process.
             outcome.Result?.Dispose();
-            return Fail(call, lease, promise, ex);
+            return Fail(call, lease, promise, ex, physical);
         }
 
         if (MayRetry(call, first.Outcome))
@@ -197,10 +197,10 @@ internal sealed partial class GovernanceHandler
         catch (Exception ex)
 #pragma warning restore CA1031
         {
-            return Fail(call, lease, promise, ex);
+            return Fail(call, lease, promise, ex, physical);
         }
 
-        return Succeed(call, lease, promise, response);
+        return Succeed(call, lease, promise, response, physical);
     }
 
     /// <summary>The breaker is opening its circuit (Polly runs its <c>OnOpened</c>): the rest of the first attempt once it has.</summary>
@@ -248,12 +248,13 @@ internal sealed partial class GovernanceHandler
 
     /// <summary>
     /// Ends a call with its response: metrics, the caller's URI back, the permit returned, then the caller's task
-    /// (<paramref name="promise"/>'s, or a completed one).
+    /// (<paramref name="promise"/>'s, or a completed one). <paramref name="physical"/> is the URI the call's last attempt
+    /// was sent with, when known.
     /// </summary>
-    private static Task<HttpResponseMessage> Succeed(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, HttpResponseMessage response)
+    private static Task<HttpResponseMessage> Succeed(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, HttpResponseMessage response, Uri? physical = null)
     {
         var ended = TryEndCall(call, response, null, out var telemetryFailure);
-        call.Request.RequestUri = call.Logical;
+        RestoreUri(call, physical);
         lease?.Dispose();
         if (!ended)
         {
@@ -271,6 +272,17 @@ internal sealed partial class GovernanceHandler
 
         promise.TrySetResult(response);
         return promise.Task;
+    }
+
+    /// <summary>
+    /// Gives the caller's request its URI back: the logical one when it still holds <paramref name="physical"/> (the URI
+    /// its last attempt was sent with), otherwise what <see cref="Redirects.CallersUri"/> makes of the URI it holds.
+    /// </summary>
+    private static void RestoreUri(GovernedCall call, Uri? physical)
+    {
+        var request = call.Request;
+        var final = request.RequestUri;
+        request.RequestUri = physical is not null && ReferenceEquals(final, physical) ? call.Logical : Redirects.CallersUri(call, final);
     }
 
     /// <summary>
@@ -298,11 +310,11 @@ internal sealed partial class GovernanceHandler
     /// Ends a call with its failure, as an async method would: a cancellation cancels the caller's task, anything else
     /// faults it.
     /// </summary>
-    private static Task<HttpResponseMessage> Fail(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, Exception exception)
+    private static Task<HttpResponseMessage> Fail(GovernedCall call, RateLimitLease? lease, TaskCompletionSource<HttpResponseMessage>? promise, Exception exception, Uri? physical = null)
     {
         // The call's own failure is what the caller gets, even if a listener's callback throws while it is recorded.
         _ = TryEndCall(call, null, exception, out _);
-        call.Request.RequestUri = call.Logical;
+        RestoreUri(call, physical);
         lease?.Dispose();
         if (exception is OperationCanceledException canceled)
         {
@@ -358,6 +370,7 @@ internal sealed partial class GovernanceHandler
         private GovernanceHandler? _handler;
         private GovernedCall _call;
         private EndpointState? _endpoint;
+        private Uri? _physical;
         private TimeoutScheduler.Deadline? _deadline;
         private CancellationTokenRegistration _registration;
         private RateLimitLease? _lease;
@@ -384,6 +397,7 @@ internal sealed partial class GovernanceHandler
             _handler = handler;
             _call = call;
             _endpoint = endpoint;
+            _physical = attempt.Physical;
             _deadline = attempt.Deadline;
             _registration = attempt.Registration;
             _lease = lease;
@@ -423,13 +437,13 @@ internal sealed partial class GovernanceHandler
 
         private void Complete()
         {
-            var (handler, call, endpoint, deadline, registration, lease, inner, promise) = (_handler!, _call, _endpoint!, _deadline, _registration, _lease, _inner!, _promise!);
-            (_handler, _call, _endpoint, _deadline, _registration, _lease, _inner, _promise, _context) = (null, default, null, null, default, null, null, null, null);
+            var (handler, call, endpoint, physical, deadline, registration, lease, inner, promise) = (_handler!, _call, _endpoint!, _physical!, _deadline, _registration, _lease, _inner!, _promise!);
+            (_handler, _call, _endpoint, _physical, _deadline, _registration, _lease, _inner, _promise, _context) = (null, default, null, null, null, default, null, null, null, null);
             Return();
 
-            var outcome = FirstOutcome(call, inner, deadline);
+            var outcome = FirstOutcome(call, inner, deadline, physical, endpoint);
             EndAttempt(endpoint, registration, deadline);
-            _ = handler.FinishFirstAttempt(call, endpoint, outcome, lease, promise);
+            _ = handler.FinishFirstAttempt(call, endpoint, physical, outcome, lease, promise);
         }
     }
 }

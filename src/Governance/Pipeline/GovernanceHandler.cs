@@ -197,7 +197,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
         endpoint.OnRequestStarted();
         call.Request.RequestUri = physical;
-        return new AttemptState(this, call.Request, deadline, registration, timeout, isTotal, endpoint, outer, token);
+        return new AttemptState(this, call.Request, physical, deadline, registration, timeout, isTotal, endpoint, outer, token);
     }
 
     /// <summary>
@@ -404,6 +404,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             call = new GovernedCall(call, call.Request, activity);
         }
 
+        Uri? final = null;
         try
         {
             // Hedged attempts share the request's content: its length, computed lazily and stored in its headers on first
@@ -411,6 +412,13 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             _ = call.Request.Content?.Headers.ContentLength;
             call.Policy.Budget.OnRequest(call.StartedAt);
             var response = await HedgeAsync(call).ConfigureAwait(false);
+            if (response.RequestMessage is { } sent && !ReferenceEquals(sent, call.Request))
+            {
+                // A hedge's copy answered: the caller sees the request it sent, with where the copy ended.
+                final = sent.RequestUri;
+                response.RequestMessage = call.Request;
+            }
+
             EndCall(call, response, null);
             return response;
         }
@@ -421,7 +429,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         }
         finally
         {
-            call.Request.RequestUri = call.Logical;
+            call.Request.RequestUri = Redirects.CallersUri(call, final ?? call.Request.RequestUri);
             lease?.Dispose();
         }
     }
@@ -473,6 +481,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     private readonly record struct AttemptState(
         GovernanceHandler Handler,
         HttpRequestMessage Request,
+        Uri Physical,
         TimeoutScheduler.Deadline? Deadline,
         CancellationTokenRegistration Registration,
         TimeSpan Timeout,
@@ -481,14 +490,20 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         CancellationToken Outer,
         CancellationToken Token)
     {
-        /// <summary>Turns a failed send into an outcome: a cancellation by the attempt's own timer becomes an <see cref="AttemptTimeoutException"/>.</summary>
-        public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Deadline, Timeout, IsTotal, Outer);
+        /// <summary>
+        /// Turns a failed send into an outcome: a cancellation by the attempt's own timer becomes an
+        /// <see cref="AttemptTimeoutException"/>, and a failure after the primary handler followed a redirect away from the
+        /// endpoint a <see cref="RedirectFailedException"/>.
+        /// </summary>
+        public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Deadline, Timeout, IsTotal, Request, Physical, Endpoint, Outer);
 
         /// <summary>Turns a failed send into an outcome, from the parts of an attempt: see <see cref="Failed(Exception)"/>.</summary>
-        public static Outcome<HttpResponseMessage> Failed(Exception exception, TimeoutScheduler.Deadline? deadline, TimeSpan timeout, bool isTotal, CancellationToken outer) =>
+        public static Outcome<HttpResponseMessage> Failed(Exception exception, TimeoutScheduler.Deadline? deadline, TimeSpan timeout, bool isTotal, HttpRequestMessage request, Uri physical, EndpointState endpoint, CancellationToken outer) =>
             Outcome.FromException<HttpResponseMessage>(
                 exception is OperationCanceledException && deadline is not null && deadline.Source.IsCancellationRequested && !outer.IsCancellationRequested
                     ? new AttemptTimeoutException(timeout, isTotal, exception)
-                    : exception);
+                    : exception is HttpRequestException http && Redirects.LeftEndpoint(request, physical, endpoint)
+                        ? new RedirectFailedException(endpoint, request.RequestUri!, http)
+                        : exception);
     }
 }

@@ -77,6 +77,9 @@ internal static class AttemptClassifier
         AttemptTimeoutException { IsTotal: false } => AttemptFailure.Timeout,
         AttemptTimeoutException => AttemptFailure.Timeout | AttemptFailure.TotalTimeout,
         BrokenCircuitException => AttemptFailure.CircuitOpen,
+
+        // Not the endpoint's: it answered with a redirect that the primary handler followed elsewhere (never retried).
+        Pipeline.RedirectFailedException => AttemptFailure.Other,
         HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError or HttpRequestError.NameResolutionError or HttpRequestError.SecureConnectionError or HttpRequestError.ProxyTunnelError } => AttemptFailure.ConnectFailure,
         HttpRequestException { InnerException: SocketException { SocketErrorCode: SocketError.ConnectionRefused or SocketError.HostUnreachable or SocketError.NetworkUnreachable or SocketError.TimedOut } } => AttemptFailure.ConnectFailure,
         HttpRequestException { HttpRequestError: HttpRequestError.ResponseEnded or HttpRequestError.InvalidResponse or HttpRequestError.HttpProtocolError } => AttemptFailure.Reset,

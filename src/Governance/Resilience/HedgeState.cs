@@ -61,12 +61,6 @@ internal sealed class HedgeState
 
         var call = new GovernedCall(Call, request, Call.Activity);
         var result = await _handler.AttemptAsync(call, tried, attempt, context.CancellationToken, hedge: this).ConfigureAwait(false);
-        if (number != 0 && result.Outcome.Result is { } response)
-        {
-            // The caller sees the request it sent, with its logical URI.
-            response.RequestMessage = original;
-        }
-
         return result.Outcome;
     }
 

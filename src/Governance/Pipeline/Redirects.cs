@@ -1,0 +1,92 @@
+namespace Governance.Pipeline;
+
+/// <summary>
+/// What governance makes of redirects that the primary handler follows (<see cref="SocketsHttpHandler.AllowAutoRedirect"/>,
+/// on by default). The primary handler follows them below governance, from the physical URI: a relative <c>Location</c>
+/// stays on the endpoint that answered, an absolute one goes where it names (a governed service's name is resolved by
+/// DNS, not by governance). Governance sees only where the request ended: the URI it holds when its attempt completes,
+/// which is then not the physical URI the attempt was sent with.
+/// </summary>
+internal static class Redirects
+{
+    /// <summary>
+    /// The URI the caller's request holds when its call ends, given the one it holds now (<paramref name="final"/>): its
+    /// own logical URI when the request was not redirected; the logical URI with the target's path, query and fragment
+    /// when the primary handler followed a redirect on an endpoint of the service (as HttpClient leaves the final URI in
+    /// the request); any other target as it is (the caller sees where the response came from).
+    /// </summary>
+    /// <remarks>Off the request path: a call whose last attempt is known to hold its own physical URI restores the logical URI without calling this.</remarks>
+    public static Uri CallersUri(GovernedCall call, Uri? final)
+    {
+        var logical = call.Logical;
+        if (final is null || ReferenceEquals(final, logical) || !final.IsAbsoluteUri)
+        {
+            return logical;
+        }
+
+        var all = call.Service.Endpoints.All;
+        foreach (var endpoint in all)
+        {
+            if (endpoint.Wrote(final))
+            {
+                return logical;
+            }
+        }
+
+        var authority = final.GetLeftPart(UriPartial.Authority);
+        if (!IsEndpoint(all, authority))
+        {
+            return final;
+        }
+
+        var pathAndQuery = final.PathAndQuery;
+        var fragment = final.Fragment;
+        if (string.Equals(pathAndQuery, logical.PathAndQuery, StringComparison.Ordinal) && fragment.Length == 0)
+        {
+            // A physical URI of this call (built again since): no redirect, or one back to the same resource.
+            return logical;
+        }
+
+        // The physical URI had no fragment: the redirect target keeps the caller's unless its Location gave one (RFC 9110, 10.2.2).
+        return new Uri(string.Concat(logical.GetLeftPart(UriPartial.Authority), pathAndQuery, fragment.Length > 0 ? fragment : logical.Fragment), UriKind.Absolute);
+    }
+
+    /// <summary>
+    /// Whether an attempt sent to <paramref name="endpoint"/> with <paramref name="physical"/> ended on another host or
+    /// port: the primary handler followed a redirect away from the endpoint, so what happened next is not the endpoint's.
+    /// </summary>
+    public static bool LeftEndpoint(HttpRequestMessage request, Uri physical, EndpointState endpoint) =>
+        request.RequestUri is { IsAbsoluteUri: true } final
+        && !ReferenceEquals(final, physical)
+        && !string.Equals(final.GetLeftPart(UriPartial.Authority), endpoint.Authority, StringComparison.OrdinalIgnoreCase);
+
+    private static bool IsEndpoint(EndpointState[] endpoints, string authority)
+    {
+        foreach (var endpoint in endpoints)
+        {
+            if (string.Equals(endpoint.Authority, authority, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+}
+
+/// <summary>
+/// An attempt failed after the primary handler followed a redirect away from the endpoint that answered: the failure is
+/// the redirect target's, so it is neither counted against the endpoint (circuit breaker, outlier detection) nor retried
+/// on another one (which would redirect the same way). Its message names the target and what to do when the target is a
+/// governed service.
+/// </summary>
+internal sealed class RedirectFailedException : HttpRequestException
+{
+    public RedirectFailedException(EndpointState endpoint, Uri target, HttpRequestException inner)
+        : base(inner.HttpRequestError, Describe(endpoint, target, inner), inner, inner.StatusCode)
+    {
+    }
+
+    private static string Describe(EndpointState endpoint, Uri target, HttpRequestException inner) =>
+        $"{inner.Message} (the primary handler followed a redirect from endpoint {endpoint.Authority} to '{target}'; redirects it follows do not pass through MeshGovernance, so a Location that names a governed service is resolved by DNS: set AllowAutoRedirect = false on the primary handler and send the redirected request again to route it through governance)";
+}

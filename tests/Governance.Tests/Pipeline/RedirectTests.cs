@@ -1,0 +1,118 @@
+using System.Net;
+using Governance.Pipeline;
+using Governance.Tests.Infrastructure;
+using Governance.Tests.Resilience;
+using Microsoft.AspNetCore.Http;
+using Xunit.Abstractions;
+
+namespace Governance.Tests.Pipeline;
+
+/// <summary>
+/// Redirects followed by the primary handler (the factory's default handler follows them), below governance: what the
+/// caller sees and what governance counts.
+/// </summary>
+public sealed class RedirectTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("http://catalog/a", "/b?x=1", "http://catalog/b?x=1")]
+    [InlineData("http://catalog/a?q=1#part", "/b", "http://catalog/b#part")] // the caller's fragment is kept (RFC 9110, 10.2.2)
+    [InlineData("http://catalog:8080/a", "/b#other", "http://catalog:8080/b#other")] // the Location's own fragment wins
+    public async Task SendAsync_EndpointRedirectsOnItself_CallerSeesTheFinalUriInLogicalForm(string url, string location, string expected)
+    {
+        await using var server = await StartRedirectingAsync("a", _ => location);
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        using var request = new HttpRequestMessage(HttpMethod.Get, url);
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(Faults.Guard);
+
+        var body = await response.Content.ReadAsStringAsync();
+        output.WriteLine($"{url} -> {location}: {(int)response.StatusCode} '{body}', final URI {request.RequestUri}");
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("at /b" + (location.Contains('?', StringComparison.Ordinal) ? "?x=1" : string.Empty), body);
+        Assert.Equal(expected, request.RequestUri!.OriginalString);
+        Assert.Same(request, response.RequestMessage);
+        Assert.Equal(2, server.RequestCount);
+    }
+
+    [Fact]
+    public async Task SendAsync_EndpointRedirectsToAnotherHost_CallerSeesThatHostsUri()
+    {
+        await using var elsewhere = await LoopbackServer.StartAsync("elsewhere");
+        var target = new Uri(elsewhere.Address, "/moved?y=2");
+        await using var server = await StartRedirectingAsync("a", _ => target.ToString());
+        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/a");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(Faults.Guard);
+
+        Assert.Equal("elsewhere", Assert.Single(response.Headers.GetValues("x-server")));
+        Assert.Equal(target, request.RequestUri);
+        Assert.Equal(1, elsewhere.RequestCount);
+    }
+
+    [Fact]
+    public async Task SendAsync_RedirectTargetFails_FailsOnceNamingTheRedirectWithoutRetryOrEjection()
+    {
+        // Every endpoint redirects to a port that refuses connections: a failure of the target, not of the endpoints.
+        using var refusing = new RefusingEndpoint();
+        var target = new Uri(refusing.Address, "/b");
+        await using var e1 = await StartRedirectingAsync("e1", _ => target.ToString());
+        await using var e2 = await StartRedirectingAsync("e2", _ => target.ToString());
+        var settings = Faults.Settings(e1, e2)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:ConsecutiveGatewayFailure", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("CircuitBreaker:MinimumThroughput", 2)
+            .With("CircuitBreaker:FailureRatio", 0.1);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+
+        for (var i = 1; i <= 4; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{Faults.Service}/a");
+            var ex = await Assert.ThrowsAsync<HttpRequestException>(() => governed.Client.SendAsync(request).WaitAsync(Faults.Guard));
+            output.WriteLine($"call {i}: {ex.Message}");
+
+            Assert.Equal(HttpRequestError.ConnectionError, ex.HttpRequestError);
+            Assert.StartsWith($"Service '{Faults.Service}': 1 attempt failed; last error: ", ex.Message, StringComparison.Ordinal);
+            Assert.Contains($"followed a redirect from endpoint ", ex.Message, StringComparison.Ordinal);
+            Assert.Contains($"to '{target}'", ex.Message, StringComparison.Ordinal);
+            Assert.Contains("AllowAutoRedirect = false", ex.Message, StringComparison.Ordinal);
+            Assert.Equal(target, request.RequestUri);
+            Assert.Equal(i, e1.RequestCount + e2.RequestCount);
+        }
+
+        // Neither ejected nor broken: every endpoint is still a candidate.
+        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+        Assert.Equal(2, Faults.Runtime(governed).Endpoints.Candidates.Length);
+    }
+
+    [Fact]
+    public async Task SendAsync_HedgedCallRedirectedOnItself_CallerSeesTheFinalUriInLogicalForm()
+    {
+        await using var server = await StartRedirectingAsync("a", _ => "/b");
+        var settings = Governed.Service("catalog", null, server);
+        settings["Services:catalog:Hedging:Enabled"] = "true";
+        await using var governed = Governed.Create(settings);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/a");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(Faults.Guard);
+
+        Assert.Equal("at /b", await response.Content.ReadAsStringAsync());
+        Assert.Equal("http://catalog/b", request.RequestUri!.OriginalString);
+        Assert.Same(request, response.RequestMessage);
+    }
+
+    /// <summary>A server that answers <c>/a</c> with a 302 to the given location and anything else with its path and query.</summary>
+    private static Task<LoopbackServer> StartRedirectingAsync(string name, Func<HttpContext, string> location) =>
+        LoopbackServer.StartAsync(name, context =>
+        {
+            if (context.Request.Path == "/a")
+            {
+                context.Response.StatusCode = StatusCodes.Status302Found;
+                context.Response.Headers.Location = location(context);
+                return Task.CompletedTask;
+            }
+
+            return context.Response.WriteAsync("at " + context.Request.Path + context.Request.QueryString, context.RequestAborted);
+        });
+}
