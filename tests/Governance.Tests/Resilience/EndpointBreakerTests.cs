@@ -142,6 +142,82 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
     }
 
+    [Fact]
+    public async Task Pipeline_BreakerReplacedByReloadWhileOpen_OnlyTheLatestOpeningReadmits()
+    {
+        await using var scenario = await Scenario.StartAsync();
+        var (time, logs, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+
+        // A reload replaces the breaker (new settings): the endpoint is back with a closed circuit, which opens again,
+        // now for 20 s. The first opening's 5 s readmission is still armed.
+        var longBreak = TimeSpan.FromSeconds(20);
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:CircuitBreaker:BreakDuration"] = longBreak.ToString();
+        governed.Configuration.Reload();
+        Assert.Equal(EndpointConditions.None, flakyState.Conditions);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        await time.WaitForTimersAsync(longBreak, 1).WaitAsync(Faults.Guard);
+        var received = flaky.Server.RequestCount;
+
+        // The first opening's timer fires: it no longer speaks for the endpoint.
+        time.Advance(BreakDuration);
+        output.WriteLine($"{BreakDuration} after the reload: flaky {flakyState.Conditions}; circuit-opened events {logs.Entries.Count(GovernanceEventIds.CircuitOpened)}");
+        Assert.Equal(EndpointConditions.CircuitOpen, flakyState.Conditions);
+        Assert.All(await Faults.SendSequentialAsync(governed, 12), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(received, flaky.Server.RequestCount);
+
+        // The second opening's own timer readmits it.
+        time.Advance(longBreak - BreakDuration);
+        Assert.Equal(EndpointConditions.None, flakyState.Conditions);
+        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.CircuitOpened));
+    }
+
+    [Fact]
+    public async Task Pipeline_BreakerReplacedByReloadDuringHalfOpenProbe_OldBreakersOpeningIgnored()
+    {
+        await using var scenario = await Scenario.StartAsync();
+        var (time, logs, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        flaky.Hold = true;
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        Assert.Equal(EndpointConditions.None, flakyState.Conditions);
+
+        // The half-open probe (the first call that reaches flaky) is held there.
+        Task<CallResult>? probe = null;
+        var arrival = flaky.Held.NextArrivalAsync();
+        for (var i = 0; i < 3 && probe is null; i++)
+        {
+            var call = Faults.TryGetAsync(governed);
+            if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
+            {
+                Assert.True(await arrival, "no request arrived");
+                probe = call;
+            }
+            else
+            {
+                Assert.True((await call).Succeeded);
+            }
+        }
+
+        Assert.NotNull(probe);
+
+        // A reload replaces the breaker while the probe is in flight; then the probe fails, which opens the old breaker's
+        // circuit: that breaker no longer speaks for the endpoint, whose new circuit is closed.
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:CircuitBreaker:BreakDuration"] = TimeSpan.FromSeconds(20).ToString();
+        governed.Configuration.Reload();
+        flaky.Held.Release(System.Net.HttpStatusCode.ServiceUnavailable);
+        var result = await probe.WaitAsync(Faults.Guard);
+        output.WriteLine($"probe: {result}; flaky {flakyState.Conditions}; circuit-opened events {logs.Entries.Count(GovernanceEventIds.CircuitOpened)}");
+
+        Assert.True(result.Succeeded, result.ToString());
+        Assert.Equal(EndpointConditions.None, flakyState.Conditions);
+        Assert.Equal(1, logs.Entries.Count(GovernanceEventIds.CircuitOpened));
+    }
+
     /// <summary>Endpoints a and b always answer; "flaky" answers 503 until <see cref="Flaky.Healthy"/> is set.</summary>
     private sealed class Scenario : IAsyncDisposable
     {

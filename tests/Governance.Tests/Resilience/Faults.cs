@@ -156,6 +156,7 @@ internal sealed class HeldRequests
     private readonly TaskCompletionSource _release = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly SemaphoreSlim _arrived = new(0);
     private int _count;
+    private volatile int _status = (int)HttpStatusCode.OK;
 
     public int Count => Volatile.Read(ref _count);
 
@@ -164,7 +165,7 @@ internal sealed class HeldRequests
         Interlocked.Increment(ref _count);
         _arrived.Release();
         await _release.Task.WaitAsync(context.RequestAborted);
-        context.Response.StatusCode = (int)HttpStatusCode.OK;
+        context.Response.StatusCode = _status;
         await context.Response.WriteAsync("released", context.RequestAborted);
     }
 
@@ -177,5 +178,10 @@ internal sealed class HeldRequests
     /// <summary>Completes with <see langword="true"/> when the next request arrives, <see langword="false"/> after the wall-clock guard.</summary>
     public Task<bool> NextArrivalAsync() => _arrived.WaitAsync(Faults.Guard);
 
-    public void Release() => _release.TrySetResult();
+    /// <summary>Lets every held request (and every later one) go on, answered with <paramref name="status"/>.</summary>
+    public void Release(HttpStatusCode status = HttpStatusCode.OK)
+    {
+        _status = (int)status;
+        _release.TrySetResult();
+    }
 }
