@@ -27,6 +27,12 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
     private RegistrationSettings? _settings;
     private Task _loop = Task.CompletedTask;
     private volatile bool _registered;
+
+    /// <summary>
+    /// Whether Consul may have this instance although <see cref="_registered"/> is false: a register request left and no
+    /// answer came back (cancelled at shutdown, timed out, connection lost), so the agent may have applied it.
+    /// </summary>
+    private volatile bool _mayBeRegistered;
     private bool _stopped;
 
     public ConsulRegistrationService(IOptionsMonitor<GovernanceOptions> options, ConsulHttpClient http, TimeProvider time, ILoggerFactory loggerFactory, IConfiguration? configuration = null)
@@ -89,7 +95,8 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
         await StopLoopAsync().ConfigureAwait(false);
-        if (_settings is not { } settings || !_registered)
+        var registered = _registered;
+        if (_settings is not { } settings || !(registered || _mayBeRegistered))
         {
             return;
         }
@@ -100,7 +107,14 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
         {
             await _http.DeregisterAsync(settings.Connection, settings.InstanceId, settings.ServiceName, linked.Token).ConfigureAwait(false);
             _registered = false;
+            _mayBeRegistered = false;
             LogDeregistered(_logger, settings.InstanceId, settings.ServiceName, settings.Connection.ToString());
+        }
+        catch (ConsulApiException ex) when (!registered && ex.StatusCode == 404)
+        {
+            // The register request whose answer never came had not been applied: nothing to remove.
+            _mayBeRegistered = false;
+            LogNotRegistered(_logger, settings.InstanceId, settings.ServiceName);
         }
         catch (Exception ex) when (ex is ConsulApiException or OperationCanceledException)
         {
@@ -140,7 +154,17 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
     private async Task RegisterAsync(RegistrationSettings settings, CancellationToken cancellationToken)
     {
-        await _http.RegisterAsync(settings.Connection, settings.Request, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _http.RegisterAsync(settings.Connection, settings.Request, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not ConsulApiException { StatusCode: not null })
+        {
+            // No answer: the request may have reached the agent, which may have applied it; deregister on the way out.
+            _mayBeRegistered = true;
+            throw;
+        }
+
         _registered = true;
         var request = settings.Request;
         var check = request.Check is null ? "no check" : request.Check.Ttl is { } ttl ? $"TTL check of {ttl}" : $"HTTP check of {request.Check.Http} every {request.Check.Interval}";
@@ -220,6 +244,9 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
     [LoggerMessage(GovernanceEventIds.Deregistered, LogLevel.Information, "Deregistered instance {InstanceId} of service {Service} from Consul at {Consul}")]
     private static partial void LogDeregistered(ILogger logger, string instanceId, string service, string consul);
+
+    [LoggerMessage(GovernanceEventIds.DeregistrationNotNeeded, LogLevel.Debug, "Instance {InstanceId} of service {Service} was not registered in Consul (its last register request had no answer): nothing to deregister")]
+    private static partial void LogNotRegistered(ILogger logger, string instanceId, string service);
 
     [LoggerMessage(GovernanceEventIds.DeregistrationFailed, LogLevel.Warning, "Could not deregister instance {InstanceId} of service {Service} from Consul; Consul removes it once its check has been critical for DeregisterCriticalServiceAfter: {Error}")]
     private static partial void LogDeregistrationFailed(ILogger logger, string instanceId, string service, string error);

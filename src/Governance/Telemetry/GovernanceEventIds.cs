@@ -38,4 +38,5 @@ internal static class GovernanceEventIds
     public const int RegistrationHeartbeatFailed = 1603;
     public const int Deregistered = 1604;
     public const int DeregistrationFailed = 1605;
+    public const int DeregistrationNotNeeded = 1606;
 }

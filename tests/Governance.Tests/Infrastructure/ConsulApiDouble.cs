@@ -58,6 +58,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
     private TaskCompletionSource _changed = NewSignal();
     private (int Status, string Body)? _failure;
     private TaskCompletionSource? _hang;
+    private Func<ConsulRequest, bool>? _hangWhich;
     private bool _aclEnabled;
     private int _elapsed;
 
@@ -191,12 +192,16 @@ public sealed class ConsulApiDouble : IAsyncDisposable
         }
     }
 
-    /// <summary>Holds every request without answering until <see cref="Recover"/> (a stuck agent).</summary>
-    public void Hang()
+    /// <summary>
+    /// Holds every request (or those <paramref name="which"/> selects) without answering until <see cref="Recover"/> (a
+    /// stuck agent). A held request is not applied; if its client gives up, it never is.
+    /// </summary>
+    public void Hang(Func<ConsulRequest, bool>? which = null)
     {
         lock (_gate)
         {
             _hang ??= NewSignal();
+            _hangWhich = which;
         }
     }
 
@@ -207,6 +212,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
             _failure = null;
             _hang?.TrySetResult();
             _hang = null;
+            _hangWhich = null;
         }
     }
 
@@ -353,7 +359,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
                 }
             }
 
-            hang = _hang?.Task;
+            hang = _hang is not null && (_hangWhich?.Invoke(recorded) ?? true) ? _hang.Task : null;
             failure = _failure;
         }
 

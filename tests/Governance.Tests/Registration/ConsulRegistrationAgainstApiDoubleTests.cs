@@ -218,6 +218,34 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task StopAsync_RegisterRequestInFlight_DeregistersAnyway()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        await using var host = BuildHost(Settings(consul.Address), time, logs);
+        await host.StartAsync().WaitAsync(Guard);
+        var id = $"orders-{Machine}-8080";
+
+        // The agent forgets the instance; the 30 s look-up finds it gone and registers it again, and that request gets no
+        // answer (a stuck agent may still apply it).
+        consul.RestartAgent();
+        consul.Hang(r => r.Path == "/v1/agent/service/register");
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count(q => q.Path == "/v1/agent/service/register") == 2));
+
+        // Shutdown cancels it; the instance is deregistered all the same. The agent recovers meanwhile: it never applied
+        // the cancelled request, so it answers 404, which is not a failure.
+        var stopping = host.StopAsync();
+        await consul.WaitForAsync(r => r[^1].Path == $"/v1/agent/service/deregister/{id}");
+        await stopping.WaitAsync(Guard);
+
+        Assert.Equal("PUT", consul.Requests[^1].Method);
+        Assert.Null(consul.GetRegistration(id));
+        Assert.Contains(logs.Entries, e => e.EventId.Id == 1606 && e.Level == LogLevel.Debug);
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1605);
+    }
+
+    [Fact]
     public async Task StartAsync_ConsulUnreachableWithFailFast_HostDoesNotStart()
     {
         var settings = Settings(await ClosedPortAsync());
