@@ -157,7 +157,8 @@ internal sealed partial class GovernanceHandler
         AttemptResult first;
         try
         {
-            if (endpoint.Breaker is { } breaker)
+            var answeredElsewhere = Redirects.AnsweredElsewhere(outcome, call.Request, physical, endpoint);
+            if (endpoint.Breaker is { } breaker && !answeredElsewhere)
             {
                 var recorded = breaker.RecordAsync(outcome);
                 if (!recorded.IsCompletedSuccessfully)
@@ -170,7 +171,7 @@ internal sealed partial class GovernanceHandler
                 recorded.GetAwaiter().GetResult();
             }
 
-            first = AccountFirst(call, endpoint, outcome);
+            first = AccountFirst(call, endpoint, outcome, answeredElsewhere);
         }
 #pragma warning disable CA1031 // Code called back while counting (a custom policy's picker, a listener) failed: the call fails with it.
         catch (Exception ex)
@@ -207,21 +208,21 @@ internal sealed partial class GovernanceHandler
     private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
     {
         await recorded.ConfigureAwait(false);
-        return AccountFirst(call, endpoint, outcome);
+        return AccountFirst(call, endpoint, outcome, answeredElsewhere: false);
     }
 
     /// <summary>
     /// Counts the first attempt once its endpoint's breaker has recorded it: the span's event when that opened the circuit,
     /// then the attempts metric and outlier detection (<see cref="Account"/>).
     /// </summary>
-    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome)
+    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
     {
         if (endpoint.Breaker is { IsClosed: false })
         {
             GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
         }
 
-        return Account(call, endpoint, attemptNumber: 1, outcome);
+        return Account(call, endpoint, attemptNumber: 1, outcome, answeredElsewhere);
     }
 
     /// <summary>The rest of a call whose first attempt is <paramref name="pending"/>: the retry phase when due, then the end of the call.</summary>

@@ -133,7 +133,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
                     // synchronously unless it trips the circuit.
                     outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                    if (breaker is not null)
+                    if (breaker is not null && !Redirects.AnsweredElsewhere(outcome, call.Request, attempt.Physical, endpoint))
                     {
                         await breaker.RecordAsync(outcome).ConfigureAwait(false);
                     }
@@ -169,7 +169,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 continue;
             }
 
-            return Account(call, endpoint, attemptNumber, outcome);
+            return Account(call, endpoint, attemptNumber, outcome, Redirects.AnsweredElsewhere(outcome, call.Request, attempt.Physical, endpoint));
         }
     }
 
@@ -220,11 +220,18 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         }
     }
 
-    /// <summary>Counts a finished attempt (attempts metric, outlier detection) and pairs its outcome with its endpoint.</summary>
-    private static AttemptResult Account(GovernedCall call, EndpointState endpoint, int attemptNumber, Outcome<HttpResponseMessage> outcome)
+    /// <summary>
+    /// Counts a finished attempt (attempts metric, outlier detection unless the answer came from elsewhere: see
+    /// <see cref="Redirects.AnsweredElsewhere"/>) and pairs its outcome with its endpoint.
+    /// </summary>
+    private static AttemptResult Account(GovernedCall call, EndpointState endpoint, int attemptNumber, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
     {
         call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
-        call.Service.RecordOutcome(endpoint, outcome);
+        if (!answeredElsewhere)
+        {
+            call.Service.RecordOutcome(endpoint, outcome);
+        }
+
         return new AttemptResult(outcome, endpoint);
     }
 
@@ -245,6 +252,11 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         if ((failure & AttemptFailure.CircuitOpen) != 0)
         {
             return true;
+        }
+
+        if (Redirects.Followed(call))
+        {
+            return false;
         }
 
         var request = call.Request;

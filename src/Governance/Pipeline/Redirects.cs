@@ -52,6 +52,24 @@ internal static class Redirects
     }
 
     /// <summary>
+    /// Whether the primary handler followed a redirect during the call's last attempt: the request holds neither the
+    /// logical URI nor one this call wrote for an endpoint. The redirect follower changed the request on its way (it
+    /// drops <c>Authorization</c>, and turns a POST answered 301/302, or anything answered 303, into a GET without
+    /// body), so such a call is never retried: a retry would send a request the caller did not write. Called only once an
+    /// attempt failed in a retryable way.
+    /// </summary>
+    public static bool Followed(GovernedCall call) => !ReferenceEquals(CallersUri(call, call.Request.RequestUri), call.Logical);
+
+    /// <summary>
+    /// Whether <paramref name="outcome"/> is an answer from another host or port than <paramref name="endpoint"/>
+    /// (the primary handler followed a redirect away from it): the endpoint did its part, so neither its circuit breaker
+    /// nor outlier detection counts the answer. A failure there is a <see cref="RedirectFailedException"/>, which they
+    /// do not count either.
+    /// </summary>
+    public static bool AnsweredElsewhere(Polly.Outcome<HttpResponseMessage> outcome, HttpRequestMessage request, Uri physical, EndpointState endpoint) =>
+        outcome.Result is not null && LeftEndpoint(request, physical, endpoint);
+
+    /// <summary>
     /// Whether an attempt sent to <paramref name="endpoint"/> with <paramref name="physical"/> ended on another host or
     /// port: the primary handler followed a redirect away from the endpoint, so what happened next is not the endpoint's.
     /// </summary>

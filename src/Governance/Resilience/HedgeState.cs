@@ -15,6 +15,7 @@ internal sealed class HedgeState
     public static readonly ResiliencePropertyKey<int> AttemptKey = new("MeshGovernance.HedgeAttempt");
 
     private readonly GovernanceHandler _handler;
+    private readonly HttpRequestMessage _template;
     private readonly List<EndpointState> _tried = new(4);
     private int _attempts;
     private int _started;
@@ -23,6 +24,11 @@ internal sealed class HedgeState
     {
         _handler = handler;
         Call = call;
+
+        // Hedges are copies of the request as the caller wrote it, taken before the first attempt is sent: that attempt
+        // sends the caller's own message, which the primary handler may change on its way (a redirect it follows drops
+        // Authorization and may turn the method into GET) while the hedges are being copied.
+        _template = Copy(call.Request, call.Logical);
     }
 
     public GovernedCall Call { get; }
@@ -46,7 +52,7 @@ internal sealed class HedgeState
         Interlocked.Increment(ref _attempts);
         var number = context.Properties.GetValue(AttemptKey, 0);
         var original = Call.Request;
-        var request = number == 0 ? original : Copy(original, Call.Logical);
+        var request = number == 0 ? original : Copy(_template, Call.Logical);
         List<EndpointState> tried;
         lock (_tried)
         {
@@ -101,14 +107,15 @@ internal sealed class HedgeState
             VersionPolicy = request.VersionPolicy,
             Content = request.Content,
         };
-        // Trace-context headers were written by the first attempt's own HttpClient span: leave them out so that each
-        // hedged attempt gets its own parent id; cookies are added again by the handler that owns the cookie container.
+        // Trace-context headers are written by each attempt's own HttpClient span: leave them out so that each hedged
+        // attempt gets its own parent id. A Cookie header is the caller's (the primary handler adds its container's
+        // cookies while writing the request, never into its headers), so it is copied like any other.
         var propagated = System.Diagnostics.DistributedContextPropagator.Current.Fields;
-        // Read without validation: the first attempt may be sending the original at the same time, and a validating read
-        // parses and stores header values (not safe while another thread reads them).
+        // Read without validation: a validating read parses and stores header values, which is not safe while another
+        // thread reads them (the template is read by hedges launched at the same time).
         foreach (var header in request.Headers.NonValidated)
         {
-            if (!Contains(propagated, header.Key) && !string.Equals(header.Key, "Cookie", StringComparison.OrdinalIgnoreCase))
+            if (!Contains(propagated, header.Key))
             {
                 copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
             }

@@ -58,7 +58,7 @@ internal sealed class RetryState
         }
 
         var failure = AttemptClassifier.Classify(outcome, policy.Retry);
-        if (!AttemptClassifier.IsRetryable(failure, policy.Retry))
+        if (!AttemptClassifier.IsRetryable(failure, policy.Retry) || ((failure & AttemptFailure.CircuitOpen) == 0 && Redirects.Followed(Call)))
         {
             return false;
         }

@@ -178,4 +178,38 @@ public sealed class HedgingTests
         Assert.Equal("stuck", Assert.Single(response.Headers.GetValues("x-server")));
         Assert.Equal(1, stuck.RequestCount);
     }
+
+    [Fact]
+    public async Task SendAsync_CallerSetsCookieHeader_EveryHedgedAttemptSendsIt()
+    {
+        // Both endpoints hold their request until both have arrived, so the hedge (Delay 0) always goes out.
+        var arrivals = 0;
+        var bothArrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        async Task Holding(HttpContext context)
+        {
+            if (Interlocked.Increment(ref arrivals) == 2)
+            {
+                bothArrived.TrySetResult();
+            }
+
+            await bothArrived.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            await context.Response.WriteAsync("ok");
+        }
+
+        await using var a = await LoopbackServer.StartAsync("a", Holding, record: true);
+        await using var b = await LoopbackServer.StartAsync("b", Holding, record: true);
+        var settings = Governed.Service("catalog", "RoundRobin", a, b);
+        settings["Services:catalog:Hedging:Enabled"] = "true";
+        settings["Services:catalog:Hedging:Delay"] = "00:00:00";
+        settings["Services:catalog:Retry:MaxRetries"] = "0";
+        await using var governed = Governed.Create(settings);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/items");
+        request.Headers.TryAddWithoutValidation("Cookie", "session=abc");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(TimeSpan.FromSeconds(30));
+
+        response.EnsureSuccessStatusCode();
+        Assert.Equal("session=abc", Assert.Single(a.Received).Headers["Cookie"]);
+        Assert.Equal("session=abc", Assert.Single(b.Received).Headers["Cookie"]);
+    }
 }

@@ -87,6 +87,97 @@ public sealed class RedirectTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task SendAsync_RedirectedThenServerError_NotRetriedWithTheRequestTheRedirectChanged()
+    {
+        // The redirect follower drops Authorization on every redirect: a retry would send the caller's GET without it.
+        var authorized = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        Func<HttpContext, Task> Handler(string name) => context =>
+        {
+            authorized.Enqueue($"{name} {context.Request.Path} {context.Request.Headers.Authorization}");
+            if (context.Request.Path == "/a")
+            {
+                context.Response.StatusCode = StatusCodes.Status302Found;
+                context.Response.Headers.Location = "/b";
+                return Task.CompletedTask;
+            }
+
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            return Task.CompletedTask;
+        };
+        await using var e1 = await LoopbackServer.StartAsync("e1", Handler("e1"));
+        await using var e2 = await LoopbackServer.StartAsync("e2", Handler("e2"));
+        await using var governed = Faults.Create(Faults.Settings(e1, e2), new ObservedTimeProvider());
+        using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{Faults.Service}/a");
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", "t");
+
+        using var response = await governed.Client.SendAsync(request).WaitAsync(Faults.Guard);
+
+        output.WriteLine($"{(int)response.StatusCode}; requests: {string.Join(", ", authorized)}");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(2, authorized.Count);
+        Assert.EndsWith("/a Bearer t", authorized.First(), StringComparison.Ordinal);
+        Assert.Equal($"http://{Faults.Service}/b", request.RequestUri!.OriginalString);
+    }
+
+    [Fact]
+    public async Task PostAsync_RedirectedBy303ThenServerError_NotRetriedAsTheGetTheRedirectMadeOfIt()
+    {
+        var received = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        Func<HttpContext, Task> Handler(string name) => context =>
+        {
+            received.Enqueue($"{name} {context.Request.Method} {context.Request.Path}");
+            if (HttpMethods.IsPost(context.Request.Method))
+            {
+                context.Response.StatusCode = StatusCodes.Status303SeeOther;
+                context.Response.Headers.Location = "/orders/7";
+                return Task.CompletedTask;
+            }
+
+            context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+            return Task.CompletedTask;
+        };
+        await using var e1 = await LoopbackServer.StartAsync("e1", Handler("e1"));
+        await using var e2 = await LoopbackServer.StartAsync("e2", Handler("e2"));
+
+        // Even with non-idempotent retries allowed: the POST became a GET on its way.
+        await using var governed = Faults.Create(Faults.Settings(e1, e2).With("Retry:RetryNonIdempotent", true), new ObservedTimeProvider());
+
+        using var response = await governed.Client.PostAsync($"http://{Faults.Service}/orders", new StringContent("order")).WaitAsync(Faults.Guard);
+
+        output.WriteLine($"{(int)response.StatusCode}; requests: {string.Join(", ", received)}");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(2, received.Count);
+        Assert.Single(received, r => r.Contains(" POST /orders", StringComparison.Ordinal));
+        Assert.DoesNotContain(received, r => r.Contains(" GET /orders", StringComparison.Ordinal) && !r.EndsWith("/orders/7", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task SendAsync_RedirectedToAnotherHostAnsweringServerError_NeitherRetriedNorCountedAgainstTheEndpoint()
+    {
+        await using var sso = await Faults.StartStatusAsync("sso", 503);
+        var target = new Uri(sso.Address, "/login");
+        await using var e1 = await StartRedirectingAsync("e1", _ => target.ToString());
+        await using var e2 = await StartRedirectingAsync("e2", _ => target.ToString());
+        var settings = Faults.Settings(e1, e2)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:ConsecutiveGatewayFailure", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("CircuitBreaker:MinimumThroughput", 2)
+            .With("CircuitBreaker:FailureRatio", 0.1);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+
+        for (var i = 1; i <= 4; i++)
+        {
+            using var response = await governed.Client.GetAsync($"http://{Faults.Service}/a").WaitAsync(Faults.Guard);
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.Equal(i, e1.RequestCount + e2.RequestCount);
+            Assert.Equal(i, sso.RequestCount);
+        }
+
+        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+    }
+
+    [Fact]
     public async Task SendAsync_HedgedCallRedirectedOnItself_CallerSeesTheFinalUriInLogicalForm()
     {
         await using var server = await StartRedirectingAsync("a", _ => "/b");
