@@ -145,11 +145,19 @@ internal sealed class GovernanceConfigurationSchema
 
                 break;
             case Kind.Duration:
-                if (ExpectLeaf(node, path, "a duration", errors) && value is not null
-                    && !TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out _))
+                if (ExpectLeaf(node, path, "a duration", errors) && value is not null)
                 {
-                    errors.Add($"{path} '{value}' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250");
-                    malformed.Add(path);
+                    if (!TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out _))
+                    {
+                        errors.Add($"{path} '{value}' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250");
+                        malformed.Add(path);
+                    }
+                    else if (value.Count(':') < 2)
+                    {
+                        // TimeSpan reads '5' as 5 days and '00:30' as 30 minutes: almost never what such a value means here.
+                        errors.Add($"{path} '{value}' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05 or 00:00:00.250): as written, .NET reads it as {TimeSpan.Parse(value, CultureInfo.InvariantCulture).ToString("c", CultureInfo.InvariantCulture)} ({(value.Contains(':', StringComparison.Ordinal) ? "hours and minutes" : "days")})");
+                        malformed.Add(path);
+                    }
                 }
 
                 break;

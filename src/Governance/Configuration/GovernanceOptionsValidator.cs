@@ -159,6 +159,18 @@ internal sealed partial class GovernanceOptionsValidator
             return false;
         }
 
+        if (uri.Port == 0)
+        {
+            problem = "has port 0, which no request can be sent to: give the port the endpoint listens on";
+            return false;
+        }
+
+        if (System.Net.IPAddress.TryParse(uri.Host, out var ip) && (ip.Equals(System.Net.IPAddress.Any) || ip.Equals(System.Net.IPAddress.IPv6Any)))
+        {
+            problem = $"has the wildcard address {uri.Host}, which a server listens on but no request can be sent to: give the endpoint's own address";
+            return false;
+        }
+
         problem = string.Empty;
         return true;
     }

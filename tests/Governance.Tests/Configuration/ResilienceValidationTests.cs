@@ -53,6 +53,8 @@ public sealed class ResilienceValidationTests
     [InlineData("Retry:Backoff", "Fibonacci", "Retry:Backoff 'Fibonacci' is not a known backoff (Constant, Linear, Exponential)")]
     [InlineData("Retry:BaseDelay", "-00:00:01", "Retry:BaseDelay '-00:00:01' must be between 00:00:00 and 1.00:00:00")]
     [InlineData("Retry:BaseDelay", "soon", "Retry:BaseDelay 'soon' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250")]
+    [InlineData("CircuitBreaker:BreakDuration", "5", "CircuitBreaker:BreakDuration '5' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05 or 00:00:00.250): as written, .NET reads it as 5.00:00:00 (days)")]
+    [InlineData("HealthCheck:Interval", "00:30", "HealthCheck:Interval '00:30' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05 or 00:00:00.250): as written, .NET reads it as 00:30:00 (hours and minutes)")]
     [InlineData("Retry:Jitter", "maybe", "Retry:Jitter 'maybe' is not true or false")]
     [InlineData("Retry:RetryOn:0", "4xx", "Retry:RetryOn:0 '4xx' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
     [InlineData("Retry:RetryOn:0", "700", "Retry:RetryOn:0 '700' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]

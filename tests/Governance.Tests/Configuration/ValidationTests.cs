@@ -68,6 +68,9 @@ public sealed class ValidationTests
     [InlineData("ftp://127.0.0.1:21", "is not an absolute http or https URI, such as http://10.0.0.5:8080")]
     [InlineData("127.0.0.1:5001", "is not an absolute http or https URI, such as http://10.0.0.5:8080")]
     [InlineData("http://127.0.0.1:5001/api", "must be only scheme://host:port: requests keep their own path and query, so a path, query, fragment or user info here would be ignored")]
+    [InlineData("http://10.0.0.5:0", "has port 0, which no request can be sent to: give the port the endpoint listens on")]
+    [InlineData("http://0.0.0.0:8080", "has the wildcard address 0.0.0.0, which a server listens on but no request can be sent to: give the endpoint's own address")]
+    [InlineData("http://[::]:8080", "has the wildcard address [::], which a server listens on but no request can be sent to: give the endpoint's own address")]
     public void Validate_MalformedShorthandAddress_NamesItemAndValue(string address, string problem)
     {
         var message = Single(new() { ["MeshGovernance:Services:catalog:Endpoints:0"] = address });
