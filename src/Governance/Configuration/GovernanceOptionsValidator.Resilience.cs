@@ -110,7 +110,8 @@ internal sealed partial class GovernanceOptionsValidator
     /// from: the service's own key, else the one under Defaults, else the service's key with "(default)". A conflict
     /// between two values that both come from Defaults (or built-in defaults) is not the service's: it is reported once,
     /// by the pass over Defaults alone (<paramref name="service"/> empty, <paramref name="path"/> the Defaults path),
-    /// which runs whether or not any service is configured.
+    /// which runs whether or not any service is configured. Runs after the range checks, so that a user sees every error
+    /// at once: a conflict is left out only when one of its two values was already reported out of range.
     /// </summary>
     private static void ValidateEffective(ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors)
     {
@@ -132,9 +133,12 @@ internal sealed partial class GovernanceOptionsValidator
             : fromDefaults is not null ? ($"{defaultsPath}:{key}", isDefaultsPass)
             : ($"{path}:{key} (default)", false);
 
+        // A value already reported out of range (by the range checks of this section or of Defaults) is not compared again.
+        bool Reported(string key) => errors.Exists(e => e.StartsWith(key + " '", StringComparison.Ordinal));
+
         void Conflict((string Key, bool Own) a, object aValue, string relation, (string Key, bool Own) b, object bValue, string? why = null)
         {
-            if (a.Own || b.Own)
+            if ((a.Own || b.Own) && !Reported(a.Key) && !Reported(b.Key))
             {
                 errors.Add(string.Create(CultureInfo.InvariantCulture, $"{a.Key} '{aValue}' {relation} {b.Key} '{bValue}'{(why is null ? null : ": " + why)}"));
             }

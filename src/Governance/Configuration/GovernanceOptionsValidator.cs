@@ -35,13 +35,10 @@ internal sealed partial class GovernanceOptionsValidator
 
         ValidateDiscoveryName(defaults.Discovery, $"{root}:Defaults:Discovery", errors);
         ValidateLoadBalancer(defaults.LoadBalancer, $"{root}:Defaults:LoadBalancer", errors);
-        var beforeDefaults = errors.Count;
         ValidateResilience(defaults, $"{root}:Defaults", errors);
-        if (errors.Count == beforeDefaults)
-        {
-            ValidateEffective(new ServiceOptions(), defaults, $"{root}:Defaults", $"{root}:Defaults", errors);
-        }
+        ValidateEffective(new ServiceOptions(), defaults, $"{root}:Defaults", $"{root}:Defaults", errors);
 
+        var inheritHashPolicy = new List<string>();
         foreach (var (name, service) in options.Services)
         {
             var path = $"{root}:Services:{name}";
@@ -56,14 +53,20 @@ internal sealed partial class GovernanceOptionsValidator
                 continue;
             }
 
-            ValidateService(name, service, defaults, path, $"{root}:Defaults", errors);
+            ValidateService(name, service, defaults, path, $"{root}:Defaults", errors, inheritHashPolicy);
+        }
+
+        if (inheritHashPolicy.Count > 0)
+        {
+            // Reported once, where the policy comes from, naming the services that take it as it is.
+            errors.Add($"{root}:Defaults:LoadBalancer:HashHeader is required when {root}:Defaults:LoadBalancer:Policy is ConsistentHash and a service sets no HashHeader of its own (service{(inheritHashPolicy.Count == 1 ? string.Empty : "s")} {string.Join(", ", inheritHashPolicy)}): name the request header that carries the affinity key, for example x-user-id");
         }
 
         ValidateConsul(options, errors);
         return errors;
     }
 
-    private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors)
+    private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors, List<string> inheritHashPolicy)
     {
         var discovery = service.Discovery ?? defaults.Discovery;
         if (service.Discovery is not null)
@@ -80,7 +83,7 @@ internal sealed partial class GovernanceOptionsValidator
         }
         else if (!isStatic && service.Endpoints.Count > 0)
         {
-            errors.Add($"{path}:Endpoints is only used with Discovery 'Static', but {path}:Discovery is '{discovery}': remove the endpoints or the discovery setting");
+            errors.Add($"{path}:Endpoints is only used with Discovery 'Static', but {(service.Discovery is null ? defaultsPath : path)}:Discovery is '{discovery}': remove the endpoints or set {path}:Discovery to Static");
         }
 
         var seen = new Dictionary<string, int>(StringComparer.OrdinalIgnoreCase);
@@ -98,15 +101,18 @@ internal sealed partial class GovernanceOptionsValidator
         var hashHeader = service.LoadBalancer?.HashHeader ?? defaults.LoadBalancer?.HashHeader;
         if (string.Equals(policy, LoadBalancingPolicyNames.ConsistentHash, StringComparison.OrdinalIgnoreCase) && string.IsNullOrWhiteSpace(hashHeader))
         {
-            errors.Add($"{path}:LoadBalancer:HashHeader is required when the policy of service '{name}' is ConsistentHash: name the request header that carries the affinity key, for example x-user-id");
+            if (service.LoadBalancer?.Policy is null)
+            {
+                inheritHashPolicy.Add(name);
+            }
+            else
+            {
+                errors.Add($"{path}:LoadBalancer:HashHeader is required when the policy of service '{name}' is ConsistentHash: name the request header that carries the affinity key, for example x-user-id");
+            }
         }
 
-        var before = errors.Count;
         ValidateResilience(service, path, errors);
-        if (errors.Count == before)
-        {
-            ValidateEffective(service, defaults, path, defaultsPath, errors);
-        }
+        ValidateEffective(service, defaults, path, defaultsPath, errors);
     }
 
     private static void ValidateEndpoint(EndpointOptions? endpoint, string path, Dictionary<string, int> seen, int index, List<string> errors)

@@ -47,6 +47,27 @@ public sealed class ResilienceValidationTests
         return Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>()).Failures.ToList();
     }
 
+    [Fact]
+    public void Validate_RangeErrorAndConflictInOneSection_BothReportedAtOnce()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Services:catalog:RateLimit:QueueLimit"] = "-1",
+            ["MeshGovernance:Services:catalog:Timeout:Total"] = "00:00:01",
+            ["MeshGovernance:Services:catalog:Timeout:PerAttempt"] = "00:00:05",
+            ["MeshGovernance:Defaults:Retry:BaseDelay"] = "2.00:00:00",
+            ["MeshGovernance:Services:catalog:Retry:MaxDelay"] = "00:00:01",
+        });
+
+        Assert.Equal(
+            [
+                "MeshGovernance:Defaults:Retry:BaseDelay '2.00:00:00' must be between 00:00:00 and 1.00:00:00",
+                "MeshGovernance:Services:catalog:RateLimit:QueueLimit '-1' must be 0 or more",
+                "MeshGovernance:Services:catalog:Timeout:PerAttempt '00:00:05' must not exceed MeshGovernance:Services:catalog:Timeout:Total '00:00:01'",
+            ],
+            failures.Order(StringComparer.Ordinal));
+    }
+
     [Theory]
     [InlineData("Retry:RetryOn:0", "200", "Retry:RetryOn:0 '200' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
     [InlineData("Retry:MaxRetries", "11", "Retry:MaxRetries '11' must be between 0 and 10")]

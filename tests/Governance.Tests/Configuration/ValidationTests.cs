@@ -198,6 +198,38 @@ public sealed class ValidationTests
     }
 
     [Fact]
+    public void Validate_ConsistentHashFromDefaultsWithoutHeader_ReportedOnceAtDefaults()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Defaults:LoadBalancer:Policy"] = "ConsistentHash",
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:orders:Endpoints:0"] = "http://127.0.0.1:5002",
+            ["MeshGovernance:Services:billing:Endpoints:0"] = "http://127.0.0.1:5003",
+            ["MeshGovernance:Services:billing:LoadBalancer:HashHeader"] = "x-account",
+        }).Failures;
+
+        Assert.Equal(
+            "MeshGovernance:Defaults:LoadBalancer:HashHeader is required when MeshGovernance:Defaults:LoadBalancer:Policy is ConsistentHash and a service sets no HashHeader of its own (services catalog, orders): name the request header that carries the affinity key, for example x-user-id",
+            Assert.Single(failures));
+    }
+
+    [Fact]
+    public void Validate_EndpointsWithDiscoveryFromDefaults_NamesTheDefaultsKey()
+    {
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Consul:Address"] = "http://127.0.0.1:8500",
+            ["MeshGovernance:Defaults:Discovery"] = "Consul",
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+        }).Failures;
+
+        Assert.Equal(
+            "MeshGovernance:Services:catalog:Endpoints is only used with Discovery 'Static', but MeshGovernance:Defaults:Discovery is 'Consul': remove the endpoints or set MeshGovernance:Services:catalog:Discovery to Static",
+            Assert.Single(failures));
+    }
+
+    [Fact]
     public void Validate_InvalidHashHeader_NamesKeyAndValue()
     {
         var message = Single(new()
