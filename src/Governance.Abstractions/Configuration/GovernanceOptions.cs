@@ -32,8 +32,11 @@ public sealed class GovernanceOptions
     /// </summary>
     public RegistrationOptions? Registration { get; set; }
 
-    /// <summary>Gets the configuration path the options were bound from, used to name keys in validation messages.</summary>
-    internal string SectionPath { get; set; } = SectionName;
+    /// <summary>
+    /// Gets the configuration path the options were bound from followed by <c>:</c> (empty for a configuration root whose
+    /// top-level keys are the settings), put before keys in validation messages.
+    /// </summary>
+    internal string KeyPrefix { get; set; } = SectionName + ":";
 
     /// <summary>Gets the errors found while reading raw configuration (unknown keys, malformed values), if any.</summary>
     internal List<string> ConfigurationErrors { get; } = [];

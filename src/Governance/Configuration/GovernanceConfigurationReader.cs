@@ -12,10 +12,27 @@ namespace Governance.Configuration;
 /// </summary>
 internal static class GovernanceConfigurationReader
 {
-    public static void Read(IConfiguration section, GovernanceOptions options)
+    public static void Read(IConfiguration configuration, GovernanceOptions options)
     {
-        var path = section is IConfigurationSection s ? s.Path : GovernanceOptions.SectionName;
-        options.SectionPath = path;
+        // A section is read as given. A whole configuration (builder.Configuration) is read from its MeshGovernance
+        // section when it has one; any other is read as the section itself, its keys named as they are.
+        var section = configuration;
+        string path;
+        if (configuration is IConfigurationSection given)
+        {
+            path = given.Path;
+        }
+        else if (configuration.GetSection(GovernanceOptions.SectionName) is { } inner && inner.Exists())
+        {
+            section = inner;
+            path = inner.Path;
+        }
+        else
+        {
+            path = string.Empty;
+        }
+
+        options.KeyPrefix = path.Length == 0 ? string.Empty : path + ":";
         var errors = options.ConfigurationErrors;
         var malformed = new List<string>();
         GovernanceConfigurationSchema.Root.Check(section, path, errors, malformed);
@@ -39,7 +56,7 @@ internal static class GovernanceConfigurationReader
 
     private static IConfiguration Without(IConfiguration section, string path, List<string> malformed)
     {
-        var prefix = path + ":";
+        var prefix = path.Length == 0 ? string.Empty : path + ":";
         var kept = new List<KeyValuePair<string, string?>>();
         foreach (var pair in section.AsEnumerable())
         {
@@ -49,7 +66,8 @@ internal static class GovernanceConfigurationReader
             }
         }
 
-        return new ConfigurationBuilder().AddInMemoryCollection(kept).Build().GetSection(path);
+        var copy = new ConfigurationBuilder().AddInMemoryCollection(kept).Build();
+        return path.Length == 0 ? copy : copy.GetSection(path);
     }
 
     private static void ReadEndpoints(IConfigurationSection service, ServiceOptions options)

@@ -15,9 +15,9 @@ internal sealed partial class GovernanceOptionsValidator
 
     private void ValidateConsul(GovernanceOptions options, List<string> errors)
     {
-        var root = options.SectionPath;
+        var root = options.KeyPrefix;
         var consul = options.Consul ?? new ConsulOptions();
-        var path = $"{root}:Consul";
+        var path = $"{root}Consul";
         if (!string.IsNullOrWhiteSpace(consul.Address))
         {
             var address = consul.Address.Trim();
@@ -46,7 +46,7 @@ internal sealed partial class GovernanceOptionsValidator
         Duration(consul.InitialResolutionTimeout, $"{path}:InitialResolutionTimeout", TimeSpan.Zero, ConsulConstants.MaxWaitTime, errors);
 
         var defaults = options.Defaults ?? new ServiceOptions();
-        ValidateTags(defaults.Tags, $"{root}:Defaults:Tags", errors);
+        ValidateTags(defaults.Tags, $"{root}Defaults:Tags", errors);
         var builtInConsul = _discovery.Contains(ServiceDiscoveryNames.Consul) && _discovery.Get(ServiceDiscoveryNames.Consul) is ConsulServiceDiscoveryProvider;
         var consulServices = new List<string>();
         foreach (var (name, service) in options.Services)
@@ -56,7 +56,7 @@ internal sealed partial class GovernanceOptionsValidator
                 continue;
             }
 
-            var servicePath = $"{root}:Services:{name}";
+            var servicePath = $"{root}Services:{name}";
             ValidateTags(service.Tags, $"{servicePath}:Tags", errors);
             var discovery = service.Discovery ?? defaults.Discovery;
             if (discovery is null || string.Equals(discovery, ServiceDiscoveryNames.Static, StringComparison.OrdinalIgnoreCase))
@@ -91,7 +91,7 @@ internal sealed partial class GovernanceOptionsValidator
 
             if (registering)
             {
-                users.Add($"{root}:Registration is on");
+                users.Add($"{root}Registration is on");
             }
 
             errors.Add($"{path}:Address is required because {string.Join(" and ", users)}: give the HTTP address of a Consul agent, such as http://127.0.0.1:8500");
@@ -105,16 +105,16 @@ internal sealed partial class GovernanceOptionsValidator
 
     private static void ValidateRegistration(RegistrationOptions registration, bool registering, GovernanceOptions options, List<string> errors)
     {
-        var root = options.SectionPath;
-        var path = $"{root}:Registration";
+        var root = options.KeyPrefix;
+        var path = $"{root}Registration";
         var name = options.Application?.Name?.Trim();
         if (registering && string.IsNullOrEmpty(name))
         {
-            errors.Add($"{root}:Application:Name is required when {path} is on: it is the service name registered in Consul");
+            errors.Add($"{root}Application:Name is required when {path} is on: it is the service name registered in Consul");
         }
         else if (registering && Uri.CheckHostName(name) != UriHostNameType.Dns)
         {
-            errors.Add($"{root}:Application:Name '{name}' cannot be registered in Consul: other services discover it by name as the host of their request URIs, so it must be a DNS name of letters, digits, '-' and '.'");
+            errors.Add($"{root}Application:Name '{name}' cannot be registered in Consul: other services discover it by name as the host of their request URIs, so it must be a DNS name of letters, digits, '-' and '.'");
         }
 
         if (registration.InstanceId is { Length: > 0 } id && id.Trim().Any(static c => c is '/' or '\\' or '?' or '#' or '%' || char.IsWhiteSpace(c) || char.IsControl(c)))

@@ -26,22 +26,22 @@ internal sealed partial class GovernanceOptionsValidator
         // Malformed values were left out of binding and are reported here; everything else is checked as usual.
         var errors = new List<string>(options.ConfigurationErrors);
 
-        var root = options.SectionPath;
+        var root = options.KeyPrefix;
         var defaults = options.Defaults ?? new ServiceOptions();
         if (defaults.Endpoints.Count > 0)
         {
-            errors.Add($"{root}:Defaults:Endpoints is not allowed: endpoints belong to a service under {root}:Services");
+            errors.Add($"{root}Defaults:Endpoints is not allowed: endpoints belong to a service under {root}Services");
         }
 
-        ValidateDiscoveryName(defaults.Discovery, $"{root}:Defaults:Discovery", errors);
-        ValidateLoadBalancer(defaults.LoadBalancer, $"{root}:Defaults:LoadBalancer", errors);
-        ValidateResilience(defaults, $"{root}:Defaults", errors);
-        ValidateEffective(new ServiceOptions(), defaults, $"{root}:Defaults", $"{root}:Defaults", errors);
+        ValidateDiscoveryName(defaults.Discovery, $"{root}Defaults:Discovery", errors);
+        ValidateLoadBalancer(defaults.LoadBalancer, $"{root}Defaults:LoadBalancer", errors);
+        ValidateResilience(defaults, $"{root}Defaults", errors);
+        ValidateEffective(new ServiceOptions(), defaults, $"{root}Defaults", $"{root}Defaults", errors);
 
         var inheritHashPolicy = new List<string>();
         foreach (var (name, service) in options.Services)
         {
-            var path = $"{root}:Services:{name}";
+            var path = $"{root}Services:{name}";
             if (Uri.CheckHostName(name) != UriHostNameType.Dns || name.Contains('.', StringComparison.Ordinal) && name.EndsWith('.'))
             {
                 errors.Add($"{path}: '{name}' is not a valid service name: it is used as the host of request URIs (http://{name}/...), so it must be a DNS name of letters, digits, '-' and '.'");
@@ -53,13 +53,13 @@ internal sealed partial class GovernanceOptionsValidator
                 continue;
             }
 
-            ValidateService(name, service, defaults, path, $"{root}:Defaults", errors, inheritHashPolicy);
+            ValidateService(name, service, defaults, path, $"{root}Defaults", errors, inheritHashPolicy);
         }
 
         if (inheritHashPolicy.Count > 0)
         {
             // Reported once, where the policy comes from, naming the services that take it as it is.
-            errors.Add($"{root}:Defaults:LoadBalancer:HashHeader is required when {root}:Defaults:LoadBalancer:Policy is ConsistentHash and a service sets no HashHeader of its own (service{(inheritHashPolicy.Count == 1 ? string.Empty : "s")} {string.Join(", ", inheritHashPolicy)}): name the request header that carries the affinity key, for example x-user-id");
+            errors.Add($"{root}Defaults:LoadBalancer:HashHeader is required when {root}Defaults:LoadBalancer:Policy is ConsistentHash and a service sets no HashHeader of its own (service{(inheritHashPolicy.Count == 1 ? string.Empty : "s")} {string.Join(", ", inheritHashPolicy)}): name the request header that carries the affinity key, for example x-user-id");
         }
 
         ValidateConsul(options, errors);

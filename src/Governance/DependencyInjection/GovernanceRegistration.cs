@@ -119,10 +119,12 @@ internal sealed class GovernanceRegistration
         WithdrawProvisional(services);
         _hasNamedSource = true;
 
-        // The same delegate passed again runs once; different delegates all run, in order, as services.Configure does.
+        // After every configuration source, whatever the order of the calls (a source added later would otherwise clear
+        // the endpoints this code lists and overwrite its values). The same delegate passed again runs once; different
+        // delegates all run, in the order they were given.
         if (_codeConfigurations.Add(configure))
         {
-            services.Configure(configure);
+            services.PostConfigure(configure);
         }
     }
 

@@ -30,7 +30,11 @@ public static class MeshGovernanceServiceCollectionExtensions
     /// <see cref="System.Net.Http.IHttpClientFactory"/> client. Calling it again with the same section is harmless.
     /// </summary>
     /// <param name="services">The service collection.</param>
-    /// <param name="configuration">The configuration section, for example <c>builder.Configuration.GetSection("MeshGovernance")</c>.</param>
+    /// <param name="configuration">
+    /// The configuration section, for example <c>builder.Configuration.GetSection("MeshGovernance")</c>. A whole
+    /// configuration is read from its <c>MeshGovernance</c> section when it has one, otherwise as the section itself (a
+    /// configuration built for governance alone, whose top-level keys are <c>Services</c>, <c>Defaults</c>, …).
+    /// </param>
     /// <returns><paramref name="services"/>, for chaining.</returns>
     public static IServiceCollection AddMeshGovernance(this IServiceCollection services, IConfiguration configuration)
     {

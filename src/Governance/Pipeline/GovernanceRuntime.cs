@@ -239,7 +239,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
         if (zones.Count > 0)
         {
-            LogZoneUnmatched(_logger, $"{options.SectionPath}:Application:Zone", zone, string.Join(", ", zones));
+            LogZoneUnmatched(_logger, $"{options.KeyPrefix}Application:Zone", zone, string.Join(", ", zones));
         }
     }
 

@@ -57,14 +57,14 @@ internal sealed class RegistrationSettings
             return null;
         }
 
-        var root = options.SectionPath;
-        var section = root + ":Registration";
+        var root = options.KeyPrefix;
+        var section = root + "Registration";
         var connection = ConsulConnection.Create(options.Consul)
-            ?? throw new InvalidOperationException($"{root}:Consul:Address is required when registration is on");
+            ?? throw new InvalidOperationException($"{root}Consul:Address is required when registration is on");
         var name = options.Application?.Name?.Trim();
         if (string.IsNullOrEmpty(name))
         {
-            throw new InvalidOperationException($"{root}:Application:Name is required when registration is on");
+            throw new InvalidOperationException($"{root}Application:Name is required when registration is on");
         }
 
         var configuredAddress = NullIfEmpty(registration.Address);

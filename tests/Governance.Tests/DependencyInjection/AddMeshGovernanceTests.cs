@@ -161,6 +161,80 @@ public sealed class AddMeshGovernanceTests
         Assert.False(provider.GetRequiredService<GovernanceRuntime>().TryGetService("orders", out _), "the default section was bound too");
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AddMeshGovernance_CodeAndSection_CodeRunsAfterBindingWhicheverComesFirst(bool codeFirst)
+    {
+        var section = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "Random",
+        }).Build().GetSection("MeshGovernance");
+        var services = new ServiceCollection();
+        Action<GovernanceOptions> code = o =>
+        {
+            o.Services["catalog"].Endpoints.Add(new EndpointOptions { Address = "http://127.0.0.1:5002" });
+            o.Services["catalog"].LoadBalancer!.Policy = "RoundRobin";
+        };
+        if (codeFirst)
+        {
+            services.AddMeshGovernance(code);
+            services.AddMeshGovernance(section);
+        }
+        else
+        {
+            services.AddMeshGovernance(section);
+            services.AddMeshGovernance(code);
+        }
+
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        Assert.Equal(["http://127.0.0.1:5001", "http://127.0.0.1:5002"], service.Endpoints.All.Select(e => e.Authority));
+        Assert.Equal("RoundRobin", service.Settings.Policy.Name);
+    }
+
+    [Fact]
+    public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Logging:LogLevel:Default"] = "Information",
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration);
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out _));
+    }
+
+    [Fact]
+    public void AddMeshGovernance_ConfigurationRootOfSettings_NamesKeysAsTheyAreAndReportsEveryError()
+    {
+        // A configuration built for governance alone (its own file): the settings are its top-level keys.
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["Services:catalog:Endpoints:0:Weight"] = "six",
+            ["Services:catalog:LoadBalancer:Policy"] = "Fastest",
+            ["Services:orders:Endpoints:0"] = "http://127.0.0.1:5002",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration);
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal(
+            [
+                "Services:catalog:Endpoints:0:Weight 'six' is not a whole number",
+                "Services:catalog:LoadBalancer:Policy 'Fastest' is not a known policy (RoundRobin, Random, LeastRequest, ConsistentHash)",
+            ],
+            ex.Failures.Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public void AddMeshGovernance_SameActionTwice_RunsItOnce()
     {
