@@ -230,6 +230,32 @@ public sealed class ValidationTests
     }
 
     [Fact]
+    public void AddMeshGovernance_EmptyTypedValues_MeanNotSet()
+    {
+        // An environment variable set to nothing arrives as "": the key's default applies, as README says.
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Endpoints:0:Weight"] = "",
+            ["MeshGovernance:Services:catalog:Retry:MaxRetries"] = "",
+            ["MeshGovernance:Services:catalog:Retry:Jitter"] = "",
+            ["MeshGovernance:Services:catalog:CircuitBreaker:FailureRatio"] = "",
+            ["MeshGovernance:Services:catalog:Timeout:Total"] = "",
+            ["MeshGovernance:Defaults:Retry:MaxRetries"] = "4",
+        }).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var service));
+        Assert.Equal(1, Assert.Single(service.Endpoints.All).Endpoint.Weight);
+        Assert.Equal(4, service.Policy.Settings.Retry.MaxRetries);
+        Assert.True(service.Policy.Settings.Retry.Jitter);
+        Assert.Equal(0.5, service.Policy.Settings.CircuitBreaker!.FailureRatio);
+        Assert.Equal(TimeSpan.FromSeconds(30), service.Policy.Timeout.Total);
+    }
+
+    [Fact]
     public void Validate_InvalidHashHeader_NamesKeyAndValue()
     {
         var message = Single(new()
