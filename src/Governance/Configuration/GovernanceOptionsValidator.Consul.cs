@@ -150,6 +150,13 @@ internal sealed partial class GovernanceOptionsValidator
                 errors.Add($"{p}:HttpPath and {p}:Ttl are both set: the check is either an HTTP check (HttpPath) or a TTL check (Ttl), so remove one of them");
             }
 
+            if (check.Ttl is not null && string.IsNullOrWhiteSpace(check.HttpPath) && (check.Interval is not null || check.Timeout is not null))
+            {
+                var both = check.Interval is not null && check.Timeout is not null;
+                var keys = both ? "Interval, Timeout" : check.Interval is not null ? "Interval" : "Timeout";
+                errors.Add($"{p}:{keys} {(both ? "have" : "has")} no effect with {p}:Ttl: Consul runs an HTTP check at an interval with a timeout, while a TTL check is kept passing by heartbeats every Ttl/3; remove {(both ? "them" : "it")} or Ttl");
+            }
+
             Duration(check.Interval, $"{p}:Interval", TimeSpan.FromSeconds(1), errors);
             Duration(check.Timeout, $"{p}:Timeout", TimeSpan.FromMilliseconds(1), errors);
             Duration(check.Ttl, $"{p}:Ttl", TimeSpan.FromSeconds(1), errors);

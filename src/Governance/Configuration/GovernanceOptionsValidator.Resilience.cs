@@ -194,6 +194,39 @@ internal sealed partial class GovernanceOptionsValidator
             }
         }
 
+        if (!isDefaultsPass)
+        {
+            // Keys a service sets for a feature that is off because its switch is set nowhere: the user most likely
+            // expected them to turn it on (as RateLimit keys do). A switch set to off (here or in Defaults) parks them on purpose.
+            if (service.Hedging is { Enabled: null } hedging && defaults.Hedging?.Enabled is null)
+            {
+                NoEffect($"{path}:Hedging", hedging.Delay is null ? null : "Delay", hedging.MaxHedgedAttempts is null ? null : "MaxHedgedAttempts", $"hedging is off unless Hedging:Enabled is true (the default is false); set {path}:Hedging:Enabled to true");
+            }
+
+            if (service.HealthCheck is { Path: null } checks && defaults.HealthCheck?.Path is null)
+            {
+                NoEffect($"{path}:HealthCheck", checks.Interval is null ? null : "Interval", checks.Timeout is null ? null : "Timeout", $"active health checks are off unless HealthCheck:Path is set; set {path}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose)", checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold", checks.HealthyThreshold is null ? null : "HealthyThreshold");
+            }
+        }
+
+        void NoEffect(string section, string? a, string? b, string why, string? c = null, string? d = null)
+        {
+            var keys = new List<string>(4);
+            foreach (var key in (ReadOnlySpan<string?>)[a, b, c, d])
+            {
+                // A value already reported out of range is not reported again.
+                if (key is not null && !Reported($"{section}:{key}"))
+                {
+                    keys.Add(key);
+                }
+            }
+
+            if (keys.Count > 0)
+            {
+                errors.Add($"{section}:{string.Join(", ", keys)} {(keys.Count == 1 ? "has" : "have")} no effect: {why}, or remove {(keys.Count == 1 ? "it" : "them")}");
+            }
+        }
+
         if (settings.RateLimit is { } limit && RateLimiterFactory.UsesBucket(limit) && !RateLimiterFactory.CanRefill(limit))
         {
             // The bucket refills at most once a millisecond and never past Burst, so it could not sustain the rate.

@@ -189,6 +189,40 @@ public sealed class ResilienceValidationTests
     }
 
     [Fact]
+    public void Validate_KeysOfFeaturesSwitchedOnNowhere_AreRejectedAsHavingNoEffect()
+    {
+        var failures = Validate(new()
+        {
+            [$"{Service}:Hedging:Delay"] = "00:00:00.050",
+            [$"{Service}:Hedging:MaxHedgedAttempts"] = "2",
+            [$"{Service}:HealthCheck:Interval"] = "00:00:05",
+        });
+
+        Assert.Equal(
+            [
+                $"{Service}:HealthCheck:Interval has no effect: active health checks are off unless HealthCheck:Path is set; set {Service}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose), or remove it",
+                $"{Service}:Hedging:Delay, MaxHedgedAttempts have no effect: hedging is off unless Hedging:Enabled is true (the default is false); set {Service}:Hedging:Enabled to true, or remove them",
+            ],
+            failures.Order(StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("Hedging:Enabled", "false")] // switched off on purpose: the keys are kept for later
+    [InlineData("HealthCheck:Path", "")]
+    public void Validate_KeysOfFeaturesSwitchedOffOnPurpose_AreAccepted(string key, string value)
+    {
+        var failures = TryValidate(new()
+        {
+            [$"{Service}:Hedging:Delay"] = "00:00:00.050",
+            [$"{Service}:HealthCheck:Interval"] = "00:00:05",
+            [$"{Service}:{key}"] = value,
+            [key.StartsWith("Hedging", StringComparison.Ordinal) ? "MeshGovernance:Defaults:HealthCheck:Path" : "MeshGovernance:Defaults:Hedging:Enabled"] = key.StartsWith("Hedging", StringComparison.Ordinal) ? "" : "false",
+        });
+
+        Assert.Empty(failures);
+    }
+
+    [Fact]
     public void Validate_InheritedBurstUnderAWindowAlgorithm_IsAccepted()
     {
         // Defaults' Burst serves the services that use a bucket; one service's window algorithm cannot unset it.

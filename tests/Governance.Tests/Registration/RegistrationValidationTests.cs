@@ -19,6 +19,23 @@ public sealed class RegistrationValidationTests
     }
 
     [Fact]
+    public void Validate_HttpCheckKeysBesideTtl_HaveNoEffect()
+    {
+        var ex = Validate(new()
+        {
+            ["Application:Name"] = "orders",
+            ["Consul:Address"] = "http://127.0.0.1:8500",
+            ["Registration:Check:Ttl"] = "00:00:30",
+            ["Registration:Check:Interval"] = "00:00:05",
+            ["Registration:Check:Timeout"] = "00:00:02",
+        });
+
+        Assert.Equal(
+            "MeshGovernance:Registration:Check:Interval, Timeout have no effect with MeshGovernance:Registration:Check:Ttl: Consul runs an HTTP check at an interval with a timeout, while a TTL check is kept passing by heartbeats every Ttl/3; remove them or Ttl",
+            Assert.Single(ex.Failures));
+    }
+
+    [Fact]
     public void Validate_BadRegistrationValues_EveryErrorNamesItsKey()
     {
         var ex = Validate(new()

@@ -101,9 +101,10 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
         Assert.All([a, b], s => Assert.Equal(1, s.Probes));
 
-        // Off by reload: the checker is told to stop at once (its pause may still fire, its cancellation callbacks run on
-        // the thread pool, but it starts no other round: no probe, no new pause).
-        governed.Configuration[PathKey] = null;
+        // Off by reload (an empty Path; without the key, its Interval and Timeout would be errors: they would do nothing):
+        // the checker is told to stop at once (its pause may still fire, its cancellation callbacks run on the thread
+        // pool, but it starts no other round: no probe, no new pause).
+        governed.Configuration[PathKey] = string.Empty;
         governed.Configuration.Reload();
         Assert.Null(Faults.Runtime(governed).Settings.Resilience.HealthCheck);
         time.Advance(3 * Interval);
