@@ -3,7 +3,7 @@ namespace Governance.Configuration;
 /// <summary>Describes the application that makes the calls (<c>MeshGovernance:Application</c>).</summary>
 public sealed class ApplicationOptions
 {
-    /// <summary>Gets or sets the application's service name, used in telemetry and registry registration. Default: <see langword="null"/>.</summary>
+    /// <summary>Gets or sets the application's service name: the name it registers under in Consul (<see cref="GovernanceOptions.Registration"/>). Default: <see langword="null"/>.</summary>
     public string? Name { get; set; }
 
     /// <summary>

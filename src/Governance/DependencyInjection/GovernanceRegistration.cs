@@ -193,9 +193,21 @@ internal sealed class GovernanceRegistration
     {
         public void Configure(GovernanceOptions options)
         {
-            if (section is not null)
+            if (section is null)
+            {
+                return;
+            }
+
+            try
             {
                 GovernanceConfigurationReader.Read(section, options);
+            }
+#pragma warning disable CA1031 // A configuration that cannot be read is reported like any invalid one: at startup with the other errors, on reload logged with the last good configuration kept.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                var path = (section as IConfigurationSection)?.Path;
+                options.ConfigurationErrors.Add($"{(string.IsNullOrEmpty(path) ? "The configuration" : path)} could not be read: {ex.Message}");
             }
         }
     }

@@ -174,6 +174,50 @@ public sealed class ReloadTests
     }
 
     [Fact]
+    public async Task Reload_ConfigurationThatCannotBeRead_IsLoggedAndLastGoodConfigurationStays()
+    {
+        await using var a = await LoopbackServer.StartAsync("a");
+        var logs = new CapturingLoggerProvider();
+        var failing = new FailingConfigurationSource();
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["MeshGovernance:Services:catalog:Endpoints:0"] = a.Address.ToString() })
+            .Add(failing)
+            .Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        services.AddLogging(l => l.AddProvider(logs));
+        services.AddMeshGovernance();
+        await using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        // The provider now fails while its keys are enumerated (what a broken custom provider does), and reloads.
+        failing.Provider.Fail = true;
+        configuration.Reload();
+
+        var rejected = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationReloadRejected);
+        Assert.Contains("MeshGovernance could not be read: the provider broke", rejected.Message, StringComparison.Ordinal);
+        Assert.True(runtime.TryGetService("catalog", out var service));
+        Assert.Equal(a.Address.GetLeftPart(UriPartial.Authority), Assert.Single(service.Endpoints.All).Authority);
+    }
+
+    private sealed class FailingConfigurationSource : IConfigurationSource
+    {
+        public FailingConfigurationProvider Provider { get; } = new();
+
+        public IConfigurationProvider Build(IConfigurationBuilder builder) => Provider;
+    }
+
+    private sealed class FailingConfigurationProvider : ConfigurationProvider
+    {
+        public bool Fail { get; set; }
+
+        public override IEnumerable<string> GetChildKeys(IEnumerable<string> earlierKeys, string? parentPath) =>
+            Fail && parentPath is not null && parentPath.StartsWith("MeshGovernance", StringComparison.OrdinalIgnoreCase)
+                ? throw new InvalidOperationException("the provider broke")
+                : base.GetChildKeys(earlierKeys, parentPath);
+    }
+
+    [Fact]
     public async Task Reload_MalformedValue_IsLoggedAndLastGoodConfigurationStays()
     {
         await using var a = await LoopbackServer.StartAsync("a");
