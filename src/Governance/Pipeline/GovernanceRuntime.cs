@@ -17,6 +17,10 @@ namespace Governance.Pipeline;
 internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 {
     private readonly object _gate = new();
+
+    /// <summary>Held while a configuration is validated and put in force: one apply at a time, whichever thread reloads.</summary>
+    private readonly object _applyGate = new();
+    private readonly IOptionsMonitor<GovernanceOptions> _options;
     private readonly GovernanceOptionsValidator _validator;
     private readonly LoadBalancingPolicyRegistry _policies;
     private readonly ServiceDiscoveryProviderRegistry _discovery;
@@ -26,6 +30,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     private readonly ILogger _logger;
     private readonly IDisposable? _subscription;
     private volatile FrozenDictionary<string, ServiceRuntime> _services = FrozenDictionary<string, ServiceRuntime>.Empty;
+    private GovernanceOptions? _seen;
     private bool _disposed;
 
     public GovernanceRuntime(
@@ -45,6 +50,8 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         _loggerFactory = loggerFactory;
         _logger = loggerFactory.CreateLogger("Governance.Configuration");
 
+        _options = options;
+
         var initial = options.CurrentValue;
         var errors = validator.Validate(initial);
         if (errors.Count > 0)
@@ -52,9 +59,21 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             throw new OptionsValidationException(Options.DefaultName, typeof(GovernanceOptions), errors);
         }
 
-        Apply(initial);
+        lock (_applyGate)
+        {
+            Apply(initial);
+            _seen = initial;
+
+            // Subscribed under the gate: a change from now on is applied after this one; a change since the first read
+            // is applied here.
+            _subscription = options.OnChange(OnChange);
+            if (!ReferenceEquals(options.CurrentValue, initial))
+            {
+                ApplyLatest();
+            }
+        }
+
         instrumentation.Observe(() => _services.Values);
-        _subscription = options.OnChange(OnChange);
     }
 
     /// <summary>Gets the governed services by logical name (case-insensitive).</summary>
@@ -85,13 +104,31 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         }
     }
 
-    private void OnChange(GovernanceOptions options, string? name)
+    private void OnChange(GovernanceOptions changed, string? name)
     {
         if (name is not null && name != Options.DefaultName)
         {
             return;
         }
 
+        // Two sources may reload at once (two files of one ConfigMap), each on its own thread: the applies are serialized,
+        // and each puts the latest configuration in force, so an older one never replaces a newer one.
+        lock (_applyGate)
+        {
+            ApplyLatest();
+        }
+    }
+
+    /// <summary>Validates and applies the monitor's current configuration unless it was already seen. Called under <see cref="_applyGate"/>.</summary>
+    private void ApplyLatest()
+    {
+        var options = _options.CurrentValue;
+        if (ReferenceEquals(options, _seen))
+        {
+            return;
+        }
+
+        _seen = options;
         try
         {
             var errors = _validator.Validate(options);
