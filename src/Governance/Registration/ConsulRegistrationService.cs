@@ -33,6 +33,9 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
     /// answer came back (cancelled at shutdown, timed out, connection lost), so the agent may have applied it.
     /// </summary>
     private volatile bool _mayBeRegistered;
+
+    /// <summary>Whether deregistration was tried (on graceful stop): disposal does not try again.</summary>
+    private bool _deregistrationTried;
     private bool _stopped;
 
     public ConsulRegistrationService(IOptionsMonitor<GovernanceOptions> options, ConsulHttpClient http, TimeProvider time, ILoggerFactory loggerFactory, IConfiguration? configuration = null)
@@ -92,14 +95,36 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
         }
     }
 
-    public async Task StoppingAsync(CancellationToken cancellationToken)
+    public Task StoppingAsync(CancellationToken cancellationToken) => StopAndDeregisterAsync(cancellationToken);
+
+    public Task StopAsync(CancellationToken cancellationToken) => StopLoopAsync();
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Stops the loop and deregisters the instance if it is (or may be) still registered: the host did not stop it
+    /// gracefully (its start failed after this service registered, for example another service's start threw), and an
+    /// instance left behind would stay in Consul, passing forever without a check.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        await StopAndDeregisterAsync(CancellationToken.None).ConfigureAwait(false);
+        _stop.Dispose();
+    }
+
+    /// <summary>Stops the loop without waiting for it (a container disposed synchronously); no deregistration.</summary>
+    public void Dispose() => _ = StopLoopAsync();
+
+    private async Task StopAndDeregisterAsync(CancellationToken cancellationToken)
     {
         await StopLoopAsync().ConfigureAwait(false);
         var registered = _registered;
-        if (_settings is not { } settings || !(registered || _mayBeRegistered))
+        if (_settings is not { } settings || !(registered || _mayBeRegistered) || _deregistrationTried)
         {
             return;
         }
+
+        _deregistrationTried = true;
 
         using var timeout = new CancellationTokenSource(ConsulConstants.DeregistrationTimeout, _time);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, timeout.Token);
@@ -121,19 +146,6 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
             LogDeregistrationFailed(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
         }
     }
-
-    public Task StopAsync(CancellationToken cancellationToken) => StopLoopAsync();
-
-    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public async ValueTask DisposeAsync()
-    {
-        await StopLoopAsync().ConfigureAwait(false);
-        _stop.Dispose();
-    }
-
-    /// <summary>Stops the loop without waiting for it (a container disposed synchronously); no deregistration.</summary>
-    public void Dispose() => _ = StopLoopAsync();
 
     private async Task StopLoopAsync()
     {

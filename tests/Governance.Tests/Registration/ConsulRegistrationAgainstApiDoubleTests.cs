@@ -30,7 +30,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         ["MeshGovernance:Registration:Port"] = "8080",
     };
 
-    private static TestHost BuildHost(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null, Func<string?>? hostAddress = null)
+    private static TestHost BuildHost(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null, Func<string?>? hostAddress = null, Action<IServiceCollection>? configure = null)
     {
         var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Configuration.AddInMemoryCollection(settings);
@@ -42,6 +42,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         }
 
         builder.Services.AddMeshGovernance();
+        configure?.Invoke(builder.Services);
         var host = builder.Build();
         var registration = host.Services.GetServices<IHostedService>().OfType<ConsulRegistrationService>().Single();
         registration.Environment = static _ => null; // Whatever the machine running the tests has set.
@@ -243,6 +244,53 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         Assert.Null(consul.GetRegistration(id));
         Assert.Contains(logs.Entries, e => e.EventId.Id == 1606 && e.Level == LogLevel.Debug);
         Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1605);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_HostStartFailedAfterRegistering_Deregisters()
+    {
+        // Another service's start fails after this instance registered: the host never stops gracefully, it is disposed.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var logs = new CapturingLoggerProvider();
+        var host = BuildHost(Settings(consul.Address), new FakeTimeProvider(), logs, configure: s => s.AddHostedService<FailingToStart>());
+        var id = $"orders-{Machine}-8080";
+        await Assert.ThrowsAsync<InvalidOperationException>(() => host.StartAsync().WaitAsync(Guard));
+        Assert.NotNull(consul.GetRegistration(id));
+
+        await host.DisposeAsync().AsTask().WaitAsync(Guard);
+
+        Assert.Null(consul.GetRegistration(id));
+        Assert.Equal($"PUT /v1/agent/service/deregister/{id}", $"{consul.Requests[^1].Method} {consul.Requests[^1].Path}");
+        Assert.Single(logs.Entries, e => e.EventId.Id == 1604);
+    }
+
+    [Fact]
+    public async Task DisposeAsync_AfterGracefulStop_DoesNotDeregisterAgain()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var host = BuildHost(Settings(consul.Address), new FakeTimeProvider());
+        await host.StartAsync().WaitAsync(Guard);
+        await host.StopAsync().WaitAsync(Guard);
+        var requests = consul.Requests.Count;
+
+        await host.DisposeAsync().AsTask().WaitAsync(Guard);
+
+        Assert.Equal(requests, consul.Requests.Count);
+    }
+
+    private sealed class FailingToStart : IHostedLifecycleService
+    {
+        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StartedAsync(CancellationToken cancellationToken) => throw new InvalidOperationException("another service failed to start");
+
+        public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 
     [Fact]
