@@ -30,7 +30,7 @@ internal sealed partial class GovernanceHandler
         // as when an async method returns at its first await (ExecutionContext.Restore: no allocation).
         var callerContext = ExecutionContext.Capture();
         var previous = System.Diagnostics.Activity.Current;
-        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.StartedAt, call.Policy.SpanClock) is not { } activity)
+        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is not { } activity)
         {
             return SendFirstAttempt(call, lease);
         }

@@ -13,10 +13,12 @@ namespace Governance.Pipeline;
 /// itself, in this order (outermost first), so that a request pays for one continuation on the socket's task
 /// (GovernanceHandler.Inline.cs) instead of one async layer per concern:
 /// <list type="number">
-///   <item><description>tracing: the logical-call span and metrics;</description></item>
+///   <item><description>routing: which service the logical host maps to (first: every stage below is per service, the
+///   span's name and tags included), and for a service whose discovery has not answered yet the wait for its first answer;</description></item>
+///   <item><description>tracing: the logical-call span and metrics, measured from when the call reached governance (the
+///   waits for discovery and in the rate limit's queue included);</description></item>
 ///   <item><description>rate limit: per destination service, once per logical call, before any network work;</description></item>
-///   <item><description>routing: which service (and subset) the logical host maps to;</description></item>
-///   <item><description>total timeout (<c>Timeout:Total</c>);</description></item>
+///   <item><description>total timeout (<c>Timeout:Total</c>), from when the call was admitted;</description></item>
 ///   <item><description>retry (Polly), entered only after a first attempt failed in a retryable way;</description></item>
 ///   <item><description>load balancing: pick an endpoint (avoiding ones already tried), rewrite the URI, restore it after;</description></item>
 ///   <item><description>per-endpoint circuit breaker (Polly) and outlier accounting;</description></item>
@@ -42,13 +44,22 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             return base.SendAsync(request, cancellationToken);
         }
 
+        return SendGoverned(service, request, logical, arrivedAt: null, cancellationToken);
+    }
+
+    /// <summary>
+    /// A call to a governed service, from the first stage on; <paramref name="arrivedAt"/> is when it reached governance
+    /// if it already waited for discovery's first answer.
+    /// </summary>
+    private Task<HttpResponseMessage> SendGoverned(ServiceRuntime service, HttpRequestMessage request, Uri logical, long? arrivedAt, CancellationToken cancellationToken)
+    {
         // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer; the first
         // requests to a service whose discovery has not answered yet wait for that answer instead.
         if (service.Endpoints is { Candidates.Length: 0 } empty)
         {
             if (empty.IsPending)
             {
-                return SendWhenResolvedAsync(service, request, cancellationToken);
+                return SendWhenResolvedAsync(service, request, logical, arrivedAt ?? service.Policy.Time.GetTimestamp(), cancellationToken);
             }
 
             // One exception and one faulted task per endpoint set, shared by the calls it refuses (RefusedCall);
@@ -68,7 +79,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 if (policy.Settings.RateLimit!.QueueLimit > 0)
                 {
                     lease.Dispose();
-                    return SendQueuedAsync(service, policy, request, logical, limiter, cancellationToken);
+                    return SendQueuedAsync(service, policy, request, logical, limiter, arrivedAt ?? policy.Time.GetTimestamp(), cancellationToken);
                 }
 
                 // Rejected before any network work, without throwing inside the pipeline.
@@ -76,7 +87,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             }
         }
 
-        return SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken), lease);
+        return SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken, arrivedAt), lease);
     }
 
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
@@ -369,7 +380,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         }
     }
 
-    private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, CancellationToken cancellationToken)
+    private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, Uri logical, long arrivedAt, CancellationToken cancellationToken)
     {
         var timeout = service.Settings.FirstAnswerTimeout;
         if (!await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false))
@@ -377,10 +388,10 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             throw new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");
         }
 
-        return await SendAsync(request, cancellationToken).ConfigureAwait(false);
+        return await SendGoverned(service, request, logical, arrivedAt, cancellationToken).ConfigureAwait(false);
     }
 
-    private async Task<HttpResponseMessage> SendQueuedAsync(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, RateLimiter limiter, CancellationToken cancellationToken)
+    private async Task<HttpResponseMessage> SendQueuedAsync(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, RateLimiter limiter, long arrivedAt, CancellationToken cancellationToken)
     {
         // The rate limit is outside the total timeout: the call's clock starts when the permit is granted.
         var lease = await limiter.AcquireAsync(1, cancellationToken).ConfigureAwait(false);
@@ -389,7 +400,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             throw Rejected(service, request, lease);
         }
 
-        return await SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken), lease).ConfigureAwait(false);
+        return await SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken, arrivedAt), lease).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -411,7 +422,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     private async ValueTask<HttpResponseMessage> SendHedgedAsync(GovernedCall call, RateLimitLease? lease)
     {
         // The span starts here, inside the async method, so that Activity.Current changes stay inside this call.
-        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.StartedAt, call.Policy.SpanClock) is { } activity)
+        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is { } activity)
         {
             call = new GovernedCall(call, call.Request, activity);
         }
@@ -452,7 +463,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         var instrumentation = call.Service.Instrumentation;
         if (call.Activity is not null || instrumentation.RequestDuration.Enabled)
         {
-            instrumentation.EndCall(call.Activity, call.Service, call.Request, call.StartedAt, call.Policy.Time, call.Policy.SpanClock, response, error);
+            instrumentation.EndCall(call.Activity, call.Service, call.Request, call.ArrivedAt, call.Policy.Time, call.Policy.SpanClock, response, error);
         }
 
         return false;

@@ -5,7 +5,16 @@ namespace Governance.Pipeline;
 /// <summary>What every attempt of one logical call needs, passed by value (no allocation on the fast path).</summary>
 internal readonly struct GovernedCall
 {
-    public GovernedCall(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, CancellationToken callerToken)
+    /// <param name="service">The governed service.</param>
+    /// <param name="policy">The service's policy for this call.</param>
+    /// <param name="request">The caller's request.</param>
+    /// <param name="logical">The caller's (logical) URI.</param>
+    /// <param name="callerToken">The caller's token.</param>
+    /// <param name="arrivedAt">
+    /// When the call reached governance (a timestamp of the service's clock), if it waited before starting (in the rate
+    /// limit's queue, or for discovery's first answer); the call starts now otherwise.
+    /// </param>
+    public GovernedCall(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, CancellationToken callerToken, long? arrivedAt = null)
     {
         Service = service;
         Policy = policy;
@@ -13,6 +22,7 @@ internal readonly struct GovernedCall
         Logical = logical;
         CallerToken = callerToken;
         StartedAt = policy.Time.GetTimestamp();
+        ArrivedAt = arrivedAt ?? StartedAt;
     }
 
     /// <summary>Initializes a copy of <paramref name="call"/> for another request message (a hedged attempt) or with its span.</summary>
@@ -25,6 +35,7 @@ internal readonly struct GovernedCall
         Logical = call.Logical;
         CallerToken = call.CallerToken;
         StartedAt = call.StartedAt;
+        ArrivedAt = call.ArrivedAt;
     }
 
     public ServiceRuntime Service { get; }
@@ -37,7 +48,14 @@ internal readonly struct GovernedCall
 
     public CancellationToken CallerToken { get; }
 
+    /// <summary>Gets when the call started (a timestamp of the service's clock): its total timeout runs from here.</summary>
     public long StartedAt { get; }
+
+    /// <summary>
+    /// Gets when the call reached governance: <see cref="StartedAt"/>, or earlier when it first waited in the rate
+    /// limit's queue or for discovery's first answer. Its span and duration run from here.
+    /// </summary>
+    public long ArrivedAt { get; }
 
     /// <summary>Gets the span of the logical call, or <see langword="null"/> when nobody listens.</summary>
     public System.Diagnostics.Activity? Activity { get; }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
+using Governance.Tests.Resilience;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -36,6 +37,50 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     public void Dispose() => _listener.Dispose();
 
     private List<Activity> Spans(ActivityTraceId trace) => _stopped.Where(a => a.TraceId == trace).ToList();
+
+    [Fact]
+    public async Task GetAsync_WaitedInTheRateLimitQueue_SpanIncludesTheWait()
+    {
+        Listen();
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        var time = new ObservedTimeProvider();
+        var settings = Faults.Settings(server)
+            .With("RateLimit:Algorithm", "Concurrency")
+            .With("RateLimit:Burst", 1)
+            .With("RateLimit:QueueLimit", 1);
+        await using var governed = Faults.Create(settings, time);
+        var wait = TimeSpan.FromSeconds(5);
+        try
+        {
+            // The first call holds the only permit; the second waits for it in the queue while 5 s pass.
+            var (firstTrace, first) = Traced("first");
+            await held.WaitForArrivalAsync();
+            var (queuedTrace, queued) = Traced("queued");
+            time.Advance(wait);
+            held.Release();
+            (await first.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            (await queued.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+
+            var span = Assert.Single(Spans(queuedTrace), a => a.Source.Name == GovernanceTelemetry.Name);
+            output.WriteLine($"queued call's span: {span.Duration}; the first call's: {Assert.Single(Spans(firstTrace), a => a.Source.Name == GovernanceTelemetry.Name).Duration}");
+            Assert.True(span.Duration >= wait, $"the span of a call that waited {wait} for its permit lasted {span.Duration}");
+        }
+        finally
+        {
+            held.Release();
+        }
+
+        // Started on this thread: when GetAsync returns, the call holds its permit or waits in the queue.
+        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced(string name)
+        {
+            var previous = Activity.Current;
+            using var root = TestSource.StartActivity(name)!;
+            var call = governed.Client.GetAsync($"{Faults.Url}/{name}");
+            Activity.Current = previous;
+            return (root.TraceId, call);
+        }
+    }
 
     [Fact]
     public async Task GetAsync_Listened_OneLogicalSpanWithAttemptSpansAsChildren()
