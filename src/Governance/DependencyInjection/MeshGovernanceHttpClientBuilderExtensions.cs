@@ -22,4 +22,40 @@ public static class MeshGovernanceHttpClientBuilderExtensions
         GovernanceRegistration.AddHandler(builder);
         return builder;
     }
+
+    /// <summary>
+    /// Governs this client only, configured from <paramref name="configuration"/> (the section that holds
+    /// <c>Application</c>, <c>Defaults</c> and <c>Services</c>, reloading when it changes), without governing any other
+    /// client. Governance is one per service provider: every governed client shares its services and settings, so a
+    /// second client opting in with another section adds that section's settings to the same governance. The handler is
+    /// the outermost handler of the client and is added once however often this is called.
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="configuration">The configuration section, for example <c>builder.Configuration.GetSection("Mesh")</c>.</param>
+    /// <returns><paramref name="builder"/>, for chaining.</returns>
+    public static IHttpClientBuilder AddMeshGovernance(this IHttpClientBuilder builder, Microsoft.Extensions.Configuration.IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(configuration);
+        GovernanceRegistration.AddCore(builder.Services).AddConfiguration(builder.Services, configuration);
+        GovernanceRegistration.AddHandler(builder);
+        return builder;
+    }
+
+    /// <summary>
+    /// Governs this client only, configured in code (the delegate runs after every configuration source), without
+    /// governing any other client. Governance is one per service provider: every governed client shares its services
+    /// and settings. The handler is the outermost handler of the client and is added once however often this is called.
+    /// </summary>
+    /// <param name="builder">The client builder.</param>
+    /// <param name="configure">Sets up the options.</param>
+    /// <returns><paramref name="builder"/>, for chaining.</returns>
+    public static IHttpClientBuilder AddMeshGovernance(this IHttpClientBuilder builder, Action<Governance.Configuration.GovernanceOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        ArgumentNullException.ThrowIfNull(configure);
+        GovernanceRegistration.AddCore(builder.Services).AddCodeConfiguration(builder.Services, configure);
+        GovernanceRegistration.AddHandler(builder);
+        return builder;
+    }
 }

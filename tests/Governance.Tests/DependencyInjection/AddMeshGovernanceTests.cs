@@ -253,6 +253,41 @@ public sealed class AddMeshGovernanceTests
         Assert.Equal(1, runs);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task HttpClientBuilderAddMeshGovernance_OwnSectionOrCode_GovernsOnlyThatClient(bool fromSection)
+    {
+        // "localhost" is the governed service name here, so an ungoverned client resolves it normally (no DNS needed).
+        await using var direct = await LoopbackServer.StartAsync("direct");
+        await using var endpoint = await LoopbackServer.StartAsync("endpoint");
+        var services = new ServiceCollection();
+        var section = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Mesh:Services:localhost:Endpoints:0"] = endpoint.Address.ToString(),
+        }).Build().GetSection("Mesh");
+        var client = services.AddHttpClient("governed");
+        if (fromSection)
+        {
+            client.AddMeshGovernance(section);
+        }
+        else
+        {
+            client.AddMeshGovernance(o => o.Services["localhost"] = new ServiceOptions { Endpoints = { new EndpointOptions { Address = endpoint.Address.ToString() } } });
+        }
+
+        services.AddHttpClient("plain");
+        await using var provider = services.BuildServiceProvider();
+        var factory = provider.GetRequiredService<IHttpClientFactory>();
+        var url = $"http://localhost:{direct.Port}/";
+
+        using var governedResponse = await factory.CreateClient("governed").GetAsync(url).WaitAsync(TimeSpan.FromSeconds(30));
+        using var plainResponse = await factory.CreateClient("plain").GetAsync(url).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("endpoint", Assert.Single(governedResponse.Headers.GetValues("x-server")));
+        Assert.Equal("direct", Assert.Single(plainResponse.Headers.GetValues("x-server")));
+    }
+
     [Fact]
     public async Task HttpClientBuilderAddMeshGovernance_GovernsOnlyThatClient()
     {
