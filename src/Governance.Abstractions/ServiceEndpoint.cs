@@ -14,7 +14,7 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
     /// <param name="address">Absolute <c>http</c> or <c>https</c> URI; only scheme, host and port are used.</param>
     /// <param name="weight">Relative share of traffic, 1 or more. Default 1.</param>
     /// <param name="zone">Zone (availability zone, rack, locality) the endpoint runs in; <see langword="null"/> when unknown. Surrounding blanks are trimmed, and a blank zone is unknown.</param>
-    /// <param name="metadata">Free-form labels such as <c>version</c>; empty when <see langword="null"/>.</param>
+    /// <param name="metadata">Free-form labels such as <c>version</c>; empty when <see langword="null"/>. Copied (a frozen dictionary is kept as it is), so a later change to the caller's dictionary does not change the endpoint.</param>
     /// <exception cref="ArgumentException"><paramref name="address"/> is not an absolute http(s) URI.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="weight"/> is less than 1.</exception>
     public ServiceEndpoint(Uri address, int weight = 1, string? zone = null, IReadOnlyDictionary<string, string>? metadata = null)
@@ -29,7 +29,10 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
         Address = address;
         Weight = weight;
         Zone = string.IsNullOrWhiteSpace(zone) ? null : zone.Trim();
-        Metadata = metadata is null || metadata.Count == 0 ? EmptyMetadata : metadata;
+        Metadata = metadata is null || metadata.Count == 0 ? EmptyMetadata
+            : metadata is FrozenDictionary<string, string> frozen ? frozen
+            : metadata is Dictionary<string, string> dictionary ? dictionary.ToFrozenDictionary(dictionary.Comparer)
+            : metadata.ToFrozenDictionary(StringComparer.Ordinal);
         Authority = address.GetLeftPart(UriPartial.Authority);
     }
 

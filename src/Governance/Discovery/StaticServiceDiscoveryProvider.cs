@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using Governance.Configuration;
 using Microsoft.Extensions.Primitives;
 
@@ -22,7 +23,7 @@ internal sealed class StaticServiceDiscoveryProvider : IServiceDiscoveryProvider
                 throw new InvalidOperationException($"Endpoint {i} of service '{serviceName}', '{item.Address}', {problem}");
             }
 
-            endpoints[i] = new ServiceEndpoint(address, item.Weight ?? 1, item.Zone, item.Metadata.Count == 0 ? null : new Dictionary<string, string>(item.Metadata, StringComparer.Ordinal));
+            endpoints[i] = new ServiceEndpoint(address, item.Weight ?? 1, item.Zone, item.Metadata.Count == 0 ? null : item.Metadata.ToFrozenDictionary(StringComparer.Ordinal));
         }
 
         return new Watcher(endpoints);
