@@ -98,9 +98,25 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             services = _services;
         }
 
+        // Every service is stopped even if one fails to (a custom watcher's dispose that throws); the failures are rethrown together.
+        List<Exception>? failures = null;
         foreach (var service in services.Values)
         {
-            await service.DisposeAsync().ConfigureAwait(false);
+            try
+            {
+                await service.DisposeAsync().ConfigureAwait(false);
+            }
+#pragma warning disable CA1031 // Collected and rethrown once every service is stopped.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                (failures ??= []).Add(ex);
+            }
+        }
+
+        if (failures is not null)
+        {
+            throw new AggregateException("MeshGovernance: stopping some services failed; every service was stopped.", failures);
         }
     }
 
@@ -181,7 +197,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         {
             foreach (var service in created.Values)
             {
-                _ = service.DisposeAsync().AsTask();
+                _ = StopInBackgroundAsync(service, retire: false);
             }
 
             throw;
@@ -189,7 +205,8 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
         foreach (var service in removed)
         {
-            _ = service.DisposeAsync().AsTask();
+            // A service this reload removed: calls that already read it may still wait for or hold its limiter's permits.
+            _ = StopInBackgroundAsync(service, retire: applied);
         }
 
         if (!applied)
@@ -199,6 +216,28 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
         LogApplied(_logger, settings.Count, string.Join(", ", settings.ConvertAll(static s => $"{s.Name} ({s.Policy.Name}, {s.Discovery.Name})")));
         WarnIfZoneUnmatched(options);
+    }
+
+    /// <summary>Stops a service that is no longer in force, off the reload's thread; a failure is logged (event 1003), not lost.</summary>
+    private async Task StopInBackgroundAsync(ServiceRuntime service, bool retire)
+    {
+        try
+        {
+            if (retire)
+            {
+                await service.RetireAsync().ConfigureAwait(false);
+            }
+            else
+            {
+                await service.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+#pragma warning disable CA1031 // Nobody awaits this: the failure is logged.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogServiceStopFailed(_logger, service.Name, ex);
+        }
     }
 
     /// <summary>
@@ -285,6 +324,9 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
     [LoggerMessage(GovernanceEventIds.ApplicationZoneUnmatched, LogLevel.Warning, "{Key} '{Zone}' matches the Zone of no configured endpoint (zones configured: {Zones}): zone-aware routing prefers no endpoint until endpoints of that zone appear")]
     private static partial void LogZoneUnmatched(ILogger logger, string key, string zone, string zones);
+
+    [LoggerMessage(GovernanceEventIds.ServiceStopFailed, LogLevel.Warning, "Service {Service}, no longer in force, could not be stopped cleanly")]
+    private static partial void LogServiceStopFailed(ILogger logger, string service, Exception exception);
 
     [LoggerMessage(GovernanceEventIds.ConfigurationReloadRejected, LogLevel.Warning, "MeshGovernance configuration change rejected with {Count} errors; the last good configuration stays in force.\n{Errors}")]
     private static partial void LogReloadRejected(ILogger logger, int count, string errors);

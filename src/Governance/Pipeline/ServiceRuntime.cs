@@ -48,8 +48,18 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         _spanNames[methods.Length] = $"HTTP {Name}";
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
-        var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
-        _state = Build(settings, policy, _watcher);
+        try
+        {
+            var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
+            _state = Build(settings, policy, _watcher);
+        }
+        catch
+        {
+            // The service never comes into being: its watcher would run on (a Consul watch until the provider is disposed).
+            _ = _watcher.DisposeAsync().AsTask();
+            throw;
+        }
+
         if (!_state.Set.IsPending)
         {
             _resolved.TrySetResult();
@@ -251,7 +261,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
-    public async ValueTask DisposeAsync()
+    public ValueTask DisposeAsync() => StopAsync(removed: false);
+
+    /// <summary>
+    /// Stops the service after a reload removed it: as <see cref="DisposeAsync"/>, except that its rate limiter is retired
+    /// (disposed once calls that already read it have had their total timeout), since such calls may still be waiting for
+    /// or holding a permit, while the application goes on.
+    /// </summary>
+    public ValueTask RetireAsync() => StopAsync(removed: true);
+
+    private async ValueTask StopAsync(bool removed)
     {
         IServiceEndpointWatcher watcher;
         IDisposable? registration;
@@ -276,10 +295,44 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         // Outside the lock: disposing the registration waits for a notification in progress, which takes the lock
         // (OnEndpointsChanged) and, finding the service disposed, does nothing.
-        registration?.Dispose();
-        await StopHealthChecksAsync().ConfigureAwait(false);
-        _state.Policy.Dispose();
-        await watcher.DisposeAsync().ConfigureAwait(false);
+        // Every part is stopped even if one fails (a custom watcher's dispose that throws); the first failure is rethrown.
+        Exception? failure = null;
+        try
+        {
+            registration?.Dispose();
+            await StopHealthChecksAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Kept and rethrown once the other parts are stopped.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            failure = ex;
+        }
+
+        if (removed)
+        {
+            _state.Policy.Retire(successor: null);
+        }
+        else
+        {
+            _state.Policy.Dispose();
+        }
+
+        try
+        {
+            await watcher.DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Kept and rethrown: see above.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            failure ??= ex;
+        }
+
+        if (failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
     }
 
     internal void OnCircuitOpened(EndpointState endpoint, TimeSpan breakDuration)

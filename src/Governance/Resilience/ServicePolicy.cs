@@ -135,15 +135,15 @@ internal sealed class ServicePolicy : IDisposable
     }
 
     /// <summary>
-    /// Retires this policy after a reload replaced it with <paramref name="successor"/>. Calls that read it may still be
-    /// acquiring or holding a permit, so a limiter that <paramref name="successor"/> does not share is disposed only once
-    /// they have had the total timeout to finish (HttpClient's default timeout, 100 s, when the service's timeouts are
-    /// off). A policy that was built but never put in force (a reload that failed after building it) is not retired: the
-    /// policy in force still owns whatever the two share.
+    /// Retires this policy after a reload replaced it with <paramref name="successor"/>, or removed its service (no
+    /// successor). Calls that read it may still be acquiring, waiting for or holding a permit, so a limiter that
+    /// <paramref name="successor"/> does not share is disposed only once they have had the total timeout to finish
+    /// (HttpClient's default timeout, 100 s, when the service's timeouts are off). A policy that was built but never put
+    /// in force (a reload that failed after building it) is not retired: the policy in force still owns whatever the two share.
     /// </summary>
-    public void Retire(ServicePolicy successor)
+    public void Retire(ServicePolicy? successor)
     {
-        if (Limiter is { } limiter && !ReferenceEquals(limiter, successor.Limiter))
+        if (Limiter is { } limiter && !ReferenceEquals(limiter, successor?.Limiter))
         {
             ITimer? timer = null;
             using (BackgroundWork.SuppressFlow())

@@ -10,6 +10,7 @@ internal static class GovernanceEventIds
     public const int ConfigurationApplied = 1000;
     public const int ConfigurationReloadRejected = 1001;
     public const int ApplicationZoneUnmatched = 1002;
+    public const int ServiceStopFailed = 1003;
 
     public const int EndpointsChanged = 1100;
 

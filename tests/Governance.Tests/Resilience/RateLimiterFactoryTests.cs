@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Governance.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -128,6 +129,48 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
             using var fourth = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
             Assert.True(fourth.IsSuccessStatusCode);
             Assert.Equal(3, server.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
+    public async Task Reload_ServiceRemovedWhileACallWaitsForAPermit_TheCallIsNotRejected()
+    {
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        try
+        {
+            var editable = new EditableConfiguration();
+            var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build();
+            editable.Change(Faults.Settings(server)
+                .With("RateLimit:Algorithm", "Concurrency")
+                .With("RateLimit:Burst", 1)
+                .With("RateLimit:QueueLimit", 1)
+                .Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+            var services = new ServiceCollection();
+            services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(configuration);
+            services.AddSingleton<TimeProvider>(new ObservedTimeProvider());
+            services.AddMeshGovernance();
+            await using var provider = services.BuildServiceProvider();
+            using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
+            var runtime = provider.GetRequiredService<Governance.Pipeline.GovernanceRuntime>();
+            var first = client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            var queued = client.GetAsync(Faults.Url);
+
+            // The service goes away while one call holds its only permit and another waits for it.
+            editable.Remove($"MeshGovernance:Services:{Faults.Service}");
+            Assert.False(runtime.TryGetService(Faults.Service, out _));
+            held.Release();
+
+            // Calls that had read the service finish as they would have: the limiter is retired, not disposed under them.
+            using var firstResponse = await first.WaitAsync(Faults.Guard);
+            using var queuedResponse = await queued.WaitAsync(Faults.Guard);
+            Assert.True(queuedResponse.IsSuccessStatusCode);
+            Assert.Equal(2, server.RequestCount);
         }
         finally
         {

@@ -2,22 +2,23 @@ using System.Collections.Concurrent;
 using Governance.Configuration;
 using Governance.Discovery;
 using Governance.Pipeline;
+using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Primitives;
 using Xunit.Abstractions;
 
-namespace Governance.Tests.Configuration;
+namespace Governance.Tests.Pipeline;
 
-/// <summary>Two configuration sources reloading at the same time, each on its own thread (two sections, two files).</summary>
-public sealed class ConcurrentReloadTests(ITestOutputHelper output)
+/// <summary>The runtime across reloads and disposal: concurrent reloads from two sources, services that fail to stop.</summary>
+public sealed class GovernanceRuntimeTests(ITestOutputHelper output)
 {
     [Fact]
     public async Task Reload_TwoSourcesAtOnce_LatestConfigurationInForceAndNoServiceLeaked()
     {
         var discovery = new CountingProvider();
-        var first = new ChangingSource();
-        var second = new ChangingSource();
+        var first = new EditableConfiguration();
+        var second = new EditableConfiguration();
         // Two sections, each from its own configuration with its own change token, so that reloads of one do not wait
         // for the other's.
         var one = new ConfigurationBuilder()
@@ -35,15 +36,15 @@ public sealed class ConcurrentReloadTests(ITestOutputHelper output)
         // Each thread adds and removes its own service, 300 times; every apply builds or disposes a service.
         const int Rounds = 300;
         using var start = new Barrier(2);
-        void Toggle(ChangingSource source, string name)
+        void Toggle(EditableConfiguration source, string name)
         {
             start.SignalAndWait();
             for (var i = 0; i < Rounds; i++)
             {
-                source.Provider.Change($"MeshGovernance:Services:{name}:Discovery", i % 2 == 0 ? CountingProvider.ProviderName : null);
+                source.Change($"MeshGovernance:Services:{name}:Discovery", i % 2 == 0 ? CountingProvider.ProviderName : null);
             }
 
-            source.Provider.Change($"MeshGovernance:Services:{name}:Discovery", CountingProvider.ProviderName);
+            source.Change($"MeshGovernance:Services:{name}:Discovery", CountingProvider.ProviderName);
         }
 
         await Task.WhenAll(Task.Run(() => Toggle(first, "one")), Task.Run(() => Toggle(second, "two"))).WaitAsync(TimeSpan.FromSeconds(60));
@@ -56,31 +57,28 @@ public sealed class ConcurrentReloadTests(ITestOutputHelper output)
         Assert.True(settled, $"watchers of services no longer in force are still live (leaked): {live}");
     }
 
-    private sealed class ChangingSource : IConfigurationSource
+    [Fact]
+    public async Task DisposeAsync_WatchersThatThrowOnDispose_EveryServiceIsStoppedAndTheFailuresReported()
     {
-        public ChangingProvider Provider { get; } = new();
-
-        public IConfigurationProvider Build(IConfigurationBuilder builder) => Provider;
-    }
-
-    /// <summary>A provider whose keys a thread changes while another thread reads them.</summary>
-    private sealed class ChangingProvider : ConfigurationProvider
-    {
-        public ChangingProvider() => Data = new ConcurrentDictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
-
-        public void Change(string key, string? value)
+        var discovery = new CountingProvider { ThrowOnDispose = true };
+        var services = new ServiceCollection();
+        services.AddSingleton<IServiceDiscoveryProvider>(discovery);
+        services.AddMeshGovernance(o =>
         {
-            if (value is null)
+            foreach (var name in new[] { "one", "two", "three" })
             {
-                Data.Remove(key);
+                o.Services[name] = new ServiceOptions { Discovery = CountingProvider.ProviderName };
             }
-            else
-            {
-                Data[key] = value;
-            }
+        });
+        var provider = services.BuildServiceProvider();
+        _ = provider.GetRequiredService<GovernanceRuntime>();
+        Assert.Equal(3, discovery.Live.Count);
 
-            OnReload();
-        }
+        var ex = await Assert.ThrowsAsync<AggregateException>(async () => await provider.DisposeAsync());
+
+        output.WriteLine(ex.Message);
+        Assert.Empty(discovery.Live);
+        Assert.Equal(3, ex.InnerExceptions.Count);
     }
 
     /// <summary>A discovery provider that answers at once and counts the watchers not yet disposed.</summary>
@@ -95,6 +93,9 @@ public sealed class ConcurrentReloadTests(ITestOutputHelper output)
         public string Name => ProviderName;
 
         public int Created => Volatile.Read(ref _created);
+
+        /// <summary>Gets or sets a value indicating whether a watcher's dispose throws (after it is counted out).</summary>
+        public bool ThrowOnDispose { get; set; }
 
         public List<string> Live => [.. _live.Values];
 
@@ -132,7 +133,7 @@ public sealed class ConcurrentReloadTests(ITestOutputHelper output)
             {
                 owner._live.TryRemove(this, out _);
                 owner._changed.Release();
-                return ValueTask.CompletedTask;
+                return owner.ThrowOnDispose ? ValueTask.FromException(new InvalidOperationException("watcher failed to stop")) : ValueTask.CompletedTask;
             }
         }
     }
