@@ -1,8 +1,9 @@
 namespace Governance;
 
 /// <summary>
-/// Thrown without any network I/O when a governed service has no endpoint that can take the call: discovery returned
-/// none, or every endpoint is excluded. Catch it to fail over or degrade; it is never retried against the same service.
+/// Thrown when a governed service has no endpoint that can take the call: discovery returned none, or every endpoint is
+/// excluded. Nothing is sent for the attempt it refuses (earlier attempts of the call may have been, when every endpoint
+/// left during the call). Catch it to fail over or degrade; it is never retried against the same service.
 /// </summary>
 /// <remarks>
 /// A call refused before any attempt is answered with an already faulted task, without throwing, and for speed the

@@ -12,7 +12,7 @@ public sealed class RegistrationOptions
     public bool? Enabled { get; set; }
 
     /// <summary>
-    /// Gets or sets the unique id of this instance in Consul (no <c>/</c>, whitespace or control characters). Default:
+    /// Gets or sets the unique id of this instance in Consul (no <c>/</c>, <c>\</c>, <c>?</c>, <c>#</c>, <c>%</c>, whitespace or control characters). Default:
     /// <c>{Application:Name}-{machine name}-{port}</c> in lower case: stable across restarts of the same instance, so a
     /// restarted instance replaces its own entry, and unique per machine and port.
     /// </summary>
@@ -21,8 +21,9 @@ public sealed class RegistrationOptions
     /// <summary>
     /// Gets or sets the host name or IP address other services use to reach this instance (no scheme, no port). Default:
     /// the host of the address the application listens on, from configuration (<c>Kestrel:Endpoints:*:Url</c>,
-    /// <c>urls</c>, <c>http_ports</c>/<c>https_ports</c>, then the <c>ASPNETCORE_URLS</c>/<c>DOTNET_URLS</c> and
-    /// <c>ASPNETCORE_HTTP_PORTS</c> environment variables); a wildcard host (<c>*</c>, <c>+</c>, <c>0.0.0.0</c>,
+    /// <c>urls</c>, <c>http_ports</c>/<c>https_ports</c>, then the <c>ASPNETCORE_URLS</c>/<c>DOTNET_URLS</c>,
+    /// <c>ASPNETCORE_HTTP_PORTS</c>/<c>DOTNET_HTTP_PORTS</c> and <c>ASPNETCORE_HTTPS_PORTS</c>/<c>DOTNET_HTTPS_PORTS</c>
+    /// environment variables); a wildcard host (<c>*</c>, <c>+</c>, <c>0.0.0.0</c>,
     /// <c>[::]</c>) becomes the first IPv4 address of an active non-loopback network interface, and <c>localhost</c>
     /// becomes <c>127.0.0.1</c>. When none can be found, host start fails with a message naming this key.
     /// </summary>

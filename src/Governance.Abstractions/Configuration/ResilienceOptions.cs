@@ -15,7 +15,7 @@ public sealed class RetryOptions
     /// <summary>Gets or sets the delay before the first retry. Default: 25 ms.</summary>
     public TimeSpan? BaseDelay { get; set; }
 
-    /// <summary>Gets or sets the longest delay between two attempts. Default: 250 ms.</summary>
+    /// <summary>Gets or sets the longest delay between two attempts, not shorter than <see cref="BaseDelay"/>. Default: 250 ms.</summary>
     public TimeSpan? MaxDelay { get; set; }
 
     /// <summary>Gets or sets a value indicating whether delays are randomized (decorrelated jitter). Default: <see langword="true"/>.</summary>
@@ -29,7 +29,7 @@ public sealed class RetryOptions
 
     /// <summary>
     /// Gets the conditions that cause a retry: <c>5xx</c>, <c>gateway-error</c> (502, 503, 504), <c>connect-failure</c>,
-    /// <c>reset</c>, <c>timeout</c> (attempt timeout), <c>retriable-4xx</c> (409) or a status code such as <c>429</c>.
+    /// <c>reset</c>, <c>timeout</c> (attempt timeout), <c>retriable-4xx</c> (409) or a status code from 400 to 599 such as <c>429</c>.
     /// Default: <c>5xx</c>, <c>connect-failure</c>, <c>reset</c>, <c>timeout</c>.
     /// </summary>
     public IList<string> RetryOn { get; } = new List<string>();
@@ -47,7 +47,7 @@ public sealed class RetryBudgetOptions
     /// <summary>Gets or sets the retries allowed as a percentage of requests, 0 to 1000. Default: 20.</summary>
     public double? RetryPercent { get; set; }
 
-    /// <summary>Gets or sets the retries per second always allowed, whatever the request rate, 0 or more. Default: 3.</summary>
+    /// <summary>Gets or sets the retries per second always allowed, whatever the request rate, 0 to 100000. Default: 3.</summary>
     public int? MinRetriesPerSecond { get; set; }
 }
 
@@ -57,15 +57,16 @@ public sealed class TimeoutOptions
     /// <summary>
     /// Gets or sets a value indicating whether governance bounds calls and attempts in time. <see langword="false"/> turns
     /// off both <see cref="Total"/> and <see cref="PerAttempt"/>: calls then end only when the caller's token is cancelled
-    /// (for an <see cref="System.Net.Http.HttpClient"/>, its own <c>Timeout</c>, 100 s unless set), which suits streaming
-    /// and long-polling services whose answers have no upper bound. Default: <see langword="true"/>.
+    /// (for an <see cref="System.Net.Http.HttpClient"/>, its own <c>Timeout</c>, 100 s unless set), which suits
+    /// long-polling services whose response headers may take unbounded time. (Streamed bodies need nothing: every stage
+    /// ends when the response headers arrive.) Default: <see langword="true"/>.
     /// </summary>
     public bool? Enabled { get; set; }
 
-    /// <summary>Gets or sets the limit for the whole logical call, retries and their delays included. Default: 30 s.</summary>
+    /// <summary>Gets or sets the limit for the whole logical call up to its response headers, retries and their delays included, 1 ms to 1 day. Default: 30 s.</summary>
     public TimeSpan? Total { get; set; }
 
-    /// <summary>Gets or sets the limit for each attempt. Default: 10 s.</summary>
+    /// <summary>Gets or sets the limit for each attempt up to its response headers, 1 ms to 1 day and not longer than <see cref="Total"/>. Default: 10 s.</summary>
     public TimeSpan? PerAttempt { get; set; }
 }
 
@@ -103,7 +104,7 @@ public sealed class OutlierDetectionOptions
     /// <summary>Gets or sets the first ejection's length; the n-th consecutive ejection lasts n times as long. Default: 30 s.</summary>
     public TimeSpan? BaseEjectionTime { get; set; }
 
-    /// <summary>Gets or sets the longest ejection. Default: 5 min.</summary>
+    /// <summary>Gets or sets the longest ejection, not shorter than <see cref="BaseEjectionTime"/>. Default: 5 min.</summary>
     public TimeSpan? MaxEjectionTime { get; set; }
 
     /// <summary>Gets or sets the largest share of a service's endpoints ejected at once, 0 to 100; at least one endpoint may always be ejected. Default: 10.</summary>
@@ -125,13 +126,13 @@ public sealed class HealthCheckOptions
     /// <summary>Gets or sets the time between probes, at least 100 ms. Default: 10 s.</summary>
     public TimeSpan? Interval { get; set; }
 
-    /// <summary>Gets or sets the limit of one probe; shorter than <see cref="Interval"/>. Default: 2 s.</summary>
+    /// <summary>Gets or sets the limit of one probe; not longer than <see cref="Interval"/>. Default: 2 s.</summary>
     public TimeSpan? Timeout { get; set; }
 
-    /// <summary>Gets or sets the consecutive failed probes that mark an endpoint unhealthy, 1 or more. Default: 2.</summary>
+    /// <summary>Gets or sets the consecutive failed probes that mark an endpoint unhealthy, 1 to 1000. Default: 2.</summary>
     public int? UnhealthyThreshold { get; set; }
 
-    /// <summary>Gets or sets the consecutive good probes that mark it healthy again, 1 or more. Default: 1.</summary>
+    /// <summary>Gets or sets the consecutive good probes that mark it healthy again, 1 to 1000. Default: 1.</summary>
     public int? HealthyThreshold { get; set; }
 }
 
@@ -153,7 +154,7 @@ public sealed class RateLimitOptions
     /// <summary>Gets or sets the sustained calls per second, 1 or more (not used by <c>Concurrency</c>). Default: 100.</summary>
     public int? PermitsPerSecond { get; set; }
 
-    /// <summary>Gets or sets the bucket size of <c>TokenBucket</c> (calls admitted at once) or the limit of <c>Concurrency</c>, 1 or more. Default: <see cref="PermitsPerSecond"/>.</summary>
+    /// <summary>Gets or sets the bucket size of <c>TokenBucket</c> (calls admitted at once; at least <see cref="PermitsPerSecond"/> / 1000, rounded up) or the limit of <c>Concurrency</c>, 1 or more. Default: <see cref="PermitsPerSecond"/>.</summary>
     public int? Burst { get; set; }
 
     /// <summary>Gets or sets the calls that may wait for a permit instead of being rejected, 0 or more. Default: 0.</summary>

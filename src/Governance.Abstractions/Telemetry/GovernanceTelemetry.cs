@@ -24,6 +24,12 @@ public static class GovernanceTelemetry
     /// <summary>Tag holding the discovery provider name: <c>governance.discovery.provider</c>.</summary>
     public const string DiscoveryProviderTag = "governance.discovery.provider";
 
+    /// <summary>Tag of the <see cref="Events.Ejection"/> event holding how long the endpoint is ejected, in seconds: <c>governance.ejection.duration</c>.</summary>
+    public const string EjectionDurationTag = "governance.ejection.duration";
+
+    /// <summary>Tag of the <see cref="Events.RateLimitRejected"/> event holding the limiter's retry-after hint, in seconds, when it has one: <c>governance.retry_after</c>.</summary>
+    public const string RetryAfterTag = "governance.retry_after";
+
     /// <summary>Names of the instruments of the <c>MeshGovernance</c> meter.</summary>
     public static class Instruments
     {

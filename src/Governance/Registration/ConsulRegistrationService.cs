@@ -218,8 +218,9 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
                 failures = 0;
             }
-            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            catch (Exception) when (stop.IsCancellationRequested)
             {
+                // Stopping: a cancelled request, or one whose client the container disposed first (synchronous disposal).
                 return;
             }
 #pragma warning disable CA1031 // The loop keeps the instance registered for the host's lifetime: it must survive anything.

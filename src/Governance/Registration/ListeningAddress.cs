@@ -16,7 +16,7 @@ namespace Governance.Registration;
 /// </summary>
 internal sealed record ListeningAddress(string Scheme, string Host, int Port, string Url, string Source)
 {
-    public const string SourcesText = "configuration keys Kestrel:Endpoints:*:Url, urls, http_ports, https_ports and environment variables ASPNETCORE_URLS, DOTNET_URLS, ASPNETCORE_HTTP_PORTS, DOTNET_HTTP_PORTS";
+    public const string SourcesText = "configuration keys Kestrel:Endpoints:*:Url, urls, http_ports, https_ports and environment variables ASPNETCORE_URLS, DOTNET_URLS, ASPNETCORE_HTTP_PORTS, DOTNET_HTTP_PORTS, ASPNETCORE_HTTPS_PORTS, DOTNET_HTTPS_PORTS";
 
     public bool IsWildcard => Host is "*" or "+" or "0.0.0.0" or "[::]" or "::";
 

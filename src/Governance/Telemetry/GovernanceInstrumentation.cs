@@ -265,7 +265,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             if (activity is not null)
             {
                 activity.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
-                    ? new ActivityTagsCollection { { "governance.retry_after", delay.TotalSeconds } }
+                    ? new ActivityTagsCollection { { GovernanceTelemetry.RetryAfterTag, delay.TotalSeconds } }
                     : null));
                 activity.SetTag(ErrorTypeTag, typeof(RateLimitRejectedException).FullName);
                 activity.SetStatus(ActivityStatusCode.Error, "rate limit");
@@ -359,7 +359,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         {
             { ServerAddressTag, endpoint.Host },
             { ServerPortTag, endpoint.BoxedPort },
-            { "governance.ejection.duration", duration.TotalSeconds },
+            { GovernanceTelemetry.EjectionDurationTag, duration.TotalSeconds },
         }));
     }
 

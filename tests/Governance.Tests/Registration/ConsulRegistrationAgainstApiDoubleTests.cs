@@ -391,7 +391,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     }
 
     [Theory]
-    [InlineData(null, "MeshGovernance:Registration:Port is not set and the port this application listens on was not found (configuration keys Kestrel:Endpoints:*:Url, urls, http_ports, https_ports and environment variables ASPNETCORE_URLS, DOTNET_URLS, ASPNETCORE_HTTP_PORTS, DOTNET_HTTP_PORTS): set MeshGovernance:Registration:Port")]
+    [InlineData(null, "MeshGovernance:Registration:Port is not set and the port this application listens on was not found (configuration keys Kestrel:Endpoints:*:Url, urls, http_ports, https_ports and environment variables ASPNETCORE_URLS, DOTNET_URLS, ASPNETCORE_HTTP_PORTS, DOTNET_HTTP_PORTS, ASPNETCORE_HTTPS_PORTS, DOTNET_HTTPS_PORTS): set MeshGovernance:Registration:Port")]
     [InlineData("http://127.0.0.1:0", "MeshGovernance:Registration:Port is not set and this application listens on 'http://127.0.0.1:0' (configuration key urls), whose port 0 is chosen by the operating system at start: set MeshGovernance:Registration:Port")]
     [InlineData("http://*:8080", "MeshGovernance:Registration:Address is not set and this application listens on every interface ('http://*:8080', configuration key urls), but no active non-loopback IPv4 address was found: set MeshGovernance:Registration:Address")]
     public async Task StartAsync_ListeningAddressUnusable_HostStartFailsNamingTheKey(string? urls, string message)
