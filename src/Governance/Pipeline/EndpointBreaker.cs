@@ -30,7 +30,8 @@ namespace Governance.Pipeline;
 /// Counted as failures, as by the predicate this replaces: what <see cref="AttemptClassifier"/> classifies as
 /// <see cref="AttemptFailure.CountsAs5xx"/> (5xx answers, connect failures, resets, attempt timeouts). Not counted:
 /// cancellations (a hedge that lost, a caller that gave up, which say nothing about the endpoint) and outcomes recorded
-/// after the circuit opened (stale evidence must not decide a half-open probe).
+/// after the circuit opened (stale evidence must not decide a half-open probe). A half-open probe is the exception: one
+/// that was cancelled counts as a failure, since it did not show the endpoint healthy and Polly would otherwise close.
 /// </para>
 /// </summary>
 internal sealed class EndpointBreaker
@@ -158,7 +159,9 @@ internal sealed class EndpointBreaker
 
         if (_polly.CircuitState != CircuitState.Closed)
         {
-            return new ValueTask<bool>(IsFailure(args.Outcome));
+            // A probe that did not finish (its caller, HttpClient.Timeout or a winning hedge cancelled it) showed nothing
+            // good: Polly closes a half-open circuit on any outcome it does not handle, so it counts as a failure here.
+            return new ValueTask<bool>(args.Outcome.Exception is OperationCanceledException || IsFailure(args.Outcome));
         }
 
         var counted = CountAsync(args.Outcome);

@@ -73,9 +73,10 @@ internal sealed partial class GovernanceHandler
         }
 
         TaskCompletionSource<HttpResponseMessage> promise;
-        if (endpoint is null || !(endpoint.Breaker?.IsClosed ?? true))
+        if (endpoint is null || (!(endpoint.Breaker?.IsClosed ?? true) && !call.Service.Endpoints.IsPanic))
         {
-            // No endpoint, or the pick's circuit is not closed: the general attempt (inside the breaker), asynchronously.
+            // No endpoint, or the pick's circuit is not closed (and the service is not in panic mode, which sends to such
+            // endpoints as to any): the general attempt (inside the breaker), asynchronously.
             var first = endpoint is null
                 ? new ValueTask<AttemptResult>(new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null))
                 : AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint);

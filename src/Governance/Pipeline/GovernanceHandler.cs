@@ -139,7 +139,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             Outcome<HttpResponseMessage> outcome;
             try
             {
-                if (wasClosed)
+                // In panic mode every endpoint is used again, those whose circuit is open included: the breaker is not
+                // asked (it would turn them away), and it does not count what they answer (see RecordAsync).
+                if (wasClosed || call.Service.Endpoints.IsPanic)
                 {
                     // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
                     // synchronously unless it trips the circuit.

@@ -218,6 +218,89 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         Assert.Equal(1, logs.Entries.Count(GovernanceEventIds.CircuitOpened));
     }
 
+    [Fact]
+    public async Task Pipeline_EveryCircuitOpen_PanicModeSendsToThemAgain()
+    {
+        // Two endpoints, both failing until their circuits open: none is available, so panic mode (threshold 50 %) uses
+        // them all again, open circuits included. Once they answer, calls must get through, not be turned away.
+        var one = new Flaky();
+        var two = new Flaky();
+        one.Server = await LoopbackServer.StartAsync("one", one.Handle);
+        two.Server = await LoopbackServer.StartAsync("two", two.Handle);
+        await using var oneServer = one.Server;
+        await using var twoServer = two.Server;
+        var time = new ObservedTimeProvider();
+        var settings = Faults.Settings(one.Server, two.Server)
+            .With("OutlierDetection:Enabled", false)
+            .With("CircuitBreaker:MinimumThroughput", 2)
+            .With("CircuitBreaker:FailureRatio", 0.5)
+            .With("CircuitBreaker:BreakDuration", BreakDuration);
+        await using var governed = Faults.Create(settings, time);
+        var states = Faults.Runtime(governed).Endpoints.All;
+        for (var i = 0; i < 10 && !states.All(s => Faults.Has(s, EndpointConditions.CircuitOpen)); i++)
+        {
+            _ = await Faults.TryGetAsync(governed);
+        }
+
+        Assert.All(states, s => Assert.True(Faults.Has(s, EndpointConditions.CircuitOpen), s.Conditions.ToString()));
+        Assert.True(Faults.Runtime(governed).Endpoints.IsPanic);
+
+        one.Healthy = true;
+        two.Healthy = true;
+        var results = await Faults.SendSequentialAsync(governed, 6);
+
+        output.WriteLine($"every circuit open, panic mode: {Faults.Describe(results)}");
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+    }
+
+    [Fact]
+    public async Task Pipeline_HalfOpenProbeCancelled_CircuitOpensAgain()
+    {
+        await using var scenario = await Scenario.StartAsync();
+        var (time, logs, governed, _, _, flaky) = scenario;
+        var flakyState = Faults.State(governed, flaky.Server);
+        await scenario.SendUntilAsync(() => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
+        flaky.Healthy = true;
+        flaky.Hold = true;
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+
+        // The half-open probe reaches flaky and is held there; its caller gives up.
+        using var cancellation = new CancellationTokenSource();
+        var arrival = flaky.Held.NextArrivalAsync();
+        Task<CallResult>? probe = null;
+        for (var i = 0; i < 3 && probe is null; i++)
+        {
+            var call = Faults.TryGetAsync(governed, cancellation.Token);
+            if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
+            {
+                Assert.True(await arrival, "no request arrived");
+                probe = call;
+            }
+            else
+            {
+                Assert.True((await call).Succeeded);
+            }
+        }
+
+        Assert.NotNull(probe);
+
+        // The caller's task ends at once; the breaker decides when the attempt has ended: it closes or opens again.
+        var openings = 0;
+        var decided = logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.CircuitClosed || (e.EventId.Id == GovernanceEventIds.CircuitOpened && ++openings == 2));
+        await cancellation.CancelAsync();
+        var result = await probe.WaitAsync(Faults.Guard);
+        await decided.WaitAsync(Faults.Guard);
+        flaky.Held.Release();
+
+        // A probe that did not finish showed nothing good: the circuit opens again instead of closing.
+        output.WriteLine($"probe: {result}; flaky {flakyState.Conditions}; opened {logs.Entries.Count(GovernanceEventIds.CircuitOpened)}, closed {logs.Entries.Count(GovernanceEventIds.CircuitClosed)}");
+        Assert.IsAssignableFrom<OperationCanceledException>(result.Error);
+        Assert.Equal(0, logs.Entries.Count(GovernanceEventIds.CircuitClosed));
+        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.CircuitOpened));
+        Assert.Equal(EndpointConditions.CircuitOpen, flakyState.Conditions);
+    }
+
     /// <summary>Endpoints a and b always answer; "flaky" answers 503 until <see cref="Flaky.Healthy"/> is set.</summary>
     private sealed class Scenario : IAsyncDisposable
     {
