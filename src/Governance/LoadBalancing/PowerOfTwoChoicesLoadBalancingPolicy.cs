@@ -1,8 +1,8 @@
 namespace Governance.LoadBalancing;
 
 /// <summary>
-/// Least request by the power of two choices (Mitzenmacher), weight-aware: two candidates are sampled in proportion to
-/// weight and the one with fewer requests in flight per unit of weight wins (on a tie, the first sample). With nothing in
+/// Least request by the power of two choices (Mitzenmacher), weight-aware: two different candidates are sampled in
+/// proportion to weight and the one with fewer requests in flight per unit of weight wins (on a tie, the first sample). With nothing in
 /// flight this is exactly weighted random; under load, equally fast endpoints hold requests in proportion to the traffic
 /// they get, so comparing in-flight counts per unit of weight keeps the split at the weights (comparing raw counts would
 /// pull it towards equal shares: 3:1 weights served about 53:47 with 64 requests in flight), and a slow or stuck endpoint
@@ -42,6 +42,9 @@ internal sealed class PowerOfTwoChoicesLoadBalancingPolicy : ILoadBalancingPolic
                     return 0;
             }
 
+            // Two different candidates: a pair drawn twice would go to that endpoint without any comparison, so a stuck
+            // endpoint would keep its weight's square of the traffic (1 in 4 of two equal ones). The second is drawn by
+            // weight again; after a second clash (likely only when one weight dominates) it is any other endpoint.
             var a = sampler.Sample();
             var b = sampler.Sample();
             if (a == b)
@@ -49,7 +52,7 @@ internal sealed class PowerOfTwoChoicesLoadBalancingPolicy : ILoadBalancingPolic
                 b = sampler.Sample();
                 if (a == b)
                 {
-                    return a;
+                    b = (a + 1 + Random.Shared.Next(sampler.Count - 1)) % sampler.Count;
                 }
             }
 
