@@ -35,12 +35,23 @@ internal sealed class HedgeState
 
     public int Attempts => Volatile.Read(ref _attempts);
 
+    /// <summary>
+    /// Whether an attempt's outcome is not yet the call's answer (Polly then waits for the other attempts, or launches the
+    /// next hedge): a failure of any kind (a refused connection, no endpoint left for this hedge: another attempt may
+    /// still answer, and when all fail Polly returns the last outcome), or an answer that <c>Retry:RetryOn</c> retries.
+    /// Only the caller's cancellation ends the call at once.
+    /// </summary>
     public static bool ShouldHedge(Outcome<HttpResponseMessage> outcome, ResilienceContext context)
     {
         var state = context.Properties.GetValue(Key, null!);
         if (state.Call.CallerToken.IsCancellationRequested)
         {
             return false;
+        }
+
+        if (outcome.Exception is not null)
+        {
+            return true;
         }
 
         var failure = AttemptClassifier.Classify(outcome, state.Call.Policy.Retry);

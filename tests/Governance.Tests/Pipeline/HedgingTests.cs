@@ -212,4 +212,45 @@ public sealed class HedgingTests
         Assert.Equal("session=abc", Assert.Single(a.Received).Headers["Cookie"]);
         Assert.Equal("session=abc", Assert.Single(b.Received).Headers["Cookie"]);
     }
+
+    [Fact]
+    public async Task GetAsync_HedgeFailsInAWayRetryOnDoesNotList_OtherAttemptStillAnswers()
+    {
+        // RetryOn lists 5xx only: a refused connection is not retried, but while another attempt is on its way it is
+        // not the call's answer either.
+        var held = new Governance.Tests.Resilience.HeldRequests();
+        await using var slow = await LoopbackServer.StartAsync("slow", held.Handle);
+        using var refusing = new RefusingEndpoint();
+        var settings = new Dictionary<string, string?>
+        {
+            ["Services:catalog:Endpoints:0"] = slow.Address.ToString(),
+            ["Services:catalog:Endpoints:1"] = refusing.Address.ToString(),
+            ["Services:catalog:LoadBalancer:Policy"] = "RoundRobin",
+            ["Services:catalog:Hedging:Enabled"] = "true",
+            ["Services:catalog:Hedging:Delay"] = "00:00:00",
+            ["Services:catalog:Retry:RetryOn:0"] = "5xx",
+            ["Services:catalog:OutlierDetection:Enabled"] = "false",
+            ["Services:catalog:CircuitBreaker:Enabled"] = "false",
+        };
+        await using var governed = Governed.Create(settings);
+        try
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                var call = governed.Client.GetAsync($"http://catalog/items/{i}");
+                await held.WaitForArrivalAsync();
+                if (i == 0)
+                {
+                    held.Release();
+                }
+
+                using var response = await call.WaitAsync(TimeSpan.FromSeconds(30));
+                Assert.Equal("slow", Assert.Single(response.Headers.GetValues("x-server")));
+            }
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
 }
