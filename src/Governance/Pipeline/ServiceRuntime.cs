@@ -500,7 +500,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             // A late notification from a watcher that a reload replaced is ignored.
             if (!_disposed && ReferenceEquals(watcher, _watcher))
             {
-                Publish(Build(_state.Settings, _state.Policy, watcher));
+                try
+                {
+                    Publish(Build(_state.Settings, _state.Policy, watcher));
+                }
+#pragma warning disable CA1031 // Thrown into the discovery provider's notification otherwise. The service keeps its current endpoint set.
+                catch (Exception ex)
+#pragma warning restore CA1031
+                {
+                    LogRebuildFailed(_logger, Name, ex);
+                }
             }
         }
     }
@@ -661,6 +670,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         state.Breaker = breaker;
     }
 
+    [LoggerMessage(GovernanceEventIds.EndpointSetRebuildFailed, LogLevel.Error, "Service {Service}: its endpoint set could not be rebuilt (a custom load-balancing policy failed?); it keeps the current one until the next change")]
+    private static partial void LogRebuildFailed(ILogger logger, string service, Exception exception);
+
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);
 
@@ -707,7 +719,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 }
             }
 
-            action(owner, endpoint);
+            try
+            {
+                action(owner, endpoint);
+            }
+#pragma warning disable CA1031 // A timer callback must not throw: the process would end. The service keeps its current endpoint set.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                LogRebuildFailed(owner._logger, owner.Name, ex);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ internal static class GovernanceEventIds
     public const int ServiceStopFailed = 1003;
 
     public const int EndpointsChanged = 1100;
+    public const int EndpointSetRebuildFailed = 1101;
 
     // Consul discovery (1110-1129).
     public const int ConsulQueryFailed = 1110;

@@ -48,6 +48,40 @@ public sealed class FailureContainmentTests
     }
 
     [Fact]
+    public async Task Readmission_PickerRebuildThrowsInTheTimer_LoggedInsteadOfEndingTheProcess()
+    {
+        // An ejection (the policy builds fine then), and its readmission timer fires while the policy fails to build: on
+        // a real clock that exception would end the process; FakeTimeProvider runs the callback inside Advance.
+        await using var good = await LoopbackServer.StartAsync("good");
+        await using var bad = await Faults.StartStatusAsync("bad", 503);
+        var policy = new BrokenRebuildPolicy { Fixed = true };
+        var logs = new CapturingLoggerProvider();
+        var time = new ObservedTimeProvider();
+        var settings = Governed.Service(Faults.Service, policy.Name, bad, good);
+        settings[$"Services:{Faults.Service}:Retry:MaxRetries"] = "0";
+        settings[$"Services:{Faults.Service}:CircuitBreaker:Enabled"] = "false";
+        settings[$"Services:{Faults.Service}:OutlierDetection:Consecutive5xx"] = "1";
+        settings[$"Services:{Faults.Service}:OutlierDetection:MaxEjectionPercent"] = "100";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy>(policy).AddSingleton<TimeProvider>(time).AddLogging(l => l.AddProvider(logs)));
+        using (var response = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard))
+        {
+            Assert.Equal(503, (int)response.StatusCode);
+        }
+
+        var badState = Faults.State(governed, bad);
+        Assert.True(Faults.Has(badState, EndpointConditions.Ejected));
+        await time.WaitForTimersAsync(TimeSpan.FromSeconds(30), 1).WaitAsync(Faults.Guard);
+        policy.Fixed = false;
+
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.EndpointSetRebuildFailed);
+        Assert.Equal(LogLevel.Error, failed.Level);
+        Assert.False(Faults.Has(badState, EndpointConditions.Ejected));
+        Assert.Equal("good", await governed.GetServerAsync(Faults.Url));
+    }
+
+    [Fact]
     public async Task Reload_PickerCannotBeBuilt_RejectedAndTheServiceKeepsItsEndpointsPolicyAndLimiter()
     {
         // The edit is valid, but the custom policy fails to build a picker for it: the reload is rejected as a whole (and

@@ -51,6 +51,7 @@ public sealed class TelemetryNamesTests
             ["ApplicationZoneUnmatched"] = 1002,
             ["ServiceStopFailed"] = 1003,
             ["EndpointsChanged"] = 1100,
+            ["EndpointSetRebuildFailed"] = 1101,
             ["ConsulQueryFailed"] = 1110,
             ["ConsulQueryFailedAgain"] = 1111,
             ["ConsulQueryRecovered"] = 1112,
