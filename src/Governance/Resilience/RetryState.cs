@@ -64,7 +64,10 @@ internal sealed class RetryState
         }
 
         // A retry whose delay could land past the total timeout is not made: the caller gets the last outcome instead.
-        var remaining = Call.Remaining;
+        // With the service's timeouts off there is no total, but a Retry-After longer than HttpClient's default timeout
+        // (100 s) is not waited for either: a call is no place to wait that long (and a date years ahead would overflow
+        // the delay's timer).
+        var remaining = policy.Timeout.Enabled ? Call.Remaining : ResilienceConstants.UnboundedCallGrace;
         var delay = ServicePolicy.RetryAfter(outcome, policy.Time) ?? MaxBackoff(policy.Retry, attemptNumber);
         if (remaining <= TimeSpan.Zero || delay >= remaining)
         {

@@ -31,6 +31,22 @@ public sealed class ServicePolicyTests(ITestOutputHelper output)
         Assert.Equal(1, s1.RequestCount + s2.RequestCount);
     }
 
+    [Theory]
+    [InlineData("86400")] // a day
+    [InlineData("2147483647")] // the largest delta .NET parses: 68 years, past what a timer can wait for
+    public async Task RetryAfter_TimeoutsOffAndLongerThanHttpClientsDefaultTimeout_NotRetried(string retryAfter)
+    {
+        // With the service's timeouts off nothing bounds the wait but the caller; a wait this long is not made in a call.
+        await using var s1 = await Faults.StartStatusAsync("s1", 503, retryAfter);
+        await using var s2 = await Faults.StartStatusAsync("s2", 503, retryAfter);
+        await using var governed = Faults.Create(Faults.Settings(s1, s2).With("Timeout:Enabled", false), new ObservedTimeProvider());
+
+        using var response = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(1, s1.RequestCount + s2.RequestCount);
+    }
+
     [Fact]
     public void RetryAfter_HttpDate_MeasuredOnTheServersClockOrElseTheServiceClock()
     {
