@@ -158,21 +158,22 @@ internal sealed partial class GovernanceHandler
         AttemptResult first;
         try
         {
-            var answeredElsewhere = Redirects.AnsweredElsewhere(outcome, call.Request, physical, endpoint);
+            var answeredElsewhere = Redirects.LeftEndpoint(call.Request, physical, endpoint);
+            var wasClosed = endpoint.Breaker?.IsClosed ?? true;
             if (endpoint.Breaker is { } breaker && !answeredElsewhere)
             {
                 var recorded = breaker.RecordAsync(outcome);
                 if (!recorded.IsCompletedSuccessfully)
                 {
                     promise ??= new TaskCompletionSource<HttpResponseMessage>();
-                    _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, outcome, recorded));
+                    _ = FinishAsync(call, lease, promise, RecordThenAccountAsync(call, endpoint, physical, outcome, recorded));
                     return promise.Task;
                 }
 
                 recorded.GetAwaiter().GetResult();
             }
 
-            first = AccountFirst(call, endpoint, outcome, answeredElsewhere);
+            first = AccountFirst(call, endpoint, physical, outcome, answeredElsewhere, wasClosed);
         }
 #pragma warning disable CA1031 // Code called back while counting (a custom policy's picker, a listener) failed: the call fails with it.
         catch (Exception ex)
@@ -183,7 +184,7 @@ internal sealed partial class GovernanceHandler
             return Fail(call, lease, promise, ex, physical);
         }
 
-        if (MayRetry(call, first.Outcome))
+        if (MayRetry(call, first))
         {
             promise ??= new TaskCompletionSource<HttpResponseMessage>();
             _ = FinishAsync(call, lease, promise, new ValueTask<AttemptResult>(first));
@@ -206,24 +207,25 @@ internal sealed partial class GovernanceHandler
     }
 
     /// <summary>The breaker is opening its circuit (Polly runs its <c>OnOpened</c>): the rest of the first attempt once it has.</summary>
-    private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
+    private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
     {
         await recorded.ConfigureAwait(false);
-        return AccountFirst(call, endpoint, outcome, answeredElsewhere: false);
+        return AccountFirst(call, endpoint, physical, outcome, answeredElsewhere: false, wasClosed: true);
     }
 
     /// <summary>
     /// Counts the first attempt once its endpoint's breaker has recorded it: the span's event when that opened the circuit,
     /// then the attempts metric and outlier detection (<see cref="Account"/>).
     /// </summary>
-    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
+    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere, bool wasClosed)
     {
-        if (endpoint.Breaker is { IsClosed: false })
+        // Only a circuit this attempt opened (in panic mode an attempt may go to one that was open already).
+        if (wasClosed && endpoint.Breaker is { IsClosed: false })
         {
             GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
         }
 
-        return Account(call, endpoint, attemptNumber: 1, outcome, answeredElsewhere);
+        return Account(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere);
     }
 
     /// <summary>The rest of a call whose first attempt is <paramref name="pending"/>: the retry phase when due, then the end of the call.</summary>
@@ -233,7 +235,7 @@ internal sealed partial class GovernanceHandler
         try
         {
             var first = await pending.ConfigureAwait(false);
-            response = MayRetry(call, first.Outcome)
+            response = MayRetry(call, first)
                 ? await RetryAsync(call, first).ConfigureAwait(false)
                 : Complete(call, first.Outcome, attempts: 1, budgetExhausted: false);
         }

@@ -146,7 +146,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
                     // synchronously unless it trips the circuit.
                     outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                    if (breaker is not null && !Redirects.AnsweredElsewhere(outcome, call.Request, attempt.Physical, endpoint))
+                    if (breaker is not null && !Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint))
                     {
                         await breaker.RecordAsync(outcome).ConfigureAwait(false);
                     }
@@ -182,7 +182,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 continue;
             }
 
-            return Account(call, endpoint, attemptNumber, outcome, Redirects.AnsweredElsewhere(outcome, call.Request, attempt.Physical, endpoint));
+            return Account(call, endpoint, attempt.Physical, attemptNumber, outcome, Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint));
         }
     }
 
@@ -235,9 +235,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
     /// <summary>
     /// Counts a finished attempt (attempts metric, outlier detection unless the answer came from elsewhere: see
-    /// <see cref="Redirects.AnsweredElsewhere"/>) and pairs its outcome with its endpoint.
+    /// <see cref="Redirects.LeftEndpoint"/>) and pairs its outcome with its endpoint.
     /// </summary>
-    private static AttemptResult Account(GovernedCall call, EndpointState endpoint, int attemptNumber, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
+    private static AttemptResult Account(GovernedCall call, EndpointState endpoint, Uri physical, int attemptNumber, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
     {
         call.Service.Instrumentation.RecordAttempt(call.Service, endpoint, attemptNumber, outcome);
         if (!answeredElsewhere)
@@ -245,11 +245,12 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             call.Service.RecordOutcome(endpoint, outcome);
         }
 
-        return new AttemptResult(outcome, endpoint);
+        return new AttemptResult(outcome, endpoint, physical);
     }
 
-    private static bool MayRetry(GovernedCall call, Outcome<HttpResponseMessage> outcome)
+    private static bool MayRetry(GovernedCall call, AttemptResult attempt)
     {
+        var outcome = attempt.Outcome;
         if (call.Policy.RetryPipeline is null || call.CallerToken.IsCancellationRequested)
         {
             return false;
@@ -267,7 +268,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             return true;
         }
 
-        if (Redirects.Followed(call))
+        if (Redirects.Followed(call.Request, attempt.Physical))
         {
             return false;
         }
@@ -474,7 +475,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// <summary>The retry phase: Polly decides whether and when; the total timeout bounds its delays too.</summary>
     private async Task<HttpResponseMessage> RetryAsync(GovernedCall call, AttemptResult first)
     {
-        var state = new RetryState(this, call, first.Outcome, first.Endpoint);
+        var state = new RetryState(this, call, first);
         var outcome = await ExecuteWithinTotalAsync(call, call.Policy.RetryPipeline!, ServicePolicy.RetryStateKey, state, static (ctx, s) => s.NextAsync(ctx)).ConfigureAwait(false);
         return Complete(call, outcome, state.Attempts, state.BudgetExhausted);
     }

@@ -138,15 +138,16 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     /// <summary>Validates and applies the monitor's current configuration unless it was already seen. Called under <see cref="_applyGate"/>.</summary>
     private void ApplyLatest()
     {
-        var options = _options.CurrentValue;
-        if (ReferenceEquals(options, _seen))
-        {
-            return;
-        }
-
-        _seen = options;
         try
         {
+            // Read inside the try: building the options runs configuration code (a custom IConfigureOptions may throw).
+            var options = _options.CurrentValue;
+            if (ReferenceEquals(options, _seen))
+            {
+                return;
+            }
+
+            _seen = options;
             var errors = _validator.Validate(options);
             if (errors.Count > 0)
             {

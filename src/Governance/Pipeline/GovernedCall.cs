@@ -70,5 +70,8 @@ internal readonly struct GovernedCall
     public TimeSpan RemainingAt(long now) => Policy.Timeout.Enabled ? Policy.Timeout.Total - Policy.Time.GetElapsedTime(StartedAt, now) : TimeSpan.MaxValue;
 }
 
-/// <summary>The outcome of one attempt and the endpoint it went to (none when no endpoint could be picked).</summary>
-internal readonly record struct AttemptResult(Polly.Outcome<HttpResponseMessage> Outcome, EndpointState? Endpoint);
+/// <summary>
+/// The outcome of one attempt, the endpoint it went to and the physical URI it was sent with (none when no endpoint could
+/// be picked or nothing was sent).
+/// </summary>
+internal readonly record struct AttemptResult(Polly.Outcome<HttpResponseMessage> Outcome, EndpointState? Endpoint, Uri? Physical = null);

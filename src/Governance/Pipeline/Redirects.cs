@@ -33,18 +33,18 @@ internal static class Redirects
             }
         }
 
-        var authority = final.GetLeftPart(UriPartial.Authority);
-        if (!IsEndpoint(all, authority))
-        {
-            return final;
-        }
-
         var pathAndQuery = final.PathAndQuery;
         var fragment = final.Fragment;
         if (string.Equals(pathAndQuery, logical.PathAndQuery, StringComparison.Ordinal) && fragment.Length == 0)
         {
-            // A physical URI of this call (built again since): no redirect, or one back to the same resource.
+            // A physical URI of this call (built again since, or of an endpoint the service no longer has): no redirect,
+            // or one to the same resource.
             return logical;
+        }
+
+        if (!IsEndpoint(all, final.GetLeftPart(UriPartial.Authority)))
+        {
+            return final;
         }
 
         // The physical URI had no fragment: the redirect target keeps the caller's unless its Location gave one (RFC 9110, 10.2.2).
@@ -52,26 +52,19 @@ internal static class Redirects
     }
 
     /// <summary>
-    /// Whether the primary handler followed a redirect during the call's last attempt: the request holds neither the
-    /// logical URI nor one this call wrote for an endpoint. The redirect follower changed the request on its way (it
+    /// Whether the primary handler followed a redirect during an attempt sent with <paramref name="physical"/> (none when
+    /// nothing was sent): the request no longer holds that very URI. The redirect follower changed the request on its way (it
     /// drops <c>Authorization</c>, and turns a POST answered 301/302, or anything answered 303, into a GET without
     /// body), so such a call is never retried: a retry would send a request the caller did not write. Called only once an
     /// attempt failed in a retryable way.
     /// </summary>
-    public static bool Followed(GovernedCall call) => !ReferenceEquals(CallersUri(call, call.Request.RequestUri), call.Logical);
-
-    /// <summary>
-    /// Whether <paramref name="outcome"/> is an answer from another host or port than <paramref name="endpoint"/>
-    /// (the primary handler followed a redirect away from it): the endpoint did its part, so neither its circuit breaker
-    /// nor outlier detection counts the answer. A failure there is a <see cref="RedirectFailedException"/>, which they
-    /// do not count either.
-    /// </summary>
-    public static bool AnsweredElsewhere(Polly.Outcome<HttpResponseMessage> outcome, HttpRequestMessage request, Uri physical, EndpointState endpoint) =>
-        outcome.Result is not null && LeftEndpoint(request, physical, endpoint);
+    public static bool Followed(HttpRequestMessage request, Uri? physical) => physical is not null && !ReferenceEquals(request.RequestUri, physical);
 
     /// <summary>
     /// Whether an attempt sent to <paramref name="endpoint"/> with <paramref name="physical"/> ended on another host or
-    /// port: the primary handler followed a redirect away from the endpoint, so what happened next is not the endpoint's.
+    /// port: the primary handler followed a redirect away from the endpoint, so what happened next (an answer, a timeout,
+    /// any failure) is not the endpoint's, and neither its circuit breaker nor outlier detection counts it. On the request
+    /// path this costs one reference comparison unless the request was redirected.
     /// </summary>
     public static bool LeftEndpoint(HttpRequestMessage request, Uri physical, EndpointState endpoint) =>
         request.RequestUri is { IsAbsoluteUri: true } final

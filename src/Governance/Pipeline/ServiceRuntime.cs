@@ -300,13 +300,23 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         try
         {
             registration?.Dispose();
-            await StopHealthChecksAsync().ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Kept and rethrown once the other parts are stopped.
         catch (Exception ex)
 #pragma warning restore CA1031
         {
             failure = ex;
+        }
+
+        try
+        {
+            await StopHealthChecksAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Kept and rethrown: see above.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            failure ??= ex;
         }
 
         if (removed)

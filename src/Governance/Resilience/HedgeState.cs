@@ -39,7 +39,7 @@ internal sealed class HedgeState
     /// Whether an attempt's outcome is not yet the call's answer (Polly then waits for the other attempts, or launches the
     /// next hedge): a failure of any kind (a refused connection, no endpoint left for this hedge: another attempt may
     /// still answer, and when all fail Polly returns the last outcome), or an answer that <c>Retry:RetryOn</c> retries.
-    /// Only the caller's cancellation ends the call at once.
+    /// Only the caller's cancellation and the end of the total timeout end the call at once.
     /// </summary>
     public static bool ShouldHedge(Outcome<HttpResponseMessage> outcome, ResilienceContext context)
     {
@@ -51,7 +51,8 @@ internal sealed class HedgeState
 
         if (outcome.Exception is not null)
         {
-            return true;
+            // Except when the call's total timeout ran out: no attempt can answer in time, and none is launched.
+            return outcome.Exception is not AttemptTimeoutException { IsTotal: true } && state.Call.Remaining > TimeSpan.Zero;
         }
 
         var failure = AttemptClassifier.Classify(outcome, state.Call.Policy.Retry);

@@ -13,14 +13,18 @@ internal sealed class RetryState
     private readonly GovernanceHandler _handler;
     private Outcome<HttpResponseMessage>? _first;
 
-    public RetryState(GovernanceHandler handler, GovernedCall call, Outcome<HttpResponseMessage> first, EndpointState? firstEndpoint)
+    /// <summary>The physical URI the latest attempt was sent with (none when nothing was sent): whether it was redirected.</summary>
+    private Uri? _lastPhysical;
+
+    public RetryState(GovernanceHandler handler, GovernedCall call, AttemptResult first)
     {
         _handler = handler;
         Call = call;
-        _first = first;
-        if (firstEndpoint is not null)
+        _first = first.Outcome;
+        _lastPhysical = first.Physical;
+        if (first.Endpoint is not null)
         {
-            Tried.Add(firstEndpoint);
+            Tried.Add(first.Endpoint);
         }
     }
 
@@ -58,7 +62,7 @@ internal sealed class RetryState
         }
 
         var failure = AttemptClassifier.Classify(outcome, policy.Retry);
-        if (!AttemptClassifier.IsRetryable(failure, policy.Retry) || ((failure & AttemptFailure.CircuitOpen) == 0 && Redirects.Followed(Call)))
+        if (!AttemptClassifier.IsRetryable(failure, policy.Retry) || ((failure & AttemptFailure.CircuitOpen) == 0 && Redirects.Followed(Call.Request, _lastPhysical)))
         {
             return false;
         }
@@ -103,6 +107,7 @@ internal sealed class RetryState
     private async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(CancellationToken cancellationToken)
     {
         var result = await _handler.AttemptAsync(Call, Tried, Attempts, cancellationToken).ConfigureAwait(false);
+        _lastPhysical = result.Physical;
         if (result.Endpoint is not null)
         {
             Tried.Add(result.Endpoint);

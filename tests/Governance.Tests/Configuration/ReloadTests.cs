@@ -148,6 +148,31 @@ public sealed class ReloadTests
     }
 
     [Fact]
+    public async Task Reload_EndpointRemovedWhileItsAttemptIsInFlight_FailedAttemptIsRetriedOnTheNewEndpoint()
+    {
+        // A rolling deploy: the only endpoint is replaced while a call waits on it, and then answers 503. The retry goes
+        // to the new endpoint, and the caller sees its logical URI (the old endpoint is no longer one of the service's).
+        var held = new Governance.Tests.Resilience.HeldRequests();
+        await using var old = await LoopbackServer.StartAsync("old", held.Handle);
+        await using var replacement = await LoopbackServer.StartAsync("new");
+        var settings = Governed.Service("catalog", null, old);
+        settings["Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        await using var governed = Governed.Create(settings);
+        var logical = new Uri("http://catalog/items");
+        using var request = new HttpRequestMessage(HttpMethod.Get, logical);
+        var call = governed.Client.SendAsync(request);
+        await held.WaitForArrivalAsync();
+
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:0"] = replacement.Address.ToString();
+        governed.Configuration.Reload();
+        held.Release(System.Net.HttpStatusCode.ServiceUnavailable);
+        using var response = await call.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("new", Assert.Single(response.Headers.GetValues("x-server")));
+        Assert.Same(logical, request.RequestUri);
+    }
+
+    [Fact]
     public async Task Reload_InvalidEdit_IsLoggedAndLastGoodConfigurationStays()
     {
         await using var a = await LoopbackServer.StartAsync("a");
