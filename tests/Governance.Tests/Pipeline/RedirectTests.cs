@@ -58,13 +58,7 @@ public sealed class RedirectTests(ITestOutputHelper output)
         var target = new Uri(refusing.Address, "/b");
         await using var e1 = await StartRedirectingAsync("e1", _ => target.ToString());
         await using var e2 = await StartRedirectingAsync("e2", _ => target.ToString());
-        var settings = Faults.Settings(e1, e2)
-            .With("OutlierDetection:Consecutive5xx", 1)
-            .With("OutlierDetection:ConsecutiveGatewayFailure", 1)
-            .With("OutlierDetection:MaxEjectionPercent", 100)
-            .With("CircuitBreaker:MinimumThroughput", 2)
-            .With("CircuitBreaker:FailureRatio", 0.1);
-        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+        await using var governed = Faults.Create(CountingEveryFailure(e1, e2), new ObservedTimeProvider());
 
         for (var i = 1; i <= 4; i++)
         {
@@ -158,13 +152,7 @@ public sealed class RedirectTests(ITestOutputHelper output)
         var target = new Uri(sso.Address, "/login");
         await using var e1 = await StartRedirectingAsync("e1", _ => target.ToString());
         await using var e2 = await StartRedirectingAsync("e2", _ => target.ToString());
-        var settings = Faults.Settings(e1, e2)
-            .With("OutlierDetection:Consecutive5xx", 1)
-            .With("OutlierDetection:ConsecutiveGatewayFailure", 1)
-            .With("OutlierDetection:MaxEjectionPercent", 100)
-            .With("CircuitBreaker:MinimumThroughput", 2)
-            .With("CircuitBreaker:FailureRatio", 0.1);
-        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+        await using var governed = Faults.Create(CountingEveryFailure(e1, e2), new ObservedTimeProvider());
 
         for (var i = 1; i <= 4; i++)
         {
@@ -192,6 +180,15 @@ public sealed class RedirectTests(ITestOutputHelper output)
         Assert.Equal("http://catalog/b", request.RequestUri!.OriginalString);
         Assert.Same(request, response.RequestMessage);
     }
+
+    /// <summary>Settings under which one counted failure would eject an endpoint or open its circuit.</summary>
+    private static Dictionary<string, string?> CountingEveryFailure(params LoopbackServer[] endpoints) =>
+        Faults.Settings(endpoints)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:ConsecutiveGatewayFailure", 1)
+            .With("OutlierDetection:MaxEjectionPercent", 100)
+            .With("CircuitBreaker:MinimumThroughput", 2)
+            .With("CircuitBreaker:FailureRatio", 0.1);
 
     /// <summary>A server that answers <c>/a</c> with a 302 to the given location and anything else with its path and query.</summary>
     private static Task<LoopbackServer> StartRedirectingAsync(string name, Func<HttpContext, string> location) =>

@@ -97,22 +97,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         try
         {
             // The first call that reaches flaky is the half-open probe; it is held there.
-            var arrival = flaky.Held.NextArrivalAsync();
-            for (var i = 0; i < 3 && probe is null; i++)
-            {
-                var call = Faults.TryGetAsync(governed);
-                if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
-                {
-                    Assert.True(await arrival, "no request arrived");
-                    probe = call;
-                }
-                else
-                {
-                    Assert.True((await call).Succeeded);
-                }
-            }
-
-            Assert.NotNull(probe);
+            probe = await scenario.StartHeldProbeAsync();
             var gets = await Faults.SendSequentialAsync(governed, 6);
             var posts = new List<CallResult>();
             for (var i = 0; i < 6; i++)
@@ -187,23 +172,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         Assert.Equal(EndpointConditions.None, flakyState.Conditions);
 
         // The half-open probe (the first call that reaches flaky) is held there.
-        Task<CallResult>? probe = null;
-        var arrival = flaky.Held.NextArrivalAsync();
-        for (var i = 0; i < 3 && probe is null; i++)
-        {
-            var call = Faults.TryGetAsync(governed);
-            if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
-            {
-                Assert.True(await arrival, "no request arrived");
-                probe = call;
-            }
-            else
-            {
-                Assert.True((await call).Succeeded);
-            }
-        }
-
-        Assert.NotNull(probe);
+        var probe = await scenario.StartHeldProbeAsync();
 
         // A reload replaces the breaker while the probe is in flight; then the probe fails, which opens the old breaker's
         // circuit: that breaker no longer speaks for the endpoint, whose new circuit is closed.
@@ -267,23 +236,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
 
         // The half-open probe reaches flaky and is held there; its caller gives up.
         using var cancellation = new CancellationTokenSource();
-        var arrival = flaky.Held.NextArrivalAsync();
-        Task<CallResult>? probe = null;
-        for (var i = 0; i < 3 && probe is null; i++)
-        {
-            var call = Faults.TryGetAsync(governed, cancellation.Token);
-            if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
-            {
-                Assert.True(await arrival, "no request arrived");
-                probe = call;
-            }
-            else
-            {
-                Assert.True((await call).Succeeded);
-            }
-        }
-
-        Assert.NotNull(probe);
+        var probe = await scenario.StartHeldProbeAsync(cancellation.Token);
 
         // The caller's task ends at once; the breaker decides when the attempt has ended: it closes or opens again.
         var openings = 0;
@@ -345,6 +298,31 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
 
         public void Deconstruct(out ObservedTimeProvider time, out CapturingLoggerProvider logs, out Governed governed, out LoopbackServer a, out LoopbackServer b, out Flaky flaky) =>
             (time, logs, governed, a, b, flaky) = (Time, Logs, Governed, A, B, Flaky);
+
+        /// <summary>
+        /// Sends GETs (each of the others must succeed) until one reaches flaky, which holds it (set
+        /// <see cref="Flaky.Hold"/> first): the half-open probe. Returns that call, still in flight.
+        /// </summary>
+        public async Task<Task<CallResult>> StartHeldProbeAsync(CancellationToken cancellationToken = default)
+        {
+            var arrival = Flaky.Held.NextArrivalAsync();
+            for (var i = 0; i < 3; i++)
+            {
+                var call = Faults.TryGetAsync(Governed, cancellationToken);
+
+                // Not cancelled with the probe's token: that token is for the probe, which the test cancels later.
+                if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard, CancellationToken.None) == arrival)
+                {
+                    Assert.True(await arrival, "no request arrived");
+                    return call;
+                }
+
+                Assert.True((await call).Succeeded);
+            }
+
+            Assert.Fail("no call reached flaky within 3 GETs");
+            return null!;
+        }
 
         /// <summary>Sends GETs one at a time (each must succeed) until <paramref name="condition"/> holds; returns how many.</summary>
         public async Task<int> SendUntilAsync(Func<bool> condition)
