@@ -67,8 +67,9 @@ internal static class Redirects
     /// path this costs one reference comparison unless the request was redirected.
     /// </summary>
     public static bool LeftEndpoint(HttpRequestMessage request, Uri physical, EndpointState endpoint) =>
-        request.RequestUri is { IsAbsoluteUri: true } final
+        request.RequestUri is { } final
         && !ReferenceEquals(final, physical)
+        && final.IsAbsoluteUri
         && !string.Equals(final.GetLeftPart(UriPartial.Authority), endpoint.Authority, StringComparison.OrdinalIgnoreCase);
 
     private static bool IsEndpoint(EndpointState[] endpoints, string authority)
