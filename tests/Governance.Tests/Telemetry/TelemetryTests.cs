@@ -83,6 +83,38 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task GetAsync_WaitedForDiscoverysFirstAnswer_SpanIncludesTheWait()
+    {
+        Listen();
+        await using var server = await LoopbackServer.StartAsync("a");
+        var time = new ObservedTimeProvider();
+        var discovery = new LateDiscovery();
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Discovery"] = LateDiscovery.ProviderName },
+            services => services.AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(discovery).AddSingleton<TimeProvider>(time));
+        var wait = TimeSpan.FromSeconds(3);
+
+        // Started on this thread: when GetAsync returns, the call waits for discovery's first answer.
+        var previous = Activity.Current;
+        ActivityTraceId trace;
+        Task<HttpResponseMessage> call;
+        using (var root = TestSource.StartActivity("late")!)
+        {
+            trace = root.TraceId;
+            call = governed.Client.GetAsync("http://catalog/");
+        }
+
+        Activity.Current = previous;
+        time.Advance(wait);
+        discovery.Resolve(new ServiceEndpoint(server.Address));
+        (await call.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+
+        var span = Assert.Single(Spans(trace), a => a.Source.Name == GovernanceTelemetry.Name);
+        output.WriteLine($"span of a call that waited {wait} for discovery: {span.Duration}");
+        Assert.True(span.Duration >= wait, $"the span lasted {span.Duration}");
+    }
+
+    [Fact]
     public async Task GetAsync_Listened_OneLogicalSpanWithAttemptSpansAsChildren()
     {
         Listen();
@@ -481,5 +513,31 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
 
         Assert.Null(seen);
         response.EnsureSuccessStatusCode();
+    }
+
+    /// <summary>A discovery provider that has no answer until the test gives one.</summary>
+    private sealed class LateDiscovery : Governance.Discovery.IServiceDiscoveryProvider, Governance.Discovery.IServiceEndpointWatcher
+    {
+        public const string ProviderName = "Late";
+        private CancellationTokenSource _changed = new();
+
+        public string Name => ProviderName;
+
+        public IReadOnlyList<ServiceEndpoint>? Current { get; private set; }
+
+        public Governance.Discovery.IServiceEndpointWatcher Watch(string serviceName, Governance.Configuration.ServiceOptions options) => this;
+
+        public Microsoft.Extensions.Primitives.IChangeToken GetChangeToken() => new Microsoft.Extensions.Primitives.CancellationChangeToken(_changed.Token);
+
+        public void Resolve(ServiceEndpoint endpoint)
+        {
+            // A fired token is never handed out again (ChangeToken.OnChange would register on it forever).
+            var fired = _changed;
+            _changed = new CancellationTokenSource();
+            Current = [endpoint];
+            fired.Cancel();
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
