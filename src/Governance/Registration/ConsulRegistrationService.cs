@@ -25,6 +25,7 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
     private readonly CancellationTokenSource _stop = new();
     private readonly object _gate = new();
     private RegistrationSettings? _settings;
+    private IDisposable? _changes;
     private Task _loop = Task.CompletedTask;
     private volatile bool _registered;
 
@@ -69,6 +70,7 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
         }
 
         _settings = settings;
+        _changes = _options.OnChange(OnOptionsChanged);
         var failures = 0;
         try
         {
@@ -108,12 +110,43 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
     /// </summary>
     public async ValueTask DisposeAsync()
     {
+        _changes?.Dispose();
         await StopAndDeregisterAsync(CancellationToken.None).ConfigureAwait(false);
         _stop.Dispose();
     }
 
     /// <summary>Stops the loop without waiting for it (a container disposed synchronously); no deregistration.</summary>
-    public void Dispose() => _ = StopLoopAsync();
+    public void Dispose()
+    {
+        _changes?.Dispose();
+        _ = StopLoopAsync();
+    }
+
+    /// <summary>
+    /// Registration is read once, when the host starts: a reload that changes it is not applied, and says so (instead of
+    /// a silent "configuration applied").
+    /// </summary>
+    private void OnOptionsChanged(GovernanceOptions options, string? name)
+    {
+        if (_settings is not { } inForce || (name is not null && name != Options.DefaultName))
+        {
+            return;
+        }
+
+        try
+        {
+            if (!inForce.SameAs(RegistrationSettings.Create(options, _configuration, Environment, HostAddress)))
+            {
+                LogRegistrationChangeIgnored(_logger, inForce.Section, inForce.InstanceId);
+            }
+        }
+#pragma warning disable CA1031 // An edit that could not even be read is not applied either; validation logs why.
+        catch (Exception)
+#pragma warning restore CA1031
+        {
+            LogRegistrationChangeIgnored(_logger, inForce.Section, inForce.InstanceId);
+        }
+    }
 
     private async Task StopAndDeregisterAsync(CancellationToken cancellationToken)
     {
@@ -254,6 +287,9 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
     [LoggerMessage(GovernanceEventIds.RegistrationHeartbeatFailed, LogLevel.Warning, "Could not confirm the registration of instance {InstanceId} of service {Service} with Consul: {Error}")]
     private static partial void LogHeartbeatFailed(ILogger logger, string instanceId, string service, string error);
+
+    [LoggerMessage(GovernanceEventIds.RegistrationChangeIgnored, LogLevel.Warning, "{Section} changed, but registration is read once, when the host starts: instance {InstanceId} stays registered as it was until the next start")]
+    private static partial void LogRegistrationChangeIgnored(ILogger logger, string section, string instanceId);
 
     [LoggerMessage(GovernanceEventIds.Deregistered, LogLevel.Information, "Deregistered instance {InstanceId} of service {Service} from Consul at {Consul}")]
     private static partial void LogDeregistered(ILogger logger, string instanceId, string service, string consul);

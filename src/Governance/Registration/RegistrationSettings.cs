@@ -47,6 +47,18 @@ internal sealed class RegistrationSettings
     public string Section { get; }
 
     /// <summary>
+    /// Whether <paramref name="other"/> registers the same way: same agent, same registration body, same check kind and
+    /// fail-fast switch (what a reload would have to re-register for).
+    /// </summary>
+    public bool SameAs(RegistrationSettings? other) =>
+        other is not null
+        && Connection.Equals(other.Connection)
+        && Ttl == other.Ttl
+        && FailFast == other.FailFast
+        && System.Text.Json.JsonSerializer.Serialize(Request, ConsulJsonContext.Default.ConsulServiceRegistration)
+            == System.Text.Json.JsonSerializer.Serialize(other.Request, ConsulJsonContext.Default.ConsulServiceRegistration);
+
+    /// <summary>
     /// Resolves the registration, or returns <see langword="null"/> when it is off. The options were validated; what
     /// only shows at start (no listening address to be found) throws <see cref="InvalidOperationException"/>.
     /// </summary>

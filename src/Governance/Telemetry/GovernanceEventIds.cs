@@ -41,4 +41,5 @@ internal static class GovernanceEventIds
     public const int Deregistered = 1604;
     public const int DeregistrationFailed = 1605;
     public const int DeregistrationNotNeeded = 1606;
+    public const int RegistrationChangeIgnored = 1607;
 }

@@ -247,6 +247,30 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Reload_RegistrationChanged_WarnsItIsReadOnceAndKeepsTheRegistration()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var logs = new CapturingLoggerProvider();
+        await using var host = BuildHost(Settings(consul.Address), new FakeTimeProvider(), logs);
+        await host.StartAsync().WaitAsync(Guard);
+        var configuration = (IConfigurationRoot)host.Services.GetRequiredService<IConfiguration>();
+        var registrations = consul.Requests.Count(r => r.Path == "/v1/agent/service/register");
+
+        // An edit elsewhere says nothing about registration; an edit of it is not applied, and says so.
+        configuration["MeshGovernance:Defaults:Retry:MaxRetries"] = "1";
+        configuration.Reload();
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1607);
+        configuration["MeshGovernance:Registration:Tags:0"] = "canary";
+        configuration.Reload();
+
+        var warning = Assert.Single(logs.Entries, e => e.EventId.Id == 1607);
+        Assert.Equal(LogLevel.Warning, warning.Level);
+        Assert.Equal($"MeshGovernance:Registration changed, but registration is read once, when the host starts: instance orders-{Machine}-8080 stays registered as it was until the next start", warning.Message);
+        Assert.Equal(registrations, consul.Requests.Count(r => r.Path == "/v1/agent/service/register"));
+        await host.StopAsync().WaitAsync(Guard);
+    }
+
+    [Fact]
     public async Task DisposeAsync_HostStartFailedAfterRegistering_Deregisters()
     {
         // Another service's start fails after this instance registered: the host never stops gracefully, it is disposed.
@@ -486,6 +510,8 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     /// </summary>
     private sealed class TestHost(IHost host) : IAsyncDisposable
     {
+        public IServiceProvider Services => host.Services;
+
         public Task StartAsync() => host.StartAsync();
 
         public Task StopAsync() => host.StopAsync();

@@ -74,6 +74,7 @@ public sealed class TelemetryNamesTests
             ["Deregistered"] = 1604,
             ["DeregistrationFailed"] = 1605,
             ["DeregistrationNotNeeded"] = 1606,
+            ["RegistrationChangeIgnored"] = 1607,
         };
 
         Assert.Equal(expected.OrderBy(p => p.Key), Constants<int>(typeof(GovernanceEventIds)).OrderBy(p => p.Key));
