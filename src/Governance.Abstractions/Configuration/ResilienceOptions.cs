@@ -134,6 +134,13 @@ public sealed class HealthCheckOptions
 
     /// <summary>Gets or sets the consecutive good probes that mark it healthy again, 1 to 1000. Default: 1.</summary>
     public int? HealthyThreshold { get; set; }
+
+    /// <summary>
+    /// Gets or sets the HTTP version of the probes: <c>Http1</c> (HTTP/1.1) or <c>Http2</c> (HTTP/2 only: with prior
+    /// knowledge on <c>http</c> endpoints, as gRPC's cleartext servers need, and negotiated by ALPN on <c>https</c> ones).
+    /// Default: <c>Http1</c>.
+    /// </summary>
+    public string? Protocol { get; set; }
 }
 
 /// <summary>

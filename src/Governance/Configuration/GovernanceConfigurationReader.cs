@@ -292,7 +292,8 @@ internal sealed class GovernanceConfigurationSchema
                 ("Interval", duration),
                 ("Timeout", duration),
                 ("UnhealthyThreshold", integer),
-                ("HealthyThreshold", integer))),
+                ("HealthyThreshold", integer),
+                ("Protocol", text))),
             ("RateLimit", Object(("Enabled", boolean), ("Algorithm", text), ("PermitsPerSecond", integer), ("Burst", integer), ("QueueLimit", integer))),
             ("Hedging", Object(("Enabled", boolean), ("Delay", duration), ("MaxHedgedAttempts", integer))));
         var consul = Object(

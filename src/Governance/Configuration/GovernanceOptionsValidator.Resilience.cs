@@ -87,6 +87,7 @@ internal sealed partial class GovernanceOptionsValidator
             Duration(health.Timeout, $"{p}:Timeout", TimeSpan.FromMilliseconds(1), errors);
             IntRange(health.UnhealthyThreshold, $"{p}:UnhealthyThreshold", 1, 1000, errors);
             IntRange(health.HealthyThreshold, $"{p}:HealthyThreshold", 1, 1000, errors);
+            OneOf(health.Protocol, $"{p}:Protocol", "health-check protocol", ResilienceConstants.HealthCheckProtocols, errors);
         }
 
         if (section.RateLimit is { } limit)
@@ -205,14 +206,14 @@ internal sealed partial class GovernanceOptionsValidator
 
             if (service.HealthCheck is { Path: null } checks && defaults.HealthCheck?.Path is null)
             {
-                NoEffect($"{path}:HealthCheck", checks.Interval is null ? null : "Interval", checks.Timeout is null ? null : "Timeout", $"active health checks are off unless HealthCheck:Path is set; set {path}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose)", checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold", checks.HealthyThreshold is null ? null : "HealthyThreshold");
+                NoEffect($"{path}:HealthCheck", checks.Interval is null ? null : "Interval", checks.Timeout is null ? null : "Timeout", $"active health checks are off unless HealthCheck:Path is set; set {path}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose)", checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold", checks.HealthyThreshold is null ? null : "HealthyThreshold", checks.Protocol is null ? null : "Protocol");
             }
         }
 
-        void NoEffect(string section, string? a, string? b, string why, string? c = null, string? d = null)
+        void NoEffect(string section, string? a, string? b, string why, string? c = null, string? d = null, string? e = null)
         {
-            var keys = new List<string>(4);
-            foreach (var key in (ReadOnlySpan<string?>)[a, b, c, d])
+            var keys = new List<string>(5);
+            foreach (var key in (ReadOnlySpan<string?>)[a, b, c, d, e])
             {
                 // A value already reported out of range is not reported again.
                 if (key is not null && !Reported($"{section}:{key}"))

@@ -100,7 +100,11 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         using var stop = _stop.Token.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), timeout);
         try
         {
-            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(endpoint.Authority + _settings.Path));
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(endpoint.Authority + _settings.Path))
+            {
+                Version = _settings.Protocol,
+                VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            };
             using var response = await _client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token).ConfigureAwait(false);
             return response.IsSuccessStatusCode;
         }

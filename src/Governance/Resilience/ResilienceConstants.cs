@@ -50,4 +50,6 @@ internal static class ResilienceConstants
     public static readonly string[] BackoffNames = ["Constant", "Linear", "Exponential"];
     public static readonly string[] RetryOnNames = ["5xx", "gateway-error", "connect-failure", "reset", "timeout", "retriable-4xx"];
     public static readonly string[] RateLimitAlgorithms = ["TokenBucket", "FixedWindow", "SlidingWindow", "Concurrency"];
+
+    public static readonly string[] HealthCheckProtocols = ["Http1", "Http2"];
 }

@@ -44,7 +44,7 @@ internal sealed record CircuitBreakerSettings(double FailureRatio, int MinimumTh
 
 internal sealed record OutlierSettings(int Consecutive5xx, int ConsecutiveGatewayFailure, TimeSpan BaseEjectionTime, TimeSpan MaxEjectionTime, int MaxEjectionPercent);
 
-internal sealed record HealthCheckSettings(string Path, TimeSpan Interval, TimeSpan Timeout, int UnhealthyThreshold, int HealthyThreshold);
+internal sealed record HealthCheckSettings(string Path, TimeSpan Interval, TimeSpan Timeout, int UnhealthyThreshold, int HealthyThreshold, Version Protocol);
 
 internal sealed record RateLimitSettings(string Algorithm, int PermitsPerSecond, int Burst, int QueueLimit);
 
@@ -134,7 +134,8 @@ internal sealed record ResilienceSettings(
                 hc?.Interval ?? dhc?.Interval ?? ResilienceConstants.HealthCheckInterval,
                 hc?.Timeout ?? dhc?.Timeout ?? ResilienceConstants.HealthCheckTimeout,
                 hc?.UnhealthyThreshold ?? dhc?.UnhealthyThreshold ?? ResilienceConstants.UnhealthyThreshold,
-                hc?.HealthyThreshold ?? dhc?.HealthyThreshold ?? ResilienceConstants.HealthyThreshold);
+                hc?.HealthyThreshold ?? dhc?.HealthyThreshold ?? ResilienceConstants.HealthyThreshold,
+                string.Equals((hc?.Protocol ?? dhc?.Protocol)?.Trim(), "Http2", StringComparison.OrdinalIgnoreCase) ? System.Net.HttpVersion.Version20 : System.Net.HttpVersion.Version11);
 
         var rl = service.RateLimit;
         var drl = defaults.RateLimit;

@@ -91,6 +91,7 @@ public sealed class ResilienceValidationTests
     [InlineData("OutlierDetection:MaxEjectionPercent", "101", "OutlierDetection:MaxEjectionPercent '101' must be between 0 and 100")]
     [InlineData("OutlierDetection:PanicThreshold", "-5", "OutlierDetection:PanicThreshold '-5' must be between 0 and 100")]
     [InlineData("HealthCheck:Path", "health", "HealthCheck:Path 'health' must be an absolute path such as /health")]
+    [InlineData("HealthCheck:Protocol", "Http3", "HealthCheck:Protocol 'Http3' is not a known health-check protocol (Http1, Http2)")]
     [InlineData("HealthCheck:Interval", "00:00:00.010", "HealthCheck:Interval '00:00:00.0100000' must be between 00:00:00.1000000 and 1.00:00:00")]
     [InlineData("RateLimit:Algorithm", "LeakyBucket", "RateLimit:Algorithm 'LeakyBucket' is not a known rate-limit algorithm (TokenBucket, FixedWindow, SlidingWindow, Concurrency)")]
     [InlineData("RateLimit:PermitsPerSecond", "0", "RateLimit:PermitsPerSecond '0' must be 1 or more")]

@@ -40,11 +40,18 @@ public sealed class LoopbackServer : IAsyncDisposable
     public static Task<LoopbackServer> StartAsync(string name, Func<HttpContext, Task>? handler = null) =>
         StartAsync(name, handler, record: false);
 
-    public static async Task<LoopbackServer> StartAsync(string name, Func<HttpContext, Task>? handler, bool record)
+    public static Task<LoopbackServer> StartAsync(string name, Func<HttpContext, Task>? handler, bool record) =>
+        StartAsync(name, handler, record, Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http1AndHttp2);
+
+    /// <summary>A server that speaks HTTP/2 only: in clear text (h2c), as gRPC servers without TLS do.</summary>
+    public static Task<LoopbackServer> StartHttp2OnlyAsync(string name, Func<HttpContext, Task>? handler = null) =>
+        StartAsync(name, handler, record: false, Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
+
+    private static async Task<LoopbackServer> StartAsync(string name, Func<HttpContext, Task>? handler, bool record, Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols protocols)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseKestrel(o => o.Listen(IPAddress.Loopback, 0));
+        builder.WebHost.UseKestrel(o => o.Listen(IPAddress.Loopback, 0, l => l.Protocols = protocols));
         var app = builder.Build();
         var server = new LoopbackServer(app, name);
         app.Run(async context =>

@@ -118,6 +118,35 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.All([a, b], s => Assert.Equal(2, s.Probes));
     }
 
+    [Theory]
+    [InlineData("Http2", false)]
+    [InlineData("Http1", true)] // an HTTP/1.1 probe cannot talk to a server that speaks HTTP/2 only
+    public async Task RunAsync_Http2OnlyEndpoint_ProtocolDecidesWhetherTheProbeGetsAnAnswer(string protocol, bool failed)
+    {
+        var time = new ObservedTimeProvider();
+        var probes = 0;
+        await using var h2c = await LoopbackServer.StartHttp2OnlyAsync("h2c", context =>
+        {
+            Interlocked.Increment(ref probes);
+            return context.Response.WriteAsync($"{context.Request.Protocol}", context.RequestAborted);
+        });
+        await using var other = await LoopbackServer.StartAsync("other");
+        var settings = Faults.Settings(h2c, other)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:UnhealthyThreshold", 1)
+            .With("HealthCheck:Protocol", protocol);
+        await using var governed = Faults.Create(settings, time);
+
+        // The first round runs at start and ends with the pause before the next one.
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+
+        var state = Faults.State(governed, h2c);
+        output.WriteLine($"{protocol} probe of an HTTP/2-only endpoint: answered {probes}, conditions {state.Conditions}");
+        Assert.Equal(failed, Faults.Has(state, EndpointConditions.FailedHealthCheck));
+        Assert.Equal(failed ? 0 : 1, probes);
+    }
+
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     private sealed class Backend(string name)
     {
