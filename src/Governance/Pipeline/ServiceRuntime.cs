@@ -56,7 +56,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         catch
         {
             // The service never comes into being: its watcher would run on (a Consul watch until the provider is disposed).
-            _ = _watcher.DisposeAsync().AsTask();
+            _ = DisposeInBackgroundAsync(_watcher);
             throw;
         }
 
@@ -197,7 +197,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
         catch
         {
-            _ = watcher.DisposeAsync().AsTask();
+            _ = DisposeInBackgroundAsync(watcher);
             if (policy is not null && !ReferenceEquals(policy.Limiter, oldPolicy?.Limiter))
             {
                 policy.Dispose(); // A limiter of its own, never used.
@@ -211,7 +211,22 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         // threads deadlocked (a reload or shutdown while discovery published a change).
         oldRegistration?.Dispose();
         oldPolicy.Retire(policy);
-        _ = oldWatcher.DisposeAsync().AsTask();
+        _ = DisposeInBackgroundAsync(oldWatcher);
+    }
+
+    /// <summary>Disposes a watcher the service no longer uses, off the caller's path; a failure is logged (event 1102), not lost.</summary>
+    private async Task DisposeInBackgroundAsync(IServiceEndpointWatcher watcher)
+    {
+        try
+        {
+            await watcher.DisposeAsync().ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits this: the failure is logged.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogWatcherDisposeFailed(_logger, Name, ex);
+        }
     }
 
     /// <summary>Rebuilds the endpoint set after an endpoint's availability changed.</summary>
@@ -679,6 +694,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             });
         state.Breaker = breaker;
     }
+
+    [LoggerMessage(GovernanceEventIds.WatcherDisposeFailed, LogLevel.Warning, "Service {Service}: a discovery watcher it no longer uses could not be disposed")]
+    private static partial void LogWatcherDisposeFailed(ILogger logger, string service, Exception exception);
 
     [LoggerMessage(GovernanceEventIds.EndpointSetRebuildFailed, LogLevel.Error, "Service {Service}: its endpoint set could not be rebuilt (a custom load-balancing policy failed?); it keeps the current one until the next change")]
     private static partial void LogRebuildFailed(ILogger logger, string service, Exception exception);

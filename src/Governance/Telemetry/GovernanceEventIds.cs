@@ -14,6 +14,7 @@ internal static class GovernanceEventIds
 
     public const int EndpointsChanged = 1100;
     public const int EndpointSetRebuildFailed = 1101;
+    public const int WatcherDisposeFailed = 1102;
 
     // Consul discovery (1110-1129).
     public const int ConsulQueryFailed = 1110;

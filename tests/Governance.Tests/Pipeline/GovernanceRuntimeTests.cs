@@ -5,6 +5,7 @@ using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 using Xunit.Abstractions;
 
@@ -79,6 +80,29 @@ public sealed class GovernanceRuntimeTests(ITestOutputHelper output)
         output.WriteLine(ex.Message);
         Assert.Empty(discovery.Live);
         Assert.Equal(3, ex.InnerExceptions.Count);
+    }
+
+    [Fact]
+    public async Task Reload_OldWatcherThrowsOnDispose_FailureLoggedNotLost()
+    {
+        var discovery = new CountingProvider { ThrowOnDispose = true };
+        var logs = new CapturingLoggerProvider();
+        var editable = new EditableConfiguration();
+        var services = new ServiceCollection();
+        services.AddSingleton<IServiceDiscoveryProvider>(discovery);
+        services.AddLogging(l => l.AddProvider(logs));
+        services.AddMeshGovernance(new ConfigurationBuilder().Add(editable).Build().GetSection("MeshGovernance"));
+        editable.Change("MeshGovernance:Services:one:Discovery", CountingProvider.ProviderName);
+        await using var provider = services.BuildServiceProvider();
+        _ = provider.GetRequiredService<GovernanceRuntime>();
+
+        // A reload gives the service a new watcher; disposing the old one fails in the background.
+        editable.Change("MeshGovernance:Services:one:Retry:MaxRetries", "1");
+
+        await logs.WaitForAsync(e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.WatcherDisposeFailed).WaitAsync(TimeSpan.FromSeconds(30));
+        var logged = Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.WatcherDisposeFailed);
+        Assert.Equal("Service one: a discovery watcher it no longer uses could not be disposed", logged.Message);
+        discovery.ThrowOnDispose = false;
     }
 
     /// <summary>A discovery provider that answers at once and counts the watchers not yet disposed.</summary>

@@ -52,6 +52,7 @@ public sealed class TelemetryNamesTests
             ["ServiceStopFailed"] = 1003,
             ["EndpointsChanged"] = 1100,
             ["EndpointSetRebuildFailed"] = 1101,
+            ["WatcherDisposeFailed"] = 1102,
             ["ConsulQueryFailed"] = 1110,
             ["ConsulQueryFailedAgain"] = 1111,
             ["ConsulQueryRecovered"] = 1112,
