@@ -166,6 +166,36 @@ public sealed class RedirectTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task SendAsync_RedirectTargetHangsUntilTheAttemptTimesOut_NotCountedAgainstTheEndpoint()
+    {
+        var held = new Governance.Tests.Resilience.HeldRequests();
+        await using var slow = await LoopbackServer.StartAsync("slow", held.Handle);
+        var target = new Uri(slow.Address, "/slow");
+        await using var e1 = await StartRedirectingAsync("e1", _ => target.ToString());
+        await using var e2 = await StartRedirectingAsync("e2", _ => target.ToString());
+        var time = new ObservedTimeProvider();
+        var perAttempt = TimeSpan.FromSeconds(1);
+        await using var governed = Faults.Create(CountingEveryFailure(e1, e2).With("Timeout:PerAttempt", perAttempt), time);
+        try
+        {
+            var call = governed.Client.GetAsync($"http://{Faults.Service}/a");
+            await held.WaitForArrivalAsync();
+            time.Advance(perAttempt);
+
+            // The attempt timed out at the redirect target: the caller gets the timeout, not retried (the request was
+            // redirected), and neither endpoint's breaker nor outlier detection counts it.
+            var ex = await Assert.ThrowsAsync<CallTimeoutException>(() => call.WaitAsync(Faults.Guard));
+            output.WriteLine(ex.Message);
+            Assert.Equal(1, held.Count);
+            Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
     public async Task SendAsync_HedgedCallRedirectedOnItself_CallerSeesTheFinalUriInLogicalForm()
     {
         await using var server = await StartRedirectingAsync("a", _ => "/b");
