@@ -115,6 +115,43 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task GetAsync_PanicModeSendsToAnOpenCircuit_NoCircuitEventForATransitionThatDidNotHappen()
+    {
+        Listen();
+        var healthy = false;
+        Task Handler(HttpContext context)
+        {
+            context.Response.StatusCode = Volatile.Read(ref healthy) ? 200 : 503;
+            return Task.CompletedTask;
+        }
+
+        await using var one = await LoopbackServer.StartAsync("one", Handler);
+        await using var two = await LoopbackServer.StartAsync("two", Handler);
+        var settings = Faults.Settings(one, two)
+            .With("OutlierDetection:Enabled", false)
+            .With("CircuitBreaker:MinimumThroughput", 2)
+            .With("CircuitBreaker:FailureRatio", 0.5);
+        await using var governed = Faults.Create(settings, new ObservedTimeProvider());
+        var states = Faults.Runtime(governed).Endpoints.All;
+        for (var i = 0; i < 10 && !states.All(e => Faults.Has(e, Governance.Pipeline.EndpointConditions.CircuitOpen)); i++)
+        {
+            _ = await Faults.TryGetAsync(governed);
+        }
+
+        Assert.True(Faults.Runtime(governed).Endpoints.IsPanic);
+        Volatile.Write(ref healthy, true);
+
+        // Every circuit is open and stays open; panic mode sends the call anyway. Its span tells no circuit event.
+        using (var root = TestSource.StartActivity("panic")!)
+        {
+            (await governed.Client.GetAsync(Faults.Url).WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            root.Stop();
+            var span = Assert.Single(Spans(root.TraceId), a => a.Source.Name == GovernanceTelemetry.Name);
+            Assert.DoesNotContain(span.Events, e => e.Name == GovernanceTelemetry.Events.CircuitTransition);
+        }
+    }
+
+    [Fact]
     public async Task GetAsync_Listened_OneLogicalSpanWithAttemptSpansAsChildren()
     {
         Listen();
