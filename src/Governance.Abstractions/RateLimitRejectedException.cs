@@ -52,15 +52,6 @@ public sealed class RateLimitRejectedException : GovernanceException
         }
     }
 
-    /// <summary>Creates the exception with a hint measured from <paramref name="rejectedAt"/>, a timestamp the caller already read from <paramref name="timeProvider"/>.</summary>
-    internal RateLimitRejectedException(string serviceName, TimeSpan retryAfter, TimeProvider timeProvider, long rejectedAt)
-        : base(serviceName, message: null)
-    {
-        _retryAfter = retryAfter < TimeSpan.Zero ? TimeSpan.Zero : retryAfter;
-        _time = timeProvider;
-        _rejectedAt = rejectedAt;
-    }
-
     /// <summary>
     /// Gets how long from now until the limiter expected a permit to be available, or <see langword="null"/> when it
     /// gave no estimate (the concurrency limiter never does). Computed when read: it decreases as time passes, down to

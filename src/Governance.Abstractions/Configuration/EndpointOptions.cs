@@ -14,7 +14,4 @@ public sealed class EndpointOptions
 
     /// <summary>Gets the endpoint's labels, such as <c>version</c>. Default: empty.</summary>
     public IDictionary<string, string> Metadata { get; } = new Dictionary<string, string>(StringComparer.Ordinal);
-
-    /// <summary>Gets or sets a value indicating whether configuration gave this endpoint as a bare address string.</summary>
-    internal bool IsShorthand { get; set; }
 }

@@ -31,13 +31,4 @@ public sealed class GovernanceOptions
     /// registration is on when this is set and its <see cref="RegistrationOptions.Enabled"/> is not <see langword="false"/>.
     /// </summary>
     public RegistrationOptions? Registration { get; set; }
-
-    /// <summary>
-    /// Gets the configuration path the options were bound from followed by <c>:</c> (empty for a configuration root whose
-    /// top-level keys are the settings), put before keys in validation messages.
-    /// </summary>
-    internal string KeyPrefix { get; set; } = SectionName + ":";
-
-    /// <summary>Gets the errors found while reading raw configuration (unknown keys, malformed values), if any.</summary>
-    internal List<string> ConfigurationErrors { get; } = [];
 }

@@ -32,8 +32,8 @@ internal static class GovernanceConfigurationReader
             path = string.Empty;
         }
 
-        options.KeyPrefix = path.Length == 0 ? string.Empty : path + ":";
-        var errors = options.ConfigurationErrors;
+        options.SetKeyPrefix(path.Length == 0 ? string.Empty : path + ":");
+        var errors = options.ConfigurationErrors();
         var malformed = new List<string>();
         GovernanceConfigurationSchema.Root.Check(section, path, errors, malformed);
         if (malformed.Count > 0)
@@ -80,7 +80,7 @@ internal static class GovernanceConfigurationReader
             if (item.Value is { } address)
             {
                 endpoint.Address = address;
-                endpoint.IsShorthand = true;
+                endpoint.MarkShorthand();
             }
             else
             {

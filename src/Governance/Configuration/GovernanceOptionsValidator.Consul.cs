@@ -15,7 +15,7 @@ internal sealed partial class GovernanceOptionsValidator
 
     private void ValidateConsul(GovernanceOptions options, List<string> errors)
     {
-        var root = options.KeyPrefix;
+        var root = options.KeyPrefix();
         var consul = options.Consul ?? new ConsulOptions();
         var path = $"{root}Consul";
         if (!string.IsNullOrWhiteSpace(consul.Address))
@@ -105,7 +105,7 @@ internal sealed partial class GovernanceOptionsValidator
 
     private static void ValidateRegistration(RegistrationOptions registration, bool registering, GovernanceOptions options, List<string> errors)
     {
-        var root = options.KeyPrefix;
+        var root = options.KeyPrefix();
         var path = $"{root}Registration";
         var name = options.Application?.Name?.Trim();
         if (registering && string.IsNullOrEmpty(name))

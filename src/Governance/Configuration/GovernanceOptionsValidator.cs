@@ -24,9 +24,9 @@ internal sealed partial class GovernanceOptionsValidator
     public List<string> Validate(GovernanceOptions options)
     {
         // Malformed values were left out of binding and are reported here; everything else is checked as usual.
-        var errors = new List<string>(options.ConfigurationErrors);
+        var errors = new List<string>(options.ConfigurationErrors());
 
-        var root = options.KeyPrefix;
+        var root = options.KeyPrefix();
         var defaults = options.Defaults ?? new ServiceOptions();
         if (defaults.Endpoints.Count > 0)
         {
@@ -123,7 +123,7 @@ internal sealed partial class GovernanceOptionsValidator
             return;
         }
 
-        var addressPath = endpoint.IsShorthand ? path : $"{path}:Address";
+        var addressPath = endpoint.IsShorthand() ? path : $"{path}:Address";
         if (string.IsNullOrWhiteSpace(endpoint.Address))
         {
             errors.Add($"{addressPath} is required: give an absolute http or https address such as http://10.0.0.5:8080");

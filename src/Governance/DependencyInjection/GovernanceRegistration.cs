@@ -207,7 +207,7 @@ internal sealed class GovernanceRegistration
 #pragma warning restore CA1031
             {
                 var path = (section as IConfigurationSection)?.Path;
-                options.ConfigurationErrors.Add($"{(string.IsNullOrEmpty(path) ? "The configuration" : path)} could not be read: {ex.Message}");
+                options.ConfigurationErrors().Add($"{(string.IsNullOrEmpty(path) ? "The configuration" : path)} could not be read: {ex.Message}");
             }
         }
     }

@@ -316,7 +316,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
         if (zones.Count > 0)
         {
-            LogZoneUnmatched(_logger, $"{options.KeyPrefix}Application:Zone", zone, string.Join(", ", zones));
+            LogZoneUnmatched(_logger, $"{options.KeyPrefix()}Application:Zone", zone, string.Join(", ", zones));
         }
     }
 

@@ -69,7 +69,7 @@ internal sealed class RegistrationSettings
             return null;
         }
 
-        var root = options.KeyPrefix;
+        var root = options.KeyPrefix();
         var section = root + "Registration";
         var connection = ConsulConnection.Create(options.Consul)
             ?? throw new InvalidOperationException($"{root}Consul:Address is required when registration is on");

@@ -126,7 +126,7 @@ internal sealed class ServicePolicy : IDisposable
         if (refusal is null || now >= refusal.DueAt || due < refusal.DueAt)
         {
             // Two racing callers may each build one; either is correct, the last one stays.
-            refusal = new RefusedCall(new RateLimitRejectedException(serviceName, delay, Time, now), dueAt: due);
+            refusal = new RefusedCall(new RateLimitRejectedException(serviceName, delay, Time), dueAt: due);
             Volatile.Write(ref _rejectedUntil, refusal);
         }
 

@@ -1,0 +1,38 @@
+using System.Runtime.CompilerServices;
+
+namespace Governance.Configuration;
+
+/// <summary>
+/// What reading the raw configuration learned about an options instance, kept beside it (not in the Abstractions
+/// package's types, which must not expose internals to this one: the two packages may be upgraded apart): the key prefix
+/// that names its settings in messages, the errors found while reading, and which endpoints were written as a bare
+/// address. Instances the reader never saw (options configured in code only) have the defaults.
+/// </summary>
+internal static class ReadState
+{
+    private static readonly ConditionalWeakTable<GovernanceOptions, Options> States = new();
+    private static readonly ConditionalWeakTable<EndpointOptions, object> Shorthands = new();
+
+    /// <summary>Gets the configuration path the options were read from followed by <c>:</c> (empty for a configuration root whose top-level keys are the settings).</summary>
+    public static string KeyPrefix(this GovernanceOptions options) =>
+        States.TryGetValue(options, out var state) ? state.KeyPrefix : GovernanceOptions.SectionName + ":";
+
+    /// <summary>Gets the errors found while reading the raw configuration (unknown keys, malformed values), added to by the reader.</summary>
+    public static List<string> ConfigurationErrors(this GovernanceOptions options) => States.GetOrCreateValue(options).Errors;
+
+    public static void SetKeyPrefix(this GovernanceOptions options, string prefix) => States.GetOrCreateValue(options).KeyPrefix = prefix;
+
+    /// <summary>Gets a value indicating whether the endpoint was written as a bare address string (messages then name the item, not its <c>Address</c>).</summary>
+    public static bool IsShorthand(this EndpointOptions endpoint) => Shorthands.TryGetValue(endpoint, out _);
+
+    public static void MarkShorthand(this EndpointOptions endpoint) => Shorthands.AddOrUpdate(endpoint, Marker);
+
+    private static readonly object Marker = new();
+
+    private sealed class Options
+    {
+        public string KeyPrefix { get; set; } = GovernanceOptions.SectionName + ":";
+
+        public List<string> Errors { get; } = [];
+    }
+}
