@@ -159,8 +159,9 @@ internal sealed partial class GovernanceHandler
         try
         {
             var answeredElsewhere = Redirects.LeftEndpoint(call.Request, physical, endpoint);
-            var wasClosed = endpoint.Breaker?.IsClosed ?? true;
-            if (endpoint.Breaker is { } breaker && !answeredElsewhere)
+            var breaker = endpoint.Breaker;
+            var wasClosed = breaker?.IsClosed ?? true;
+            if (breaker is not null && !answeredElsewhere)
             {
                 var recorded = breaker.RecordAsync(outcome);
                 if (!recorded.IsCompletedSuccessfully)

@@ -137,6 +137,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             var wasClosed = breaker?.IsClosed ?? true;
             var attempt = BeginAttempt(call, endpoint, now, remaining, outer);
             Outcome<HttpResponseMessage> outcome;
+            bool answeredElsewhere;
             try
             {
                 // In panic mode every endpoint is used again, those whose circuit is open included: the breaker is not
@@ -146,7 +147,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
                     // synchronously unless it trips the circuit.
                     outcome = await SendAttemptAsync(attempt).ConfigureAwait(false);
-                    if (breaker is not null && !Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint))
+                    answeredElsewhere = Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint);
+                    if (breaker is not null && !answeredElsewhere)
                     {
                         await breaker.RecordAsync(outcome).ConfigureAwait(false);
                     }
@@ -164,6 +166,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     {
                         ResilienceContextPool.Shared.Return(context);
                     }
+
+                    answeredElsewhere = Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint);
                 }
             }
             finally
@@ -182,7 +186,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 continue;
             }
 
-            return Account(call, endpoint, attempt.Physical, attemptNumber, outcome, Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint));
+            return Account(call, endpoint, attempt.Physical, attemptNumber, outcome, answeredElsewhere);
         }
     }
 

@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using Governance.Configuration;
 using Governance.Discovery;
 using Governance.LoadBalancing;
+using Governance.Resilience;
 using Governance.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -220,26 +221,8 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     }
 
     /// <summary>Stops a service that is no longer in force, off the reload's thread; a failure is logged (event 1003), not lost.</summary>
-    private async Task StopInBackgroundAsync(ServiceRuntime service, bool retire)
-    {
-        try
-        {
-            if (retire)
-            {
-                await service.RetireAsync().ConfigureAwait(false);
-            }
-            else
-            {
-                await service.DisposeAsync().ConfigureAwait(false);
-            }
-        }
-#pragma warning disable CA1031 // Nobody awaits this: the failure is logged.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            LogServiceStopFailed(_logger, service.Name, ex);
-        }
-    }
+    private Task StopInBackgroundAsync(ServiceRuntime service, bool retire) =>
+        BackgroundWork.ObserveAsync(retire ? service.RetireAsync() : service.DisposeAsync(), ex => LogServiceStopFailed(_logger, service.Name, ex));
 
     /// <summary>
     /// Puts <paramref name="settings"/> in force under the lock: existing services reconfigured, <paramref name="created"/>

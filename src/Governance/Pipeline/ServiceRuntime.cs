@@ -215,19 +215,8 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     /// <summary>Disposes a watcher the service no longer uses, off the caller's path; a failure is logged (event 1102), not lost.</summary>
-    private async Task DisposeInBackgroundAsync(IServiceEndpointWatcher watcher)
-    {
-        try
-        {
-            await watcher.DisposeAsync().ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // Nobody awaits this: the failure is logged.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            LogWatcherDisposeFailed(_logger, Name, ex);
-        }
-    }
+    private Task DisposeInBackgroundAsync(IServiceEndpointWatcher watcher) =>
+        BackgroundWork.ObserveAsync(watcher.DisposeAsync(), ex => LogWatcherDisposeFailed(_logger, Name, ex));
 
     /// <summary>Rebuilds the endpoint set after an endpoint's availability changed.</summary>
     public void Refresh()

@@ -9,6 +9,24 @@ internal static class BackgroundWork
 {
     public static FlowScope SuppressFlow() => new(ExecutionContext.IsFlowSuppressed() ? null : ExecutionContext.SuppressFlow());
 
+    /// <summary>
+    /// Awaits work that nobody else awaits (a service or watcher stopped in the background) and hands its failure to
+    /// <paramref name="onFailure"/> (a log), instead of leaving it in an unobserved task.
+    /// </summary>
+    public static async Task ObserveAsync(ValueTask work, Action<Exception> onFailure)
+    {
+        try
+        {
+            await work.ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // Nobody awaits this: the failure goes to onFailure.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            onFailure(ex);
+        }
+    }
+
     public readonly struct FlowScope(AsyncFlowControl? control) : IDisposable
     {
         public void Dispose() => control?.Undo();
