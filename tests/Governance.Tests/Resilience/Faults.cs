@@ -57,6 +57,10 @@ internal static class Faults
         return settings;
     }
 
+    /// <summary>A concurrency limit of one call in flight, with room for one more waiting for its permit.</summary>
+    public static Dictionary<string, string?> OnePermitOneWaiting(this Dictionary<string, string?> settings) =>
+        settings.With("RateLimit:Algorithm", "Concurrency").With("RateLimit:Burst", 1).With("RateLimit:QueueLimit", 1);
+
     /// <summary>A governed client; <paramref name="time"/> is registered before <c>AddMeshGovernance</c> so that governance runs on it.</summary>
     public static Governed Create(Dictionary<string, string?> settings, TimeProvider? time = null, CapturingLoggerProvider? logs = null, AttemptCounter? attempts = null) =>
         Governed.Create(settings, services =>

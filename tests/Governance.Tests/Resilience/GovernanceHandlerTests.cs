@@ -184,9 +184,7 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
                 .With("Retry:MaxRetries", 0)
                 .With("Timeout:Total", total)
                 .With("Timeout:PerAttempt", total)
-                .With("RateLimit:Algorithm", "Concurrency")
-                .With("RateLimit:Burst", 1)
-                .With("RateLimit:QueueLimit", 1);
+                .OnePermitOneWaiting();
             await using var governed = Faults.Create(settings, time);
 
             var first = Faults.TryGetAsync(governed);

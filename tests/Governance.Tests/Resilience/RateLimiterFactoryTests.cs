@@ -146,9 +146,7 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
             var editable = new EditableConfiguration();
             var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build();
             editable.Change(Faults.Settings(server)
-                .With("RateLimit:Algorithm", "Concurrency")
-                .With("RateLimit:Burst", 1)
-                .With("RateLimit:QueueLimit", 1)
+                .OnePermitOneWaiting()
                 .Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
             var services = new ServiceCollection();
             services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(configuration);
@@ -186,9 +184,7 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         try
         {
             var settings = Faults.Settings(server)
-                .With("RateLimit:Algorithm", "Concurrency")
-                .With("RateLimit:Burst", 1)
-                .With("RateLimit:QueueLimit", 1);
+                .OnePermitOneWaiting();
             await using var governed = Faults.Create(settings);
 
             var first = governed.Client.GetAsync(Faults.Url);
@@ -246,9 +242,7 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         try
         {
             var settings = Faults.Settings(server)
-                .With("RateLimit:Algorithm", "Concurrency")
-                .With("RateLimit:Burst", 1)
-                .With("RateLimit:QueueLimit", 1);
+                .OnePermitOneWaiting();
             await using var governed = Faults.Create(settings);
 
             var first = governed.Client.GetAsync(Faults.Url);

@@ -46,9 +46,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         await using var server = await LoopbackServer.StartAsync("held", held.Handle);
         var time = new ObservedTimeProvider();
         var settings = Faults.Settings(server)
-            .With("RateLimit:Algorithm", "Concurrency")
-            .With("RateLimit:Burst", 1)
-            .With("RateLimit:QueueLimit", 1);
+            .OnePermitOneWaiting();
         await using var governed = Faults.Create(settings, time);
         var wait = TimeSpan.FromSeconds(5);
         try
