@@ -201,19 +201,32 @@ internal sealed partial class GovernanceOptionsValidator
             // expected them to turn it on (as RateLimit keys do). A switch set to off (here or in Defaults) parks them on purpose.
             if (service.Hedging is { Enabled: null } hedging && defaults.Hedging?.Enabled is null)
             {
-                NoEffect($"{path}:Hedging", hedging.Delay is null ? null : "Delay", hedging.MaxHedgedAttempts is null ? null : "MaxHedgedAttempts", $"hedging is off unless Hedging:Enabled is true (the default is false); set {path}:Hedging:Enabled to true");
+                NoEffect(
+                    $"{path}:Hedging",
+                    $"hedging is off unless Hedging:Enabled is true (the default is false); set {path}:Hedging:Enabled to true",
+                    [hedging.Delay is null ? null : "Delay", hedging.MaxHedgedAttempts is null ? null : "MaxHedgedAttempts"]);
             }
 
             if (service.HealthCheck is { Path: null } checks && defaults.HealthCheck?.Path is null)
             {
-                NoEffect($"{path}:HealthCheck", checks.Interval is null ? null : "Interval", checks.Timeout is null ? null : "Timeout", $"active health checks are off unless HealthCheck:Path is set; set {path}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose)", checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold", checks.HealthyThreshold is null ? null : "HealthyThreshold", checks.Protocol is null ? null : "Protocol");
+                NoEffect(
+                    $"{path}:HealthCheck",
+                    $"active health checks are off unless HealthCheck:Path is set; set {path}:HealthCheck:Path, for example to /health (an empty Path turns them off on purpose)",
+                    [
+                        checks.Interval is null ? null : "Interval",
+                        checks.Timeout is null ? null : "Timeout",
+                        checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold",
+                        checks.HealthyThreshold is null ? null : "HealthyThreshold",
+                        checks.Protocol is null ? null : "Protocol",
+                    ]);
             }
         }
 
-        void NoEffect(string section, string? a, string? b, string why, string? c = null, string? d = null, string? e = null)
+        // Reports the keys set (the others are null) under one section that do nothing, and why.
+        void NoEffect(string section, string why, ReadOnlySpan<string?> set)
         {
-            var keys = new List<string>(5);
-            foreach (var key in (ReadOnlySpan<string?>)[a, b, c, d, e])
+            var keys = new List<string>(set.Length);
+            foreach (var key in set)
             {
                 // A value already reported out of range is not reported again.
                 if (key is not null && !Reported($"{section}:{key}"))
