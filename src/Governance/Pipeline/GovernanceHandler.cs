@@ -65,7 +65,16 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             // One exception and one faulted task per endpoint set, shared by the calls it refuses (RefusedCall);
             // telemetry still records each call.
             var refused = service.NoEndpointRefusal(empty);
-            service.Instrumentation.RecordRefused(service, request, refused.Error);
+            if (arrivedAt is { } waited)
+            {
+                // It waited for discovery's first answer, which had no endpoint: its span and duration include the wait.
+                service.Instrumentation.RecordWaitEnded(service, service.Policy, request, waited, refused.Error);
+            }
+            else
+            {
+                service.Instrumentation.RecordRefused(service, request, refused.Error);
+            }
+
             return refused.Task;
         }
 
@@ -83,7 +92,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 }
 
                 // Rejected before any network work, without throwing inside the pipeline.
-                return Rejected(service, policy, request, lease);
+                return arrivedAt is { } waited
+                    ? Task.FromException<HttpResponseMessage>(Rejected(service, policy, request, lease, waited))
+                    : Rejected(service, policy, request, lease);
             }
         }
 
@@ -346,13 +357,17 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         return refused.Task;
     }
 
-    /// <summary>A queued call the limiter rejected: its own exception, since the caller's async path throws it.</summary>
-    private static RateLimitRejectedException Rejected(ServiceRuntime service, HttpRequestMessage request, RateLimitLease lease)
+    /// <summary>
+    /// A queued call the limiter rejected: its own exception, since the caller's async path throws it; its span and
+    /// duration include the time it queued since <paramref name="arrivedAt"/>.
+    /// </summary>
+    private static RateLimitRejectedException Rejected(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, RateLimitLease lease, long arrivedAt)
     {
         TimeSpan? retryAfter = lease.TryGetMetadata(MetadataName.RetryAfter, out var delay) ? delay : null;
         lease.Dispose();
-        service.Instrumentation.RecordRejection(service, request, retryAfter);
-        return new RateLimitRejectedException(service.Name, retryAfter, service.Policy.Time);
+        var rejected = new RateLimitRejectedException(service.Name, retryAfter, policy.Time);
+        service.Instrumentation.RecordWaitEnded(service, policy, request, arrivedAt, rejected, retryAfter);
+        return rejected;
     }
 
     /// <summary>The call's response, or what its last outcome's failure becomes for the caller (<see cref="ThrowFailure"/>).</summary>
@@ -390,9 +405,22 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, Uri logical, long arrivedAt, CancellationToken cancellationToken)
     {
         var timeout = service.Settings.FirstAnswerTimeout;
-        if (!await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false))
+        bool resolved;
+        try
         {
-            throw new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");
+            resolved = await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException canceled)
+        {
+            service.Instrumentation.RecordWaitEnded(service, service.Policy, request, arrivedAt, canceled);
+            throw;
+        }
+
+        if (!resolved)
+        {
+            var refused = new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");
+            service.Instrumentation.RecordWaitEnded(service, service.Policy, request, arrivedAt, refused);
+            throw refused;
         }
 
         return await SendGoverned(service, request, logical, arrivedAt, cancellationToken).ConfigureAwait(false);
@@ -401,10 +429,20 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     private async Task<HttpResponseMessage> SendQueuedAsync(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, Uri logical, RateLimiter limiter, long arrivedAt, CancellationToken cancellationToken)
     {
         // The rate limit is outside the total timeout: the call's clock starts when the permit is granted.
-        var lease = await limiter.AcquireAsync(1, cancellationToken).ConfigureAwait(false);
+        RateLimitLease lease;
+        try
+        {
+            lease = await limiter.AcquireAsync(1, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException canceled)
+        {
+            service.Instrumentation.RecordWaitEnded(service, policy, request, arrivedAt, canceled);
+            throw;
+        }
+
         if (!lease.IsAcquired)
         {
-            throw Rejected(service, request, lease);
+            throw Rejected(service, policy, request, lease, arrivedAt);
         }
 
         return await SendGoverned(new GovernedCall(service, policy, request, logical, cancellationToken, arrivedAt), lease).ConfigureAwait(false);

@@ -3,6 +3,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
 using Governance.Pipeline;
+using Governance.Resilience;
 using Microsoft.Extensions.Logging;
 
 namespace Governance.Telemetry;
@@ -273,6 +274,33 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
             Activity.Current = previous;
         }
+    }
+
+    /// <summary>
+    /// A call that ended while it waited, before any attempt: refused after discovery's first answer did not come, rejected
+    /// by the rate limit after queueing, or cancelled by its caller in either wait. Its span and duration run from
+    /// <paramref name="arrivedAt"/> (when it reached governance) to now, with <paramref name="error"/>; a rejection also
+    /// counts in the rejections counter and puts its event, with the limiter's <paramref name="retryAfter"/>, on the span.
+    /// </summary>
+    public void RecordWaitEnded(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, long arrivedAt, Exception error, TimeSpan? retryAfter = null)
+    {
+        var rejected = error is RateLimitRejectedException;
+        if (rejected && RateLimitRejections.Enabled)
+        {
+            RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
+        }
+
+        var previous = Activity.Current;
+        var activity = StartCall(service, request, arrivedAt, policy.SpanClock);
+        if (rejected && activity is { IsAllDataRequested: true })
+        {
+            activity.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
+                ? new ActivityTagsCollection { { GovernanceTelemetry.RetryAfterTag, delay.TotalSeconds } }
+                : null));
+        }
+
+        EndCall(activity, service, request, arrivedAt, policy.Time, policy.SpanClock, response: null, error);
+        Activity.Current = previous;
     }
 
     /// <summary>A call refused before any attempt (no endpoint): it still gets its span, with error status, and its duration.</summary>

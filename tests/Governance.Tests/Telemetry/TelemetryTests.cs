@@ -113,6 +113,114 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     }
 
     [Fact]
+    public async Task GetAsync_DiscoveryNeverAnswers_RefusedCallHasItsSpanAndDurationFromArrival()
+    {
+        Listen();
+        var durations = new ConcurrentQueue<(double Seconds, object? ErrorType)>();
+        using var meters = ListenToDurations(durations);
+        var time = new ObservedTimeProvider();
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Discovery"] = LateDiscovery.ProviderName },
+            services => services.AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(new LateDiscovery()).AddSingleton<TimeProvider>(time));
+
+        // Started on this thread: when GetAsync returns, the call waits for discovery's first answer (at most Timeout:Total).
+        var previous = Activity.Current;
+        ActivityTraceId trace;
+        Task<HttpResponseMessage> call;
+        using (var root = TestSource.StartActivity("never")!)
+        {
+            trace = root.TraceId;
+            call = governed.Client.GetAsync("http://catalog/");
+        }
+
+        Activity.Current = previous;
+        var total = TimeSpan.FromSeconds(30);
+        time.Advance(total);
+        await Assert.ThrowsAsync<NoAvailableEndpointException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)));
+
+        var span = Assert.Single(Spans(trace), a => a.Source.Name == GovernanceTelemetry.Name);
+        output.WriteLine($"refused after {total} without discovery's answer: span {span.Duration}, status {span.Status} '{span.StatusDescription}'");
+        Assert.Equal(ActivityStatusCode.Error, span.Status);
+        Assert.Equal(typeof(NoAvailableEndpointException).FullName, span.GetTagItem("error.type"));
+        Assert.True(span.Duration >= total, $"the span lasted {span.Duration}");
+        Assert.Contains(durations, d => Equals(d.ErrorType, typeof(NoAvailableEndpointException).FullName) && d.Seconds >= total.TotalSeconds);
+    }
+
+    [Fact]
+    public async Task GetAsync_CancelledWhileQueuedForAPermit_SpanAndDurationRecorded()
+    {
+        Listen();
+        var durations = new ConcurrentQueue<(double Seconds, object? ErrorType)>();
+        using var meters = ListenToDurations(durations);
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        await using var governed = Faults.Create(Faults.Settings(server).OnePermitOneWaiting());
+        using var cancel = new CancellationTokenSource();
+        try
+        {
+            var first = governed.Client.GetAsync($"{Faults.Url}/first");
+            await held.WaitForArrivalAsync();
+
+            // Started on this thread: when GetAsync returns, the call waits in the queue for the one permit.
+            var previous = Activity.Current;
+            ActivityTraceId trace;
+            Task<HttpResponseMessage> queued;
+            using (var root = TestSource.StartActivity("queued")!)
+            {
+                trace = root.TraceId;
+                queued = governed.Client.GetAsync($"{Faults.Url}/queued", cancel.Token);
+            }
+
+            Activity.Current = previous;
+            await cancel.CancelAsync();
+            var thrown = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(TimeSpan.FromSeconds(30)));
+
+            var span = Assert.Single(Spans(trace), a => a.Source.Name == GovernanceTelemetry.Name);
+            output.WriteLine($"cancelled in the queue: {thrown.GetType().Name}; span status {span.Status}, error.type {span.GetTagItem("error.type")}");
+            Assert.Equal(ActivityStatusCode.Error, span.Status);
+            Assert.NotNull(span.GetTagItem("error.type"));
+            Assert.Contains(durations, d => d.ErrorType is string type && type.Contains("Canceled", StringComparison.Ordinal));
+            Assert.Equal(1, held.Count);
+            held.Release();
+            (await first.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    /// <summary>Collects every <c>governance.client.request.duration</c> measurement with its <c>error.type</c>.</summary>
+    private static MeterListener ListenToDurations(ConcurrentQueue<(double Seconds, object? ErrorType)> durations)
+    {
+        var meters = new MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == GovernanceTelemetry.Name && instrument.Name == GovernanceTelemetry.Instruments.RequestDuration)
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meters.SetMeasurementEventCallback<double>((_, value, tags, _) =>
+        {
+            object? errorType = null;
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "error.type")
+                {
+                    errorType = tag.Value;
+                }
+            }
+
+            durations.Enqueue((value, errorType));
+        });
+        meters.Start();
+        return meters;
+    }
+
+    [Fact]
     public async Task GetAsync_PanicModeSendsToAnOpenCircuit_NoCircuitEventForATransitionThatDidNotHappen()
     {
         Listen();
