@@ -33,9 +33,21 @@ internal static class GovernanceConfigurationReader
         }
 
         options.SetKeyPrefix(path.Length == 0 ? string.Empty : path + ":");
-        var errors = options.ConfigurationErrors();
+        var found = new List<string>();
         var malformed = new List<string>();
-        GovernanceConfigurationSchema.Root.Check(section, path, errors, malformed);
+        GovernanceConfigurationSchema.Root.Check(section, path, found, malformed);
+
+        // One section registered through two IConfiguration objects (GetSection returns a new one per call) is read
+        // twice: each problem is still reported once.
+        var errors = options.ConfigurationErrors();
+        foreach (var error in found)
+        {
+            if (!errors.Contains(error))
+            {
+                errors.Add(error);
+            }
+        }
+
         if (malformed.Count > 0)
         {
             // The binder would throw on the first malformed value; bind everything else so that the validator can
@@ -43,6 +55,7 @@ internal static class GovernanceConfigurationReader
             section = Without(section, path, malformed);
         }
 
+        ClearListsSetBy(section, options);
         section.Bind(options);
         ReadEndpoints(section.GetSection("Defaults"), options.Defaults);
         foreach (var service in section.GetSection("Services").GetChildren())
@@ -50,6 +63,46 @@ internal static class GovernanceConfigurationReader
             if (options.Services.TryGetValue(service.Key, out var serviceOptions))
             {
                 ReadEndpoints(service, serviceOptions);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Empties the lists <paramref name="section"/> gives items to: the binder appends to a list that already has items,
+    /// so a second source (or the same section read twice) would add to the first one's <c>RetryOn</c> or <c>Tags</c>
+    /// instead of replacing them, as every other key of a later source does (endpoints are replaced in
+    /// <see cref="ReadEndpoints"/>).
+    /// </summary>
+    private static void ClearListsSetBy(IConfiguration section, GovernanceOptions options)
+    {
+        ClearServiceLists(section.GetSection("Defaults"), options.Defaults);
+        foreach (var service in section.GetSection("Services").GetChildren())
+        {
+            if (options.Services.TryGetValue(service.Key, out var serviceOptions))
+            {
+                ClearServiceLists(service, serviceOptions);
+            }
+        }
+
+        if (options.Registration is { } registration)
+        {
+            ClearIfSet(section.GetSection("Registration:Tags"), registration.Tags);
+        }
+
+        static void ClearServiceLists(IConfigurationSection service, ServiceOptions options)
+        {
+            ClearIfSet(service.GetSection("Tags"), options.Tags);
+            if (options.Retry is { } retry)
+            {
+                ClearIfSet(service.GetSection("Retry:RetryOn"), retry.RetryOn);
+            }
+        }
+
+        static void ClearIfSet(IConfigurationSection list, IList<string> items)
+        {
+            if (list.GetChildren().Any())
+            {
+                items.Clear();
             }
         }
     }

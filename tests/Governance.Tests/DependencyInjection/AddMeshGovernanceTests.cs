@@ -236,6 +236,57 @@ public sealed class AddMeshGovernanceTests
     }
 
     [Fact]
+    public void AddMeshGovernance_SameSectionThroughTwoObjects_ReportsEachErrorOnceAtItsOwnKey()
+    {
+        // GetSection returns a new object per call: the section is registered twice and read twice.
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Retry:RetryOn:0"] = "bogus",
+            ["MeshGovernance:Services:catalog:Retyr:MaxRetries"] = "1",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        services.AddMeshGovernance();
+        services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
+        services.AddMeshGovernance(configuration.GetSection("MeshGovernance"));
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        // Once each, and no error for a RetryOn:1 the configuration does not have (the binder appends list items on every read).
+        Assert.Equal(2, ex.Failures.Count());
+        Assert.Single(ex.Failures, f => f.StartsWith("MeshGovernance:Services:catalog:Retry:RetryOn:0 'bogus'", StringComparison.Ordinal));
+        Assert.Single(ex.Failures, f => f.StartsWith("MeshGovernance:Services:catalog:Retyr", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AddMeshGovernance_TwoSourcesSetALists_TheLaterReplacesIt()
+    {
+        var first = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:Retry:RetryOn:0"] = "5xx",
+            ["MeshGovernance:Services:catalog:Retry:RetryOn:1"] = "reset",
+            ["MeshGovernance:Defaults:Retry:RetryOn:0"] = "timeout",
+        }).Build();
+        var second = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Retry:RetryOn:0"] = "connect-failure",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(first.GetSection("MeshGovernance"));
+        services.AddMeshGovernance(second.GetSection("MeshGovernance"));
+        using var provider = services.BuildServiceProvider();
+
+        var options = provider.GetRequiredService<Microsoft.Extensions.Options.IOptionsMonitor<GovernanceOptions>>().CurrentValue;
+
+        // Replaced where the later source sets the list, kept where it does not: as every other key.
+        Assert.Equal(["connect-failure"], options.Services["catalog"].Retry!.RetryOn);
+        Assert.Equal(["timeout"], options.Defaults.Retry!.RetryOn);
+    }
+
+    [Fact]
     public void AddMeshGovernance_SameActionTwice_RunsItOnce()
     {
         var runs = 0;
