@@ -48,9 +48,11 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         _spanNames[methods.Length] = $"HTTP {Name}";
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
+        IReadOnlyList<ServiceEndpoint>? seen;
         try
         {
             var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
+            seen = _watcher.Current;
             _state = Build(settings, policy, _watcher);
         }
         catch
@@ -66,6 +68,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         _watcherRegistration = Subscribe(_watcher);
+        CatchUp(_watcher, seen);
         StartHealthChecks(settings);
     }
 
@@ -183,11 +186,13 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 oldWatcher = _watcher;
                 oldPolicy = _state.Policy;
                 policy = ServicePolicy.Create(settings.Resilience, _time, oldPolicy);
+                var seen = watcher.Current;
                 var state = Build(settings, policy, watcher);
                 oldRegistration = _watcherRegistration;
                 _watcher = watcher;
                 Publish(state);
                 _watcherRegistration = Subscribe(_watcher);
+                CatchUp(watcher, seen);
                 if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
                 {
                     _ = StopHealthChecksAsync();
@@ -506,6 +511,20 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     private IDisposable Subscribe(IServiceEndpointWatcher watcher) =>
         ChangeToken.OnChange(watcher.GetChangeToken, static state => state.Self.OnEndpointsChanged(state.Watcher), (Self: this, Watcher: watcher));
+
+    /// <summary>
+    /// Rebuilds when <paramref name="watcher"/> published between the read of its endpoints (<paramref name="seen"/>) and
+    /// the subscription: the change token <see cref="Subscribe"/> got is the one after that change, which never fires
+    /// for it, so without this the change would be lost until the next one; a first answer, the service's only one
+    /// while it stays the same, would leave it unresolved.
+    /// </summary>
+    private void CatchUp(IServiceEndpointWatcher watcher, IReadOnlyList<ServiceEndpoint>? seen)
+    {
+        if (!ReferenceEquals(watcher.Current, seen))
+        {
+            OnEndpointsChanged(watcher);
+        }
+    }
 
     private void OnEndpointsChanged(IServiceEndpointWatcher watcher)
     {

@@ -49,6 +49,54 @@ public sealed class WatcherNotificationTests
         await governed.DisposeAsync().AsTask().WaitAsync(Guard);
     }
 
+    [Fact]
+    public async Task FirstAnswer_PublishedBetweenTheReadAndTheSubscription_IsNotLost()
+    {
+        // Deterministic interleaving: the service reads Current (no answer yet), then subscribes; the watcher's first answer
+        // lands in between (here: as the subscription asks for its change token, which is then the one after that
+        // answer and never fires). A stable service publishes nothing more, so a lost first answer left it unresolved:
+        // every call waited for discovery and failed.
+        await using var server = await LoopbackServer.StartAsync("a");
+        var provider = new AnswersWhileSubscribedProvider(new ServiceEndpoint(server.Address));
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?>
+            {
+                ["Services:catalog:Discovery"] = AnswersWhileSubscribedProvider.ProviderName,
+                ["Services:catalog:Timeout:Total"] = "00:00:05",
+                ["Services:catalog:Timeout:PerAttempt"] = "00:00:05",
+            },
+            services => services.AddSingleton<IServiceDiscoveryProvider>(provider));
+
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/").WaitAsync(Guard));
+    }
+
+    private sealed class AnswersWhileSubscribedProvider(ServiceEndpoint endpoint) : IServiceDiscoveryProvider, IServiceEndpointWatcher
+    {
+        public const string ProviderName = "answers-while-subscribed";
+        private CancellationTokenSource _changed = new();
+        private int _tokens;
+
+        public string Name => ProviderName;
+
+        public IReadOnlyList<ServiceEndpoint>? Current { get; private set; }
+
+        public IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options) => this;
+
+        public IChangeToken GetChangeToken()
+        {
+            if (Interlocked.Increment(ref _tokens) == 1)
+            {
+                // The first answer, published as a real watcher does: the list, then the token swapped and fired.
+                Current = [endpoint];
+                Interlocked.Exchange(ref _changed, new CancellationTokenSource()).Cancel();
+            }
+
+            return new CancellationChangeToken(Volatile.Read(ref _changed).Token);
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
     private sealed class GatedProvider : IServiceDiscoveryProvider
     {
         public const string ProviderName = "gated";
