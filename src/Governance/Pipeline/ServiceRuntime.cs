@@ -359,10 +359,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         LogCircuitOpened(_logger, Name, endpoint.Authority, breakDuration);
         Instrumentation.RecordCircuit(this, endpoint, "opened");
 
-        // Readmit after the break so that the next request probes the half-open circuit. Scheduled first, so that the
-        // endpoint comes back even if rebuilding the endpoint set fails (a custom policy's picker that throws). Only this
-        // opening's readmission counts: if the circuit opened again meanwhile (a failed probe), the later one decides.
+        // Readmit after the break so that the next request probes the half-open circuit. The endpoint is marked open
+        // before the readmission is scheduled (a readmission that ran first, this thread stalled for the whole break,
+        // would find nothing to clear and the mark set after it would stay for good), and the readmission is scheduled
+        // before the rebuild, so that the endpoint comes back even if rebuilding the endpoint set fails (a custom
+        // policy's picker that throws). Only this opening's readmission counts: if the circuit opened again meanwhile
+        // (a failed probe), the later one decides.
         var opening = Interlocked.Increment(ref endpoint.CircuitOpenings);
+        var marked = endpoint.Set(EndpointConditions.CircuitOpen, true);
         Schedule(breakDuration, (self, e) =>
         {
             if (Volatile.Read(ref e.CircuitOpenings) == opening && e.Set(EndpointConditions.CircuitOpen, false))
@@ -370,7 +374,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 self.Refresh();
             }
         }, endpoint);
-        if (endpoint.Set(EndpointConditions.CircuitOpen, true))
+        if (marked)
         {
             Refresh();
         }
