@@ -30,14 +30,22 @@ internal sealed partial class GovernanceHandler
         // as when an async method returns at its first await (ExecutionContext.Restore: no allocation).
         var callerContext = ExecutionContext.Capture();
         var previous = System.Diagnostics.Activity.Current;
-        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is not { } activity)
-        {
-            return SendFirstAttempt(call, lease);
-        }
-
         try
         {
-            return SendFirstAttempt(new GovernedCall(call, call.Request, activity), lease);
+            System.Diagnostics.Activity? activity;
+            try
+            {
+                activity = GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock);
+            }
+#pragma warning disable CA1031 // A listener's callback threw as the span started: the call fails with it, through its task, its permit given back.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                lease?.Dispose();
+                return Task.FromException<HttpResponseMessage>(ex);
+            }
+
+            return activity is null ? SendFirstAttempt(call, lease) : SendFirstAttempt(new GovernedCall(call, call.Request, activity), lease);
         }
         finally
         {

@@ -466,29 +466,28 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<HttpResponseMessage> SendHedgedAsync(GovernedCall call, RateLimitLease? lease)
     {
-        // The span starts here, inside the async method, so that Activity.Current changes stay inside this call.
-        if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is { } activity)
-        {
-            call = new GovernedCall(call, call.Request, activity);
-        }
-
         Uri? final = null;
+        HttpResponseMessage response;
         try
         {
+            // The span starts here, inside the async method, so that Activity.Current changes stay inside this call, and
+            // inside the try, so that a listener that throws as it starts still gets the permit given back.
+            if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is { } activity)
+            {
+                call = new GovernedCall(call, call.Request, activity);
+            }
+
             // Hedged attempts share the request's content: its length, computed lazily and stored in its headers on first
             // read, is computed here once, before two attempts could read (and store) it at the same time.
             _ = call.Request.Content?.Headers.ContentLength;
             call.Policy.Budget.OnRequest(call.StartedAt);
-            var response = await HedgeAsync(call).ConfigureAwait(false);
+            response = await HedgeAsync(call).ConfigureAwait(false);
             if (response.RequestMessage is { } sent && !ReferenceEquals(sent, call.Request))
             {
                 // A hedge's copy answered: the caller sees the request it sent, with where the copy ended.
                 final = sent.RequestUri;
                 response.RequestMessage = call.Request;
             }
-
-            EndCall(call, response, null);
-            return response;
         }
         catch (Exception ex) when (EndCall(call, null, ex))
         {
@@ -500,6 +499,16 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             call.Request.RequestUri = Redirects.CallersUri(call, final ?? call.Request.RequestUri);
             lease?.Dispose();
         }
+
+        // Outside the try: a listener that throws as the call ends fails the call once (not recorded again by the filter)
+        // and the response it would have returned is disposed, as on the inline path (Succeed).
+        if (!TryEndCall(call, response, null, out var telemetryFailure))
+        {
+            response.Dispose();
+            ExceptionDispatchInfo.Throw(telemetryFailure);
+        }
+
+        return response;
     }
 
     /// <summary>Ends the call's span and records its duration; returns <see langword="false"/> so that it can serve as an exception filter.</summary>

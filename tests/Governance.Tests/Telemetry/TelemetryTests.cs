@@ -190,6 +190,45 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task GetAsync_ListenerThrowsAsTheSpanStarts_CallFailsAndItsPermitComesBack(bool hedged)
+    {
+        // A concurrency limit of one permit: a call whose permit is not given back leaves every later call rejected.
+        var service = hedged ? "throwing-start-hedged" : "throwing-start";
+        await using var server = await LoopbackServer.StartAsync("a");
+        var settings = Governed.Service(service, null, server);
+        settings[$"Services:{service}:RateLimit:Algorithm"] = "Concurrency";
+        settings[$"Services:{service}:RateLimit:Burst"] = "1";
+        settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
+        await using var governed = Governed.Create(settings);
+        var spanName = $"GET {service}";
+        using (var throwing = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == GovernanceTelemetry.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> o) => o.Name == spanName ? ActivitySamplingResult.AllDataAndRecorded : ActivitySamplingResult.None,
+            ActivityStarted = a =>
+            {
+                if (a.OperationName == spanName)
+                {
+                    throw new InvalidOperationException("listener failed");
+                }
+            },
+        })
+        {
+            ActivitySource.AddActivityListener(throwing);
+            var previous = Activity.Current;
+            var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => governed.Client.GetAsync($"http://{service}/").WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal("listener failed", ex.Message);
+            Assert.Same(previous, Activity.Current);
+        }
+
+        // The listener is gone: the next call gets the one permit.
+        using var response = await governed.Client.GetAsync($"http://{service}/").WaitAsync(TimeSpan.FromSeconds(30));
+        response.EnsureSuccessStatusCode();
+    }
+
     /// <summary>Collects every <c>governance.client.request.duration</c> measurement with its <c>error.type</c>.</summary>
     private static MeterListener ListenToDurations(ConcurrentQueue<(double Seconds, object? ErrorType)> durations)
     {
