@@ -138,32 +138,58 @@ internal sealed class ServicePolicy : IDisposable
     /// Retires this policy after a reload replaced it with <paramref name="successor"/>, or removed its service (no
     /// successor). Calls that read it may still be acquiring, waiting for or holding a permit, so a limiter that
     /// <paramref name="successor"/> does not share is disposed only once they have had the total timeout to finish
-    /// (HttpClient's default timeout, 100 s, when the service's timeouts are off). A policy that was built but never put
-    /// in force (a reload that failed after building it) is not retired: the policy in force still owns whatever the two share.
+    /// (HttpClient's default timeout, 100 s, when the service's timeouts are off) and, after that, only once it is idle:
+    /// nobody waits in its queue and, for a concurrency limit, no permit is held (a queued call's wait has no bound of
+    /// its own, and disposing the limiter would reject it). Until then it is checked again every second. A policy that
+    /// was built but never put in force (a reload that failed after building it) is not retired: the policy in force
+    /// still owns whatever the two share.
     /// </summary>
     public void Retire(ServicePolicy? successor)
     {
         if (Limiter is { } limiter && !ReferenceEquals(limiter, successor?.Limiter))
         {
-            ITimer? timer = null;
+            var retired = new RetiredLimiter(limiter, limiter is ConcurrencyLimiter ? Settings.RateLimit!.Burst : 0);
             using (BackgroundWork.SuppressFlow())
             {
-                timer = Time.CreateTimer(
-                    static s =>
-                    {
-                        var (l, t) = ((RateLimiter, Func<ITimer?>))s!;
-                        l.Dispose();
-                        t()?.Dispose();
-                    },
-                    (limiter, (Func<ITimer?>)(() => timer)),
-                    (Timeout.Enabled ? Timeout.Total : ResilienceConstants.UnboundedCallGrace) + TimeSpan.FromSeconds(1),
-                    System.Threading.Timeout.InfiniteTimeSpan);
+                retired.Start(Time, (Timeout.Enabled ? Timeout.Total : ResilienceConstants.UnboundedCallGrace) + TimeSpan.FromSeconds(1));
             }
         }
     }
 
     /// <summary>Disposes the limiter at once: the service itself is going away, and this is the policy in force.</summary>
     public void Dispose() => Limiter?.Dispose();
+
+    /// <summary>A limiter no policy in force uses: disposed once idle (see <see cref="Retire"/>).</summary>
+    private sealed class RetiredLimiter(RateLimiter limiter, int concurrencyPermits)
+    {
+        private static readonly TimeSpan Recheck = TimeSpan.FromSeconds(1);
+        private readonly Lock _gate = new();
+        private ITimer? _timer;
+
+        public void Start(TimeProvider time, TimeSpan grace)
+        {
+            lock (_gate)
+            {
+                _timer = time.CreateTimer(static s => ((RetiredLimiter)s!).Check(), this, grace, System.Threading.Timeout.InfiniteTimeSpan);
+            }
+        }
+
+        private void Check()
+        {
+            lock (_gate)
+            {
+                if (limiter.GetStatistics() is { } statistics
+                    && (statistics.CurrentQueuedCount > 0 || statistics.CurrentAvailablePermits < concurrencyPermits))
+                {
+                    _timer?.Change(Recheck, System.Threading.Timeout.InfiniteTimeSpan);
+                    return;
+                }
+
+                limiter.Dispose();
+                _timer?.Dispose();
+            }
+        }
+    }
 
     private static ResiliencePipeline<HttpResponseMessage> BuildRetryPipeline(RetrySettings retry, TimeProvider time) =>
         new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = time }

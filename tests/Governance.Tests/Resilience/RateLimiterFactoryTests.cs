@@ -177,6 +177,47 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Reload_LimiterReplacedWhileACallQueuesLongerThanTheGrace_TheCallIsNotRejected()
+    {
+        var held = new HeldRequests();
+        await using var server = await LoopbackServer.StartAsync("held", held.Handle);
+        try
+        {
+            var editable = new EditableConfiguration();
+            var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build();
+            var settings = Faults.Settings(server).OnePermitOneWaiting().With("Timeout:Enabled", false);
+            editable.Change(settings.Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+            var time = new ObservedTimeProvider();
+            var services = new ServiceCollection();
+            services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(configuration);
+            services.AddSingleton<TimeProvider>(time);
+            services.AddMeshGovernance();
+            await using var provider = services.BuildServiceProvider();
+            using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
+            client.Timeout = Timeout.InfiniteTimeSpan;
+            var first = client.GetAsync(Faults.Url);
+            await held.WaitForArrivalAsync();
+            var queued = client.GetAsync(Faults.Url);
+
+            // A reload gives the service a new limiter while one call holds the old one's only permit and another waits
+            // for it; the first call then outlasts the grace the old limiter is given (100 s + 1 s with timeouts off).
+            editable.Change(settings.With("RateLimit:Burst", 2).Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+            time.Advance(TimeSpan.FromSeconds(103));
+            Assert.False(queued.IsCompleted, $"the queued call ended while it waited: {queued.Status} {queued.Exception?.InnerException?.Message}");
+
+            held.Release();
+            using var firstResponse = await first.WaitAsync(Faults.Guard);
+            using var queuedResponse = await queued.WaitAsync(Faults.Guard);
+            Assert.True(queuedResponse.IsSuccessStatusCode);
+            Assert.Equal(2, server.RequestCount);
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
+    [Fact]
     public async Task Create_ConcurrencyWithQueueLimit_QueuesInsteadOfRejectingUntilQueueFull()
     {
         var held = new HeldRequests();
