@@ -603,9 +603,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         await using var healthy = await LoopbackServer.StartAsync("healthy");
         var settings = Governed.Service("metered", "RoundRobin", failing, healthy);
         settings["Services:metered:Retry:BaseDelay"] = "00:00:00";
-        settings["Services:metered:RateLimit:Algorithm"] = "TokenBucket";
-        settings["Services:metered:RateLimit:PermitsPerSecond"] = "1";
-        settings["Services:metered:RateLimit:Burst"] = "2";
+        settings["Services:metered:RateLimit:Algorithm"] = "Concurrency";
+        settings["Services:metered:RateLimit:Burst"] = "1";
         await using var governed = Governed.Create(settings);
 
         for (var i = 0; i < 2; i++)
@@ -614,7 +613,11 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             response.EnsureSuccessStatusCode();
         }
 
-        // The bucket of 2 is empty now (1 token per second): the third call is rejected before any network work.
+        // The only permit is held here (a real-clock token bucket could refill before the call on a slow machine): the
+        // third call is rejected before any network work.
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService("metered", out var metered));
+        using var held = metered.Policy.Limiter!.AttemptAcquire();
+        Assert.True(held.IsAcquired);
         await Assert.ThrowsAsync<RateLimitRejectedException>(() => governed.Client.GetAsync("http://metered/").WaitAsync(TimeSpan.FromSeconds(30)));
         meters.RecordObservableInstruments();
 
@@ -685,16 +688,28 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     public async Task StartCall_NobodyListens_CreatesNoSpan()
     {
         await using var server = await LoopbackServer.StartAsync("a");
-        await using var governed = Governed.Create(Governed.Service("catalog", null, server));
+        var current = new ConcurrentQueue<string>();
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", null, server),
+            services => services.ConfigureHttpClientDefaults(b => b.AddHttpMessageHandler(() => new CurrentActivityRecorder(current))));
 
-        // No listener for MeshGovernance here (this collection runs alone): nothing is created.
+        // No listener for MeshGovernance here (this collection runs alone): nothing is created. What is current while the
+        // attempt leaves governance (a handler under it records it) is the caller's: none.
         Assert.False(GovernanceInstrumentation.Source.HasListeners());
-        Activity? seen = null;
         using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
-        seen = Activity.Current;
 
-        Assert.Null(seen);
         response.EnsureSuccessStatusCode();
+        Assert.Equal(["(none)"], current);
+    }
+
+    /// <summary>Records the source and name of <see cref="Activity.Current"/> as each request passes, or "(none)".</summary>
+    private sealed class CurrentActivityRecorder(ConcurrentQueue<string> seen) : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            seen.Enqueue(Activity.Current is { } current ? $"{current.Source.Name}: {current.OperationName}" : "(none)");
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 
     /// <summary>A discovery provider that has no answer until the test gives one.</summary>

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Governance.Tests.Telemetry;
 
@@ -96,8 +97,7 @@ public sealed class UrlTemplateTests : IDisposable
     {
         await using var server = await LoopbackServer.StartAsync("a");
         var settings = Governed.Service("templated-limited", null, server);
-        settings["Services:templated-limited:RateLimit:Algorithm"] = "TokenBucket";
-        settings["Services:templated-limited:RateLimit:PermitsPerSecond"] = "1";
+        settings["Services:templated-limited:RateLimit:Algorithm"] = "Concurrency";
         settings["Services:templated-limited:RateLimit:Burst"] = "1";
         await using var governed = Governed.Create(settings);
         using (var first = await governed.Client.GetAsync("http://templated-limited/orders/1").WaitAsync(TimeSpan.FromSeconds(30)))
@@ -105,7 +105,11 @@ public sealed class UrlTemplateTests : IDisposable
             first.EnsureSuccessStatusCode();
         }
 
-        // The bucket of 1 is empty now (1 token per second): this call is refused before any network work.
+        // The only permit is held here (a real-clock token bucket could refill before the next call on a slow machine):
+        // this call is refused before any network work.
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService("templated-limited", out var service));
+        using var held = service.Policy.Limiter!.AttemptAcquire();
+        Assert.True(held.IsAcquired);
         using var root = TestSource.StartActivity("test")!;
         using var request = new HttpRequestMessage(HttpMethod.Get, "http://templated-limited/orders/7");
         request.SetUrlTemplate("/orders/{id}");
