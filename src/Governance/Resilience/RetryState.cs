@@ -106,6 +106,10 @@ internal sealed class RetryState
 
     private async ValueTask<Outcome<HttpResponseMessage>> AttemptAsync(CancellationToken cancellationToken)
     {
+        // The request is sent again: the trace context written for the previous attempt's HttpClient span goes, so that
+        // this attempt gets its own (the socket handler writes it only when absent, and removes it itself only when it
+        // follows redirects).
+        Telemetry.GovernanceInstrumentation.ForgetPreviousAttemptsTraceContext(Call.Request);
         var result = await _handler.AttemptAsync(Call, Tried, Attempts, cancellationToken).ConfigureAwait(false);
         _lastPhysical = result.Physical;
         if (result.Endpoint is not null)

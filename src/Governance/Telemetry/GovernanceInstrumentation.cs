@@ -25,6 +25,8 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public static readonly ActivitySource Source = new(GovernanceTelemetry.Name, Version);
 
     private const string MethodTag = "http.request.method";
+    private const string TraceParentHeader = "traceparent";
+    private const string TraceStateHeader = "tracestate";
     private const string MethodOriginalTag = "http.request.method_original";
 
     /// <summary>The <c>http.request.method</c> of a method HTTP does not define (OpenTelemetry's conventions).</summary>
@@ -323,6 +325,35 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         }
 
         Activity.Current = previous;
+    }
+
+    /// <summary>
+    /// Removes the W3C trace context (<c>traceparent</c>, <c>tracestate</c>) that .NET's HttpClient instrumentation wrote
+    /// on <paramref name="request"/> for its previous attempt, before the request is sent again. The socket handler writes
+    /// these headers only when they are absent and removes them itself only when it follows redirects
+    /// (<c>AllowAutoRedirect</c>), so a retry would otherwise name the previous attempt's span as its parent. What it
+    /// wrote is told apart from what a caller set by its content: the current trace, with a parent other than the current
+    /// span (the previous attempt's own HttpClient span, a child of it). Baggage is left: it is written from the same
+    /// context and would be written the same again.
+    /// </summary>
+    internal static void ForgetPreviousAttemptsTraceContext(HttpRequestMessage request)
+    {
+        if (Activity.Current is not { } current || !request.Headers.NonValidated.TryGetValues(TraceParentHeader, out var values) || values.Count != 1)
+        {
+            return;
+        }
+
+        string? traceParent = null;
+        foreach (var value in values)
+        {
+            traceParent = value;
+        }
+
+        if (ActivityContext.TryParse(traceParent, null, out var context) && context.TraceId == current.TraceId && context.SpanId != current.SpanId)
+        {
+            request.Headers.Remove(TraceParentHeader);
+            request.Headers.Remove(TraceStateHeader);
+        }
     }
 
     /// <summary>
