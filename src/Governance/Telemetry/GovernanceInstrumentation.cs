@@ -212,7 +212,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     public void RecordAttempt(ServiceRuntime service, EndpointState endpoint, int attempt, Polly.Outcome<HttpResponseMessage> outcome)
     {
-        if (Attempts.Enabled)
+        // An attempt the endpoint's circuit turned away sent nothing: not an attempt sent to the endpoint (the debug log
+        // still says what happened to it).
+        if (Attempts.Enabled && outcome.Exception is not Polly.CircuitBreaker.BrokenCircuitException)
         {
             var tags = default(TagBuffer);
             tags[0] = new(GovernanceTelemetry.ServiceTag, service.Name);

@@ -229,6 +229,70 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         response.EnsureSuccessStatusCode();
     }
 
+    [Fact]
+    public async Task Attempts_TurnedAwayByAHalfOpenCircuit_NotCountedAsSent()
+    {
+        // One endpoint: its circuit opens, is readmitted half-open after the break, and its probe is held; a second call
+        // meanwhile is turned away by the circuit, which sends nothing.
+        const string Service = "half-open-attempts";
+        var held = new HeldRequests();
+        var failing = true;
+        await using var server = await LoopbackServer.StartAsync("flaky", c =>
+        {
+            if (Volatile.Read(ref failing))
+            {
+                c.Response.StatusCode = 503;
+                return Task.CompletedTask;
+            }
+
+            return held.Handle(c);
+        });
+        var settings = Governed.Service(Service, null, server);
+        settings[$"Services:{Service}:Retry:MaxRetries"] = "0";
+        settings[$"Services:{Service}:OutlierDetection:Enabled"] = "false";
+        settings[$"Services:{Service}:OutlierDetection:PanicThreshold"] = "0";
+        settings[$"Services:{Service}:CircuitBreaker:MinimumThroughput"] = "2";
+        settings[$"Services:{Service}:CircuitBreaker:FailureRatio"] = "0.5";
+        var time = new ObservedTimeProvider();
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time));
+        var attempts = 0;
+        using var meters = ServiceMeters.Listen<long>(GovernanceTelemetry.Instruments.Attempts, Service, _ => Interlocked.Increment(ref attempts));
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(Service, out var service));
+        for (var i = 0; i < 10 && service.Endpoints.Candidates.Length > 0; i++)
+        {
+            try
+            {
+                (await governed.Client.GetAsync($"http://{Service}/").WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            }
+            catch (GovernanceException)
+            {
+            }
+        }
+
+        Assert.Empty(service.Endpoints.Candidates);
+        Volatile.Write(ref failing, false);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.Single(service.Endpoints.Candidates);
+        try
+        {
+            var probe = governed.Client.GetAsync($"http://{Service}/");
+            await held.WaitForArrivalAsync();
+            var sentBefore = Volatile.Read(ref attempts);
+
+            await Assert.ThrowsAsync<NoAvailableEndpointException>(() => governed.Client.GetAsync($"http://{Service}/").WaitAsync(TimeSpan.FromSeconds(30)));
+
+            output.WriteLine($"attempts counted before the turned-away call: {sentBefore}, after: {Volatile.Read(ref attempts)}");
+            Assert.Equal(sentBefore, Volatile.Read(ref attempts));
+            held.Release();
+            (await probe.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            Assert.Equal(sentBefore + 1, Volatile.Read(ref attempts));
+        }
+        finally
+        {
+            held.Release();
+        }
+    }
+
     /// <summary>Collects every <c>governance.client.request.duration</c> measurement with its <c>error.type</c>.</summary>
     private static MeterListener ListenToDurations(ConcurrentQueue<(double Seconds, object? ErrorType)> durations)
     {
