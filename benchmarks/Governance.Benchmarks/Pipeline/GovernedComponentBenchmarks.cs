@@ -103,10 +103,10 @@ public class GovernedComponentBenchmarks
     }
 
     [Benchmark]
-    public ValueTask BreakerRecord() => _endpoint.Breaker!.RecordAsync(_outcome);
+    public ValueTask BreakerRecord() => _endpoint.Breaker!.RecordAsync(_outcome, span: null);
 
     [Benchmark]
-    public ValueTask BreakerRecordFailure() => _neverTrippingEndpoint.Breaker!.RecordAsync(_failure);
+    public ValueTask BreakerRecordFailure() => _neverTrippingEndpoint.Breaker!.RecordAsync(_failure, span: null);
 
     [Benchmark]
     public void OutlierRecord() => _service.RecordOutcome(_endpoint, _outcome);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Governance.Resilience;
 using Polly;
 using Polly.CircuitBreaker;
@@ -39,15 +40,24 @@ internal sealed class EndpointBreaker
     /// <summary>Operation key of the executions that open Polly's breaker (<see cref="TripAsync"/>).</summary>
     private const string TripOperationKey = "MeshGovernance.CircuitTrip";
 
+    /// <summary>
+    /// The span of the call whose attempt an execution of <see cref="Pipeline"/> runs or trips for: the transition it
+    /// causes is told on that span (and on no other call's).
+    /// </summary>
+    public static readonly ResiliencePropertyKey<Activity?> CallSpanKey = new("MeshGovernance.CallSpan");
+
     private readonly FailureRatioWindow _window;
     private readonly CircuitBreakerStateProvider _polly = new();
     private volatile bool _isClosed = true;
 
     /// <param name="settings">The endpoint's breaker settings.</param>
     /// <param name="time">The service's clock: the window's buckets and Polly's break timing.</param>
-    /// <param name="onOpened">Called with the break duration after the circuit opened (after <see cref="IsClosed"/> turned false).</param>
-    /// <param name="onClosed">Called after the circuit closed (after <see cref="IsClosed"/> turned true).</param>
-    public EndpointBreaker(CircuitBreakerSettings settings, TimeProvider time, Action<TimeSpan> onOpened, Action onClosed)
+    /// <param name="onOpened">
+    /// Called with the break duration after the circuit opened (after <see cref="IsClosed"/> turned false), and the span of
+    /// the call whose outcome opened it (see <see cref="CallSpanKey"/>), if any.
+    /// </param>
+    /// <param name="onClosed">Called after the circuit closed (after <see cref="IsClosed"/> turned true), with the span of the call whose probe closed it.</param>
+    public EndpointBreaker(CircuitBreakerSettings settings, TimeProvider time, Action<TimeSpan, Activity?> onOpened, Action<Activity?> onClosed)
     {
         Settings = settings;
         _window = new FailureRatioWindow(settings.FailureRatio, settings.MinimumThroughput, settings.SamplingDuration, time);
@@ -67,14 +77,14 @@ internal sealed class EndpointBreaker
                     OnOpened = args =>
                     {
                         _isClosed = false;
-                        onOpened(args.BreakDuration);
+                        onOpened(args.BreakDuration, CallSpan(args.Context));
                         return default;
                     },
-                    OnClosed = _ =>
+                    OnClosed = args =>
                     {
                         _window.Reset();
                         _isClosed = true;
-                        onClosed();
+                        onClosed(CallSpan(args.Context));
                         return default;
                     },
                 })
@@ -105,9 +115,13 @@ internal sealed class EndpointBreaker
     /// outcome trips the circuit, in which case it completes once Polly has opened it and run <c>OnOpened</c>.
     /// Outcomes that arrive after the circuit opened are not counted.
     /// </summary>
-    public ValueTask RecordAsync(Outcome<HttpResponseMessage> outcome) => _isClosed ? CountAsync(outcome) : default;
+    /// <param name="outcome">The attempt's outcome.</param>
+    /// <param name="span">The span of the attempt's call, told of the opening if this outcome opens the circuit.</param>
+    public ValueTask RecordAsync(Outcome<HttpResponseMessage> outcome, Activity? span) => _isClosed ? CountAsync(outcome, span) : default;
 
-    private ValueTask CountAsync(Outcome<HttpResponseMessage> outcome)
+    private static Activity? CallSpan(ResilienceContext context) => context.Properties.TryGetValue(CallSpanKey, out var span) ? span : null;
+
+    private ValueTask CountAsync(Outcome<HttpResponseMessage> outcome, Activity? span)
     {
         if (outcome.Exception is OperationCanceledException)
         {
@@ -120,7 +134,7 @@ internal sealed class EndpointBreaker
             return default;
         }
 
-        return _window.RecordFailure() ? TripAsync(outcome) : default;
+        return _window.RecordFailure() ? TripAsync(outcome, span) : default;
     }
 
     /// <summary>
@@ -128,11 +142,12 @@ internal sealed class EndpointBreaker
     /// MinimumThroughput 2 the second at the latest opens it (the first does when Polly already holds an outcome).
     /// Only a closed Polly breaker is fed: an open one needs nothing and a half-open one belongs to its probe.
     /// </summary>
-    private async ValueTask TripAsync(Outcome<HttpResponseMessage> outcome)
+    private async ValueTask TripAsync(Outcome<HttpResponseMessage> outcome, Activity? span)
     {
         for (var i = 0; i < 2 && _polly.CircuitState == CircuitState.Closed; i++)
         {
             var context = ResilienceContextPool.Shared.Get(TripOperationKey, CancellationToken.None);
+            context.Properties.Set(CallSpanKey, span);
             try
             {
                 await Pipeline.ExecuteOutcomeAsync(static (_, o) => new ValueTask<Outcome<HttpResponseMessage>>(o), context, outcome).ConfigureAwait(false);
@@ -164,7 +179,7 @@ internal sealed class EndpointBreaker
             return new ValueTask<bool>(args.Outcome.Exception is OperationCanceledException || IsFailure(args.Outcome));
         }
 
-        var counted = CountAsync(args.Outcome);
+        var counted = CountAsync(args.Outcome, CallSpan(args.Context));
         return counted.IsCompletedSuccessfully ? new ValueTask<bool>(false) : AfterAsync(counted);
 
         static async ValueTask<bool> AfterAsync(ValueTask counted)

@@ -168,10 +168,9 @@ internal sealed partial class GovernanceHandler
         {
             var answeredElsewhere = Redirects.LeftEndpoint(call.Request, physical, endpoint);
             var breaker = endpoint.Breaker;
-            var wasClosed = breaker?.IsClosed ?? true;
             if (breaker is not null && !answeredElsewhere)
             {
-                var recorded = breaker.RecordAsync(outcome);
+                var recorded = breaker.RecordAsync(outcome, call.Activity);
                 if (!recorded.IsCompletedSuccessfully)
                 {
                     promise ??= new TaskCompletionSource<HttpResponseMessage>();
@@ -182,7 +181,7 @@ internal sealed partial class GovernanceHandler
                 recorded.GetAwaiter().GetResult();
             }
 
-            first = AccountFirst(call, endpoint, physical, outcome, answeredElsewhere, wasClosed);
+            first = Account(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere);
         }
 #pragma warning disable CA1031 // Code called back while counting (a custom policy's picker, a listener) failed: the call fails with it.
         catch (Exception ex)
@@ -215,26 +214,14 @@ internal sealed partial class GovernanceHandler
         return Succeed(call, lease, promise, response, physical);
     }
 
-    /// <summary>The breaker is opening its circuit (Polly runs its <c>OnOpened</c>): the rest of the first attempt once it has.</summary>
+    /// <summary>
+    /// The breaker is opening its circuit (Polly runs its <c>OnOpened</c>, which tells the call's span): the rest of the
+    /// first attempt once it has.
+    /// </summary>
     private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
     {
         await recorded.ConfigureAwait(false);
-        return AccountFirst(call, endpoint, physical, outcome, answeredElsewhere: false, wasClosed: true);
-    }
-
-    /// <summary>
-    /// Counts the first attempt once its endpoint's breaker has recorded it: the span's event when that opened the circuit,
-    /// then the attempts metric and outlier detection (<see cref="Account"/>).
-    /// </summary>
-    private static AttemptResult AccountFirst(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere, bool wasClosed)
-    {
-        // Only a circuit this attempt opened (in panic mode an attempt may go to one that was open already).
-        if (wasClosed && endpoint.Breaker is { IsClosed: false })
-        {
-            GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, "opened");
-        }
-
-        return Account(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere);
+        return Account(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere: false);
     }
 
     /// <summary>The rest of a call whose first attempt is <paramref name="pending"/>: the retry phase when due, then the end of the call.</summary>

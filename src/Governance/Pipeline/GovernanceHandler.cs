@@ -161,7 +161,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     answeredElsewhere = Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint);
                     if (breaker is not null && !answeredElsewhere)
                     {
-                        await breaker.RecordAsync(outcome).ConfigureAwait(false);
+                        await breaker.RecordAsync(outcome, call.Activity).ConfigureAwait(false);
                     }
                 }
                 else
@@ -169,6 +169,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     // Open, half-open or isolated: the attempt runs inside the breaker, which rejects it or lets it
                     // through as the single half-open probe.
                     var context = ResilienceContextPool.Shared.Get(attempt.Token);
+                    context.Properties.Set(EndpointBreaker.CallSpanKey, call.Activity);
                     try
                     {
                         outcome = await breaker!.Pipeline.ExecuteOutcomeAsync(static (_, s) => s.Handler.SendAttemptAsync(s), context, attempt).ConfigureAwait(false);
@@ -184,11 +185,6 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             finally
             {
                 EndAttempt(attempt);
-            }
-
-            if (breaker is not null && breaker.IsClosed != wasClosed)
-            {
-                GovernanceInstrumentation.CircuitEvent(call.Activity, endpoint, breaker.IsClosed ? "closed" : "opened");
             }
 
             if (outcome.Exception is BrokenCircuitException && (exclude?.Count ?? 0) + 1 < call.Service.Endpoints.Candidates.Length)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Governance.Discovery;
 using Governance.LoadBalancing;
 using Governance.Resilience;
@@ -354,10 +355,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
-    internal void OnCircuitOpened(EndpointState endpoint, TimeSpan breakDuration)
+    /// <summary>The endpoint's circuit opened; <paramref name="span"/> is the span of the call whose outcome opened it.</summary>
+    internal void OnCircuitOpened(EndpointState endpoint, TimeSpan breakDuration, Activity? span = null)
     {
         LogCircuitOpened(_logger, Name, endpoint.Authority, breakDuration);
         Instrumentation.RecordCircuit(this, endpoint, "opened");
+        GovernanceInstrumentation.CircuitEvent(span, endpoint, "opened");
 
         // Readmit after the break so that the next request probes the half-open circuit. The endpoint is marked open
         // before the readmission is scheduled (a readmission that ran first, this thread stalled for the whole break,
@@ -380,10 +383,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
-    internal void OnCircuitClosed(EndpointState endpoint)
+    /// <summary>The endpoint's circuit closed; <paramref name="span"/> is the span of the call whose probe closed it.</summary>
+    internal void OnCircuitClosed(EndpointState endpoint, Activity? span = null)
     {
         LogCircuitClosed(_logger, Name, endpoint.Authority);
         Instrumentation.RecordCircuit(this, endpoint, "closed");
+        GovernanceInstrumentation.CircuitEvent(span, endpoint, "closed");
         if (endpoint.Set(EndpointConditions.CircuitOpen, false))
         {
             Refresh();
@@ -690,18 +695,18 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         breaker = new EndpointBreaker(
             settings,
             _time,
-            d =>
+            (d, span) =>
             {
                 if (ReferenceEquals(state.Breaker, breaker))
                 {
-                    OnCircuitOpened(state, d);
+                    OnCircuitOpened(state, d, span);
                 }
             },
-            () =>
+            span =>
             {
                 if (ReferenceEquals(state.Breaker, breaker))
                 {
-                    OnCircuitClosed(state);
+                    OnCircuitClosed(state, span);
                 }
             });
         state.Breaker = breaker;

@@ -293,6 +293,100 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         }
     }
 
+    [Fact]
+    public async Task CircuitEvents_OnlyOnTheCallsWhoseOutcomesCausedThem()
+    {
+        Listen();
+        const string Service = "circuit-events";
+        var held = new HeldRequests();
+        var failing = true;
+        var holding = false;
+        await using var server = await LoopbackServer.StartAsync("flaky", c =>
+        {
+            if (Volatile.Read(ref holding))
+            {
+                return held.Handle(c);
+            }
+
+            c.Response.StatusCode = Volatile.Read(ref failing) ? 503 : 200;
+            return Task.CompletedTask;
+        });
+        var settings = Governed.Service(Service, null, server);
+        settings[$"Services:{Service}:Retry:MaxRetries"] = "0";
+        settings[$"Services:{Service}:OutlierDetection:Enabled"] = "false";
+        settings[$"Services:{Service}:OutlierDetection:PanicThreshold"] = "0";
+        settings[$"Services:{Service}:CircuitBreaker:MinimumThroughput"] = "2";
+        settings[$"Services:{Service}:CircuitBreaker:FailureRatio"] = "0.5";
+        var time = new ObservedTimeProvider();
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time));
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(Service, out var service));
+
+        // Failures until the circuit opens: only the call whose failure opened it tells "opened".
+        var calls = new List<ActivityTraceId>();
+        for (var i = 0; i < 10 && service.Endpoints.Candidates.Length > 0; i++)
+        {
+            calls.Add(await TracedCallAsync());
+        }
+
+        Assert.Empty(service.Endpoints.Candidates);
+        Assert.Equal([.. Enumerable.Repeat(string.Empty, calls.Count - 1), "opened"], calls.Select(States));
+
+        // Readmitted half-open after the break: the probe fails and opens the circuit again, told on the probe's span.
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.Equal("opened", States(await TracedCallAsync()));
+        Assert.Empty(service.Endpoints.Candidates);
+
+        // Readmitted again: the probe is held, a call meanwhile is turned away (no transition of its own), then the probe
+        // succeeds and closes the circuit, told on the probe's span only.
+        time.Advance(TimeSpan.FromSeconds(5));
+        Volatile.Write(ref failing, false);
+        Volatile.Write(ref holding, true);
+        try
+        {
+            var (probeTrace, probe) = Traced();
+            await held.WaitForArrivalAsync();
+            var turnedAway = await TracedCallAsync();
+            held.Release();
+            (await probe.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            Assert.Equal(string.Empty, States(turnedAway));
+            Assert.Equal("closed", States(probeTrace));
+        }
+        finally
+        {
+            held.Release();
+        }
+
+        async Task<ActivityTraceId> TracedCallAsync()
+        {
+            var (trace, call) = Traced();
+            try
+            {
+                (await call.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
+            }
+            catch (GovernanceException)
+            {
+            }
+
+            return trace;
+        }
+
+        // Started on this thread, under a root of its own.
+        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced()
+        {
+            var previous = Activity.Current;
+            using var root = TestSource.StartActivity("call")!;
+            var call = governed.Client.GetAsync($"http://{Service}/");
+            Activity.Current = previous;
+            return (root.TraceId, call);
+        }
+
+        string States(ActivityTraceId trace) => string.Join(
+            ",",
+            Assert.Single(Spans(trace), a => a.Source.Name == GovernanceTelemetry.Name).Events
+                .Where(e => e.Name == GovernanceTelemetry.Events.CircuitTransition)
+                .Select(e => e.Tags.First(t => t.Key == GovernanceTelemetry.StateTag).Value));
+    }
+
     /// <summary>Collects every <c>governance.client.request.duration</c> measurement with its <c>error.type</c>.</summary>
     private static MeterListener ListenToDurations(ConcurrentQueue<(double Seconds, object? ErrorType)> durations)
     {
