@@ -218,11 +218,25 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
     private async Task MaintainAsync(RegistrationSettings settings, int failures, CancellationToken stop)
     {
+        // TTL heartbeats start at a fixed rate from the previous one's start (a slow one does not push the next back), and
+        // sooner after one that failed; each may take until the next is due (RegistrationSettings.HeartbeatRetryInterval).
+        long? heartbeatStarted = null;
+        var heartbeatFailed = false;
         while (!stop.IsCancellationRequested)
         {
             try
             {
-                var delay = _registered ? settings.HeartbeatInterval : ConsulConstants.Backoff(failures);
+                TimeSpan delay;
+                if (_registered && settings.Ttl is not null && heartbeatStarted is { } started)
+                {
+                    var due = (heartbeatFailed ? settings.HeartbeatRetryInterval : settings.HeartbeatInterval) - _time.GetElapsedTime(started);
+                    delay = due > TimeSpan.Zero ? due : TimeSpan.Zero;
+                }
+                else
+                {
+                    delay = _registered ? settings.HeartbeatInterval : ConsulConstants.Backoff(failures);
+                }
+
                 await Task.Delay(delay, _time, stop).ConfigureAwait(false);
                 if (!_registered)
                 {
@@ -230,9 +244,22 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
                 }
                 else if (settings.Ttl is not null)
                 {
+                    heartbeatStarted = _time.GetTimestamp();
+                    heartbeatFailed = true;
                     try
                     {
-                        await _http.PassCheckAsync(settings.Connection, settings.CheckId, settings.ServiceName, stop).ConfigureAwait(false);
+                        using var bounded = new CancellationTokenSource(settings.HeartbeatRetryInterval, _time);
+                        using var linked = CancellationTokenSource.CreateLinkedTokenSource(stop, bounded.Token);
+                        try
+                        {
+                            await _http.PassCheckAsync(settings.Connection, settings.CheckId, settings.ServiceName, linked.Token).ConfigureAwait(false);
+                        }
+                        catch (OperationCanceledException) when (bounded.IsCancellationRequested && !stop.IsCancellationRequested)
+                        {
+                            throw new TimeoutException($"the agent did not answer the heartbeat within {settings.HeartbeatRetryInterval}");
+                        }
+
+                        heartbeatFailed = false;
                     }
                     catch (ConsulApiException ex) when (ex.StatusCode is 404 or 500)
                     {

@@ -38,8 +38,19 @@ internal sealed class RegistrationSettings
     /// <summary>Gets the time to live of a TTL check, or <see langword="null"/> for an HTTP check or none.</summary>
     public TimeSpan? Ttl { get; }
 
-    /// <summary>Gets the heartbeat interval: a third of the TTL, so that two heartbeats in a row may be lost.</summary>
+    /// <summary>
+    /// Gets the interval between the starts of two heartbeats: a third of the TTL (with an HTTP check or none, the
+    /// interval of the look-ups that verify the registration). After a failed heartbeat the next starts after
+    /// <see cref="HeartbeatRetryInterval"/>.
+    /// </summary>
     public TimeSpan HeartbeatInterval => Ttl is { } ttl ? ttl / 3 : ConsulConstants.RegistrationVerifyInterval;
+
+    /// <summary>
+    /// Gets how long after a failed heartbeat's start the next one starts, and how long a heartbeat may take (a sixth of
+    /// the TTL): heartbeats start at a fixed rate, whatever one takes, so three in a row may fail (hang, or be refused)
+    /// and the fourth still reach the agent before the TTL has passed since the last one that did.
+    /// </summary>
+    public TimeSpan HeartbeatRetryInterval => HeartbeatInterval / 2;
 
     public bool FailFast { get; }
 

@@ -143,6 +143,40 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Heartbeat_AgentHangs_NextHeartbeatStartsOnScheduleNotAfterTheHungOne()
+    {
+        // TTL 30 s: heartbeats every 10 s, each bounded by 5 s, the next 5 s after a failed one's start. One hung heartbeat
+        // used to hold the next back by its 10 s request timeout plus a full interval (the next pass 30 s after the last
+        // one that arrived: the TTL, so the instance went critical).
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var settings = Settings(consul.Address);
+        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
+        await using var host = BuildHost(settings, time, logs);
+        await host.StartAsync().WaitAsync(Guard);
+        var pass = $"/v1/agent/check/pass/service:orders-{Machine}-8080";
+        consul.Hang(r => r.Path == pass);
+        try
+        {
+            await time.WaitForDelayAsync().WaitAsync(Guard);
+            time.Advance(TimeSpan.FromSeconds(10));
+            await consul.WaitForAsync(r => r.Count(q => q.Path == pass) == 1).WaitAsync(Guard);
+
+            // 15 s after registration: the hung heartbeat has had its 5 s, and the next one goes out at once.
+            time.Advance(TimeSpan.FromSeconds(5));
+            await consul.WaitForAsync(r => r.Count(q => q.Path == pass) == 2).WaitAsync(Guard);
+            Assert.Contains(logs.Entries, e => e.EventId.Id == 1603 && e.Message.Contains("did not answer the heartbeat within 00:00:05", StringComparison.Ordinal));
+        }
+        finally
+        {
+            consul.Recover();
+        }
+
+        await host.StopAsync().WaitAsync(Guard);
+    }
+
+    [Fact]
     public async Task Heartbeat_AgentRestarted_ReRegistersAndHeartbeatsAgain()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
