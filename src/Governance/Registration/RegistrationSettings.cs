@@ -82,7 +82,7 @@ internal sealed class RegistrationSettings
 
         var root = options.KeyPrefix();
         var section = root + "Registration";
-        var connection = ConsulConnection.Create(options.Consul)
+        var connection = ConsulConnection.Create(options.Consul, root)
             ?? throw new InvalidOperationException($"{root}Consul:Address is required when registration is on");
         var name = options.Application?.Name?.Trim();
         if (string.IsNullOrEmpty(name))

@@ -257,8 +257,10 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         });
     }
 
-    [Fact]
-    public async Task Watch_UnknownToken_403ReportedClearlyWithoutTheToken()
+    [Theory]
+    [InlineData("MeshGovernance")]
+    [InlineData("Platform:Mesh")]
+    public async Task Watch_UnknownToken_403ReportedClearlyWithoutTheToken(string section)
     {
         const string Token = "00000000-dead-beef-0000-000000000000";
         await using var consul = await ConsulApiDouble.StartAsync();
@@ -268,7 +270,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         var time = new ObservedTimeProvider();
         var settings = Settings(consul);
         settings["Consul:Token"] = Token;
-        await using var services = Build(settings, time, logs);
+        await using var services = Build(settings, time, logs, section);
         using var meters = new MeterCapture(services);
         await using var watcher = Watch(services);
 
@@ -279,7 +281,7 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         Assert.Null(watcher.Current);
         var log = Assert.Single(logs.Entries, e => e.EventId.Id == 1110);
         Assert.Equal(LogLevel.Warning, log.Level);
-        Assert.Contains($"Consul at {consul.Address.ToString().TrimEnd('/')} refused the query of service 'catalog' with 403 Forbidden: \"ACL not found\". Check the ACL token in MeshGovernance:Consul:Token (set; its value is not shown): it needs service:read on 'catalog' and node:read", log.Message, StringComparison.Ordinal);
+        Assert.Contains($"Consul at {consul.Address.ToString().TrimEnd('/')} refused the query of service 'catalog' with 403 Forbidden: \"ACL not found\". Check the ACL token in {section}:Consul:Token (set; its value is not shown): it needs service:read on 'catalog' and node:read", log.Message, StringComparison.Ordinal);
         Assert.Contains("no endpoints are known yet", log.Message, StringComparison.Ordinal);
         Assert.Contains("403 Forbidden", ((ConsulServiceDiscoveryProvider.Watcher)watcher).LastError, StringComparison.Ordinal);
         Assert.DoesNotContain(logs.Entries, e => e.Message.Contains(Token, StringComparison.Ordinal));
@@ -310,6 +312,33 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
 
         Assert.Equal("http://10.0.0.11:8080", Assert.Single(watcher.Current!).Authority);
         Assert.Contains("X-Consul-Results-Filtered-By-ACLs", logs.Entries.First(e => e.EventId.Id == 1110).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Watch_NoTokenAndDefaultPolicyDeny_EmptyAnswerIsAnErrorNamingTheTokenKey()
+    {
+        // Without a token the agent's default token is used; Consul does not tell a request without a token that it
+        // filtered the answer. When ACLs come on with a default policy of deny, the answer turns empty: an error that
+        // keeps the endpoints and says what to set, not an empty list.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
+        var logs = new CapturingLoggerProvider();
+        var time = new ObservedTimeProvider();
+        await using var services = Build(Settings(consul), time, logs);
+        await using var watcher = Watch(services);
+        await EndpointsAsync(watcher, e => e.Count == 1);
+        await consul.WaitForAsync(r => r.Count == 2);
+
+        consul.EnableAcl("admin");
+        consul.ElapseWaits();
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
+        consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080));
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1110));
+
+        Assert.Equal("http://10.0.0.11:8080", Assert.Single(watcher.Current!).Authority);
+        var warning = logs.Entries.First(e => e.EventId.Id == 1110).Message;
+        Assert.Contains("default ACL policy is deny", warning, StringComparison.Ordinal);
+        Assert.Contains("Set MeshGovernance:Consul:Token", warning, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -22,10 +22,11 @@ internal static class ConsulTestKit
     /// A service provider with <c>AddMeshGovernance</c> over the given keys (relative to <c>MeshGovernance</c>),
     /// <see cref="FakeTimeProvider"/> and a capturing logger.
     /// </summary>
-    public static ServiceProvider Build(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null)
+    /// <summary>Governance over <paramref name="settings"/>, read from the configuration section <paramref name="section"/>.</summary>
+    public static ServiceProvider Build(Dictionary<string, string?> settings, FakeTimeProvider time, CapturingLoggerProvider? logs = null, string section = "MeshGovernance")
     {
         var configuration = new ConfigurationBuilder()
-            .AddInMemoryCollection(settings.Select(s => KeyValuePair.Create("MeshGovernance:" + s.Key, s.Value)))
+            .AddInMemoryCollection(settings.Select(s => KeyValuePair.Create(section + ":" + s.Key, s.Value)))
             .Build();
         var services = new ServiceCollection();
         services.AddSingleton<IConfiguration>(configuration);
@@ -35,7 +36,15 @@ internal static class ConsulTestKit
             services.AddLogging(b => b.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
         }
 
-        services.AddMeshGovernance();
+        if (section == "MeshGovernance")
+        {
+            services.AddMeshGovernance();
+        }
+        else
+        {
+            services.AddMeshGovernance(configuration.GetSection(section));
+        }
+
         return services.BuildServiceProvider(validateScopes: true);
     }
 

@@ -8,10 +8,11 @@ namespace Governance.Discovery.Consul;
 /// </summary>
 internal sealed class ConsulConnection : IEquatable<ConsulConnection>
 {
-    private ConsulConnection(Uri baseAddress, string? token)
+    private ConsulConnection(Uri baseAddress, string? token, string tokenKey)
     {
         BaseAddress = baseAddress;
         Token = token;
+        TokenKey = tokenKey;
     }
 
     /// <summary>Gets the agent's address, ending with <c>/</c> so that <c>v1/...</c> is appended to any path prefix.</summary>
@@ -19,8 +20,14 @@ internal sealed class ConsulConnection : IEquatable<ConsulConnection>
 
     public string? Token { get; }
 
-    /// <summary>Reads <c>MeshGovernance:Consul</c>; <see langword="null"/> when no address is configured.</summary>
-    public static ConsulConnection? Create(ConsulOptions? options)
+    /// <summary>Gets the configuration key of the token (<c>MeshGovernance:Consul:Token</c> under the section read), for messages.</summary>
+    public string TokenKey { get; }
+
+    /// <summary>
+    /// Reads <c>MeshGovernance:Consul</c> (<paramref name="keyPrefix"/> is the path of the section it was read from,
+    /// followed by <c>:</c>); <see langword="null"/> when no address is configured.
+    /// </summary>
+    public static ConsulConnection? Create(ConsulOptions? options, string keyPrefix)
     {
         if (options is null || string.IsNullOrWhiteSpace(options.Address)
             || !Uri.TryCreate(options.Address.Trim(), UriKind.Absolute, out var address))
@@ -34,7 +41,7 @@ internal sealed class ConsulConnection : IEquatable<ConsulConnection>
             text += "/";
         }
 
-        return new ConsulConnection(new Uri(text), string.IsNullOrWhiteSpace(options.Token) ? null : options.Token.Trim());
+        return new ConsulConnection(new Uri(text), string.IsNullOrWhiteSpace(options.Token) ? null : options.Token.Trim(), keyPrefix + "Consul:Token");
     }
 
     public Uri Resolve(string relative) => new(BaseAddress, relative);

@@ -17,6 +17,7 @@ namespace Governance.Discovery.Consul;
 internal sealed class ConsulHttpClient : IDisposable
 {
     private const string FilteredHeader = "X-Consul-Results-Filtered-By-ACLs";
+    private const string DefaultAclPolicyHeader = "X-Consul-Default-ACL-Policy";
     private static readonly MediaTypeHeaderValue Json = new("application/json") { CharSet = "utf-8" };
     private readonly HttpClient _http;
     private readonly TimeProvider _time;
@@ -109,7 +110,15 @@ internal sealed class ConsulHttpClient : IDisposable
             if (entries.Count == 0 && response.Headers.TryGetValues(FilteredHeader, out var filtered) && filtered.Any(static v => string.Equals(v, "true", StringComparison.OrdinalIgnoreCase)))
             {
                 // Not "no instance": the token may not see them. Treat it as an error, so the last known endpoints stay.
-                throw new ConsulApiException($"Consul at {connection} hid every instance of service '{query.Service}' from the ACL token ({FilteredHeader}: true). Check the ACL token in MeshGovernance:Consul:Token (its value is not shown): it needs service:read on '{query.Service}' and node:read", (int)response.StatusCode);
+                throw new ConsulApiException($"Consul at {connection} hid every instance of service '{query.Service}' from the ACL token ({FilteredHeader}: true). Check the ACL token in {connection.TokenKey} (its value is not shown): it needs service:read on '{query.Service}' and node:read", (int)response.StatusCode);
+            }
+
+            if (entries.Count == 0 && connection.Token is null && response.Headers.TryGetValues(DefaultAclPolicyHeader, out var policy) && policy.Any(static v => string.Equals(v, "deny", StringComparison.OrdinalIgnoreCase)))
+            {
+                // Consul hides the filtered-by-ACLs header from requests without a token: with a default policy of deny,
+                // an empty answer to one is as likely the agent's default token losing its read rights as no instance.
+                // An error, so the last known endpoints stay, and one that says what to set.
+                throw new ConsulApiException($"Consul at {connection} answered the query of service '{query.Service}' with no instance, to a request without an ACL token while its default ACL policy is deny ({DefaultAclPolicyHeader}: deny): the agent's default token may not be allowed to read it. Set {connection.TokenKey} to a token with service:read on '{query.Service}' and node:read", (int)response.StatusCode);
             }
 
             return new ConsulHealthAnswer(answerIndex, entries);
@@ -239,7 +248,7 @@ internal sealed class ConsulHttpClient : IDisposable
         var status = (int)response.StatusCode;
         var said = body.Length == 0 ? string.Empty : $": \"{body}\"";
         var message = response.StatusCode == HttpStatusCode.Forbidden
-            ? $"Consul at {connection} refused {operation} with 403 Forbidden{said}. Check the ACL token in MeshGovernance:Consul:Token ({(connection.Token is null ? "not set, so the agent's default token was used" : "set; its value is not shown")}): it needs {permission}"
+            ? $"Consul at {connection} refused {operation} with 403 Forbidden{said}. Check the ACL token in {connection.TokenKey} ({(connection.Token is null ? "not set, so the agent's default token was used" : "set; its value is not shown")}): it needs {permission}"
             : $"Consul at {connection} answered {operation} with {status.ToString(CultureInfo.InvariantCulture)} {response.ReasonPhrase}{said}";
         throw new ConsulApiException(message, status);
     }

@@ -40,7 +40,7 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
         ArgumentNullException.ThrowIfNull(serviceName);
         ArgumentNullException.ThrowIfNull(options);
         var root = _options.CurrentValue;
-        var connection = ConsulConnection.Create(root.Consul)
+        var connection = ConsulConnection.Create(root.Consul, root.KeyPrefix())
             ?? throw new InvalidOperationException($"Service '{serviceName}' uses Consul discovery but {root.KeyPrefix()}Consul:Address is not set");
         var query = CreateQuery(serviceName, options, root);
         var key = string.Join('\n', connection.BaseAddress.AbsoluteUri, connection.Token, query.Service.ToUpperInvariant(), query.Datacenter, query.OnlyPassing, query.Wait.Ticks, string.Join('\n', query.Tags));
