@@ -414,7 +414,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
         if (!resolved)
         {
-            var refused = new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}");
+            var cause = service.DiscoveryError is { } error ? $"; its last error: {error}" : string.Empty;
+            var refused = new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}{cause}");
             service.Instrumentation.RecordWaitEnded(service, service.Policy, request, arrivedAt, refused);
             throw refused;
         }

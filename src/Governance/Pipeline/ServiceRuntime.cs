@@ -146,6 +146,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>Gets why discovery has failed so far, when its watcher can tell (see <see cref="IReportsDiscoveryError"/>).</summary>
+    public string? DiscoveryError => (Volatile.Read(ref _watcher) as IReportsDiscoveryError)?.LastError;
+
     /// <summary>Creates (does not throw) the error of a call that found no endpoint.</summary>
     public NoAvailableEndpointException NoEndpoint() => new(Name, _state.Set.EmptyReason);
 

@@ -561,6 +561,33 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task GetAsync_ConsulRefusesTheToken_FirstCallFailsWithTheCause()
+    {
+        // Consul refuses every query (an unknown token): the first call waits InitialResolutionTimeout for an answer that
+        // never comes, then fails saying why discovery has none, not only that it waited.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        consul.EnableAcl("the-right-token");
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var settings = Settings(consul);
+        settings["Consul:Token"] = "00000000-dead-beef-0000-000000000000";
+        settings["Consul:InitialResolutionTimeout"] = "00:00:01";
+        await using var governed = Governed.Create(settings, s => s.AddSingleton<TimeProvider>(time).AddLogging(b => b.AddProvider(logs)));
+
+        // The first query has failed (warning 1110) before the call starts waiting.
+        _ = governed.Services.GetRequiredService<GovernanceRuntime>();
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1110));
+        var call = governed.Client.GetAsync("http://catalog/");
+        time.Advance(TimeSpan.FromSeconds(1));
+        var ex = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => call.WaitAsync(Guard));
+
+        Assert.StartsWith("Service 'catalog' has no available endpoint: discovery (Consul) did not resolve the service within 00:00:01; its last error: Consul at ", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("403 Forbidden", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("dead-beef", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task GetAsync_ConsulDiscoveredService_ReachesInstancesAndFollowsChanges()
     {
         await using var consul = await ConsulApiDouble.StartAsync();

@@ -137,13 +137,13 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
     }
 
     /// <summary>What <see cref="Watch"/> returns: a reference to a shared loop.</summary>
-    internal sealed class Watcher(ConsulServiceDiscoveryProvider provider, ConsulHealthWatch watch) : IServiceEndpointWatcher
+    internal sealed class Watcher(ConsulServiceDiscoveryProvider provider, ConsulHealthWatch watch) : IServiceEndpointWatcher, IReportsDiscoveryError
     {
         private int _disposed;
 
         public IReadOnlyList<ServiceEndpoint>? Current => watch.Current;
 
-        /// <summary>Gets why the last query failed while Consul keeps failing, or <see langword="null"/>; for the first request's error.</summary>
+        /// <summary>Gets why the last query failed while Consul keeps failing, or <see langword="null"/>; for the error of a first request that found no answer.</summary>
         public string? LastError => watch.LastError;
 
         public IChangeToken GetChangeToken() => watch.GetChangeToken();
