@@ -87,6 +87,30 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Watch_AnswersWithoutIndex_GoesOnFromOneWithoutReportingAReset()
+    {
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
+        consul.StripIndexHeader();
+        await using var services = Build(Settings(consul), time, logs);
+        await using var watcher = Watch(services);
+        await EndpointsAsync(watcher, e => e.Count == 1);
+
+        // Every answer says index 0: each query after the first asks from 1, and none reads as the index going backwards.
+        for (var queries = 2; queries <= 5; queries++)
+        {
+            var expected = queries;
+            await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count(q => q.Path.StartsWith("/v1/health/service/", StringComparison.Ordinal)) >= expected));
+            consul.ElapseWaits();
+        }
+
+        Assert.All(consul.HealthQueries.Skip(1), q => Assert.Equal("1", q.Param("index")));
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1113);
+    }
+
+    [Fact]
     public async Task Watch_WaitElapsesWithSameIndex_NoChangePublished()
     {
         await using var consul = await ConsulApiDouble.StartAsync();

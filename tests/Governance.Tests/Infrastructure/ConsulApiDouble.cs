@@ -60,6 +60,7 @@ public sealed class ConsulApiDouble : IAsyncDisposable
     private TaskCompletionSource? _hang;
     private Func<ConsulRequest, bool>? _hangWhich;
     private bool _aclEnabled;
+    private volatile bool _stripIndex;
     private int _elapsed;
 
     private ConsulApiDouble(WebApplication app)
@@ -137,6 +138,9 @@ public sealed class ConsulApiDouble : IAsyncDisposable
 
     /// <summary>Sets the index to any value, lower ones included (a snapshot restore does that), and wakes blocked queries.</summary>
     public void SetIndex(ulong index) => Change(() => { }, index);
+
+    /// <summary>Answers health queries without <c>X-Consul-Index</c>, as a proxy in front of the agent that strips it would.</summary>
+    public void StripIndexHeader() => _stripIndex = true;
 
     /// <summary>Answers every health query of <paramref name="service"/> with this raw body (index handling unchanged).</summary>
     public void SetRawAnswer(string service, string json) => Change(() => _rawAnswers[service] = json);
@@ -542,7 +546,11 @@ public sealed class ConsulApiDouble : IAsyncDisposable
         }
 
         var headers = context.Response.Headers;
-        headers[Name("X-Consul-Index")] = answerIndex.ToString(CultureInfo.InvariantCulture);
+        if (!_stripIndex)
+        {
+            headers[Name("X-Consul-Index")] = answerIndex.ToString(CultureInfo.InvariantCulture);
+        }
+
         headers[Name("X-Consul-KnownLeader")] = "true";
         headers[Name("X-Consul-LastContact")] = "0";
         headers[Name("X-Consul-Effective-Consistency")] = "leader";

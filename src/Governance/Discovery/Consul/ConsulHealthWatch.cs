@@ -194,14 +194,16 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
         }
 
         var next = answer.Index;
-        if (answer.Index < previous)
+        if (answer.Index == 0)
+        {
+            // No usable index (a proxy that strips X-Consul-Index, say): Consul's advice is to go on from 1, since an
+            // index of 0 would make every following query return at once. Not "went backwards": nothing is reset.
+            next = 1;
+        }
+        else if (answer.Index < previous)
         {
             LogIndexReset(_logger, _query.Service, previous, answer.Index);
             next = 0;
-        }
-        else if (answer.Index == 0)
-        {
-            next = 1; // Consul's advice: an index of 0 would make every following query return at once.
         }
 
         Publish(endpoints);
