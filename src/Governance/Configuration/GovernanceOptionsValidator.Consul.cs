@@ -41,6 +41,11 @@ internal sealed partial class GovernanceOptionsValidator
         {
             errors.Add($"{path}:Datacenter '{datacenter}' is not a datacenter name: use letters, digits, '-' and '_'");
         }
+        else if (consul.Datacenter is { Length: > 0 } named && named.Trim().Any(char.IsAsciiLetterUpper))
+        {
+            // Consul lower-cases the names of its datacenters but routes ?dc= as given: an upper-case name never resolves.
+            errors.Add($"{path}:Datacenter '{named}' has upper-case letters: Consul's datacenter names are lower case, so queries for it would never be answered (use '{named.Trim().ToLowerInvariant()}')");
+        }
 
         Duration(consul.WaitTime, $"{path}:WaitTime", ConsulConstants.MinWaitTime, ConsulConstants.MaxWaitTime, errors);
         Duration(consul.InitialResolutionTimeout, $"{path}:InitialResolutionTimeout", TimeSpan.Zero, ConsulConstants.MaxWaitTime, errors);
