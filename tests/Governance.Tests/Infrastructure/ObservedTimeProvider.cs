@@ -23,7 +23,7 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
     private readonly Dictionary<TimeSpan, int> _fired = [];
     private readonly List<(TimeSpan DueTime, int Count, TaskCompletionSource Reached)> _waits = [];
     private readonly HashSet<ObservedTimer> _delays = [];
-    private readonly List<TaskCompletionSource> _delayWaiters = [];
+    private readonly List<(TaskCompletionSource Pending, TimeSpan Within)> _delayWaiters = [];
     private int _firedTotal;
 
     /// <summary>Gets how many timers were created with <paramref name="dueTime"/> so far.</summary>
@@ -70,17 +70,24 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
     }
 
     /// <summary>Completes once a delay is pending (already armed when it completes): the code under test waits on the clock.</summary>
-    public Task WaitForDelayAsync()
+    public Task WaitForDelayAsync() => WaitForDelayAsync(TimeSpan.MaxValue);
+
+    /// <summary>
+    /// Completes once a delay that is due within <paramref name="within"/> of the current time is pending (already armed
+    /// when it completes), e.g. a retry delay while a much longer ejection timer is pending too.
+    /// </summary>
+    public Task WaitForDelayAsync(TimeSpan within)
     {
         lock (_gate)
         {
-            if (_delays.Count > 0)
+            var now = GetUtcNow();
+            if (_delays.Any(d => d.Due - now <= within))
             {
                 return Task.CompletedTask;
             }
 
             var pending = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _delayWaiters.Add(pending);
+            _delayWaiters.Add((pending, within));
             return pending.Task;
         }
     }
@@ -103,20 +110,36 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         Advance(step > TimeSpan.Zero ? step : TimeSpan.Zero);
     }
 
-    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    /// <summary>
+    /// Advances the clock to the due time of the earliest pending delay when it is due within <paramref name="within"/>
+    /// of the current time, which fires it; returns <see langword="false"/> (and leaves the clock alone) when none is.
+    /// </summary>
+    public bool TryAdvanceToNextDelay(TimeSpan within)
     {
-        var observed = new ObservedTimer(this, dueTime);
-        List<TaskCompletionSource>? reached = null;
+        TimeSpan step;
         lock (_gate)
         {
-            // Recorded before the timer exists so that a zero due time, which may fire at once, finds it.
-            if (dueTime != Timeout.InfiniteTimeSpan && period == Timeout.InfiniteTimeSpan && state is not CancellationTokenSource)
+            if (_delays.Count == 0)
             {
-                observed.Due = GetUtcNow() + dueTime;
-                _delays.Add(observed);
+                return false;
+            }
+
+            step = _delays.Min(d => d.Due) - GetUtcNow();
+            if (step > within)
+            {
+                return false;
             }
         }
 
+        Advance(step > TimeSpan.Zero ? step : TimeSpan.Zero);
+        return true;
+    }
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+    {
+        var observed = new ObservedTimer(this, dueTime);
+        var isDelay = dueTime != Timeout.InfiniteTimeSpan && period == Timeout.InfiniteTimeSpan && state is not CancellationTokenSource;
+        List<TaskCompletionSource>? reached = null;
         observed.Inner = base.CreateTimer(
             static s =>
             {
@@ -145,10 +168,21 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
                 }
             }
 
-            if (_delays.Contains(observed))
+            // A delay is pending only once its timer is armed, and not if it already fired (a zero due time may fire
+            // at once). Its due time is read now, after the timer read the clock: when another thread moved the clock in
+            // between, it is later than the timer's, never earlier, so advancing to it always fires the timer.
+            if (isDelay && !observed.Ended)
             {
-                (reached ??= []).AddRange(_delayWaiters);
-                _delayWaiters.Clear();
+                observed.Due = GetUtcNow() + dueTime;
+                _delays.Add(observed);
+                for (var i = _delayWaiters.Count - 1; i >= 0; i--)
+                {
+                    if (dueTime <= _delayWaiters[i].Within)
+                    {
+                        (reached ??= []).Add(_delayWaiters[i].Pending);
+                        _delayWaiters.RemoveAt(i);
+                    }
+                }
             }
         }
 
@@ -162,6 +196,7 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         {
             _firedTotal++;
             _fired[timer.CreatedDueTime] = _fired.GetValueOrDefault(timer.CreatedDueTime) + 1;
+            timer.Ended = true;
             _delays.Remove(timer);
         }
     }
@@ -171,6 +206,7 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         // A delay that is re-armed or disposed (a cancelled Task.Delay) is no longer a plain delay.
         lock (_gate)
         {
+            timer.Ended = true;
             _delays.Remove(timer);
         }
     }
@@ -184,6 +220,9 @@ public sealed class ObservedTimeProvider : FakeTimeProvider
         public ITimer Inner { get; set; } = null!;
 
         public DateTimeOffset Due { get; set; }
+
+        /// <summary>Gets or sets whether the timer fired, was re-armed or was disposed (written under the owner's lock).</summary>
+        public bool Ended { get; set; }
 
         public bool Change(TimeSpan dueTime, TimeSpan period)
         {
