@@ -37,6 +37,13 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Gets the probe loop, which completes once the checker has stopped (disposed, or replaced by a reload): from then
+    /// on it starts no round, no probe and no pause, and applies no result. It ends cancelled when stopped during its
+    /// pause. Tests await it to know that a replaced checker is gone before they count probes and timers.
+    /// </summary>
+    internal Task Completion => _loop;
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);

@@ -1,4 +1,6 @@
+using System.Reflection;
 using Governance.Pipeline;
+using Governance.Resilience;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
@@ -100,21 +102,28 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         // The first round ends with the pause before the next one.
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
         Assert.All([a, b], s => Assert.Equal(1, s.Probes));
+        var old = Checker(governed);
+        Assert.NotNull(old);
 
         // Off by reload (an empty Path; without the key, its Interval and Timeout would be errors: they would do nothing):
-        // the checker is told to stop at once (its pause may still fire, its cancellation callbacks run on the thread
-        // pool, but it starts no other round: no probe, no new pause).
+        // the checker is told to stop. Its pause may still fire (its cancellation callbacks run on the thread pool), so
+        // the clock moves past several intervals: a checker that did not stop would start another round. Once its loop
+        // has ended nothing of it can run any more, and it made no probe and no pause after the first round.
         governed.Configuration[PathKey] = string.Empty;
         governed.Configuration.Reload();
         Assert.Null(Faults.Runtime(governed).Settings.Resilience.HealthCheck);
+        Assert.Null(Checker(governed));
         time.Advance(3 * Interval);
+        await Task.WhenAny(old.Completion).WaitAsync(Faults.Guard);
         Assert.Equal(1, time.TimersCreated(Interval));
+        Assert.All([a, b], s => Assert.Equal(1, s.Probes));
 
-        // On again by reload: a new checker probes every endpoint once, then pauses.
+        // On again by reload: a new checker (the only one left) probes every endpoint exactly once, then pauses.
         governed.Configuration[PathKey] = "/health";
         governed.Configuration.Reload();
+        Assert.NotSame(old, Checker(governed));
         await time.WaitForTimersAsync(Interval, 2).WaitAsync(Faults.Guard);
-        output.WriteLine($"probes after on, off (3 intervals), on: a={a.Probes} b={b.Probes}; Interval timers created {time.TimersCreated(Interval)}, fired {time.TimersFired(Interval)}");
+        output.WriteLine($"probes after on, off (3 intervals, old checker's loop ended {old.Completion.Status}), on: a={a.Probes} b={b.Probes}; Interval timers created {time.TimersCreated(Interval)}, fired {time.TimersFired(Interval)}");
         Assert.All([a, b], s => Assert.Equal(2, s.Probes));
     }
 
@@ -148,6 +157,10 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     }
 
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
+    /// <summary>The service's current health checker (null while checks are off): the runtime exposes it nowhere else.</summary>
+    private static HealthChecker? Checker(Governed governed) =>
+        (HealthChecker?)typeof(ServiceRuntime).GetField("_healthChecker", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(Faults.Runtime(governed));
+
     private sealed class Backend(string name)
     {
         private volatile bool _healthy = true;
