@@ -33,6 +33,10 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
         var before = Faults.SendManyAsync(governed, 600, 4);
         await Task.WhenAny(servedThirty.Task, before).WaitAsync(Faults.BatchGuard);
         await c.StopAsync();
+
+        // Traffic still goes to c's port until c is ejected: hold the port (bound, not listening) so that no other
+        // test's server is given it meanwhile and receives those requests.
+        using var heldPort = new RefusingEndpoint(c.Port);
         var servedByC = c.RequestCount;
         var after = await Faults.SendManyAsync(governed, 300, 4);
         var results = (await before).Concat(after).ToArray();
