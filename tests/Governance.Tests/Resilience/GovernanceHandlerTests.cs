@@ -148,7 +148,11 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
         output.WriteLine($"caller cancelled while waiting {retryAfter} to retry: {ex.GetType().Name}: {ex.Message}");
 
         AssertNoGovernanceException(ex);
+
+        // The cancelled retry delay never fires (timer callbacks run inside Advance, so this is certain at once): no
+        // retry can follow. A request it sent would arrive only after this check.
         time.Advance(retryAfter);
+        Assert.Equal(0, time.TimersFired(retryAfter));
         Assert.Equal(1, s1.RequestCount + s2.RequestCount);
     }
 
