@@ -146,6 +146,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
+    /// <summary>Gets the service's health checker, or <see langword="null"/> while health checks are off; for tests.</summary>
+    internal HealthChecker? HealthChecker => _healthChecker;
+
     /// <summary>Gets why discovery has failed so far, when its watcher can tell (see <see cref="IReportsDiscoveryError"/>).</summary>
     public string? DiscoveryError => (Volatile.Read(ref _watcher) as IReportsDiscoveryError)?.LastError;
 

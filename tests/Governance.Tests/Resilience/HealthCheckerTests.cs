@@ -1,4 +1,3 @@
-using System.Reflection;
 using Governance.Pipeline;
 using Governance.Resilience;
 using Governance.Telemetry;
@@ -156,11 +155,10 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.Equal(failed ? 0 : 1, probes);
     }
 
-    /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
-    /// <summary>The service's current health checker (null while checks are off): the runtime exposes it nowhere else.</summary>
-    private static HealthChecker? Checker(Governed governed) =>
-        (HealthChecker?)typeof(ServiceRuntime).GetField("_healthChecker", BindingFlags.Instance | BindingFlags.NonPublic)!.GetValue(Faults.Runtime(governed));
+    /// <summary>The service's current health checker (null while checks are off).</summary>
+    private static HealthChecker? Checker(Governed governed) => Faults.Runtime(governed).HealthChecker;
 
+    /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     private sealed class Backend(string name)
     {
         private volatile bool _healthy = true;
