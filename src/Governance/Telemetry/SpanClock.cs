@@ -8,7 +8,7 @@ namespace Governance.Telemetry;
 /// <para>
 /// The conversion is anchored: one pair (UTC now, timestamp now) read together, and a time is the anchor's UTC time
 /// plus the timestamp's distance from the anchor's timestamp. The anchor is read again whenever a timestamp is more than
-/// a second away from it, so a wall-clock step (NTP) reaches spans within a second and span start and end never drift
+/// a second after it, so a wall-clock step (NTP) reaches spans within a second and span start and end never drift
 /// apart: both come from the monotonic timestamps, whose difference is the span's duration. OpenTelemetry's Java SDK
 /// times spans the same way (its <c>AnchoredClock</c>).
 /// </para>
@@ -53,9 +53,11 @@ internal sealed class SpanClock
     {
         var anchor = Volatile.Read(ref _anchor);
         var distance = timestamp - anchor.Timestamp;
-        if (distance > _reanchorAfter || distance < -_reanchorAfter)
+        if (distance > _reanchorAfter)
         {
-            // At most once a second on a busy service; two threads may both re-anchor, which is harmless.
+            // The anchor is more than a second old: at most once a second on a busy service; two threads may both
+            // re-anchor, which is harmless. A timestamp long before the anchor (a call that waited for a permit or for
+            // discovery) converts from it as well as from a new one, and does not re-anchor.
             anchor = NewAnchor();
             Volatile.Write(ref _anchor, anchor);
             distance = timestamp - anchor.Timestamp;
