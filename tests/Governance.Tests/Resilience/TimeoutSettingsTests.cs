@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -14,6 +16,7 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
         var total = TimeSpan.FromSeconds(10);
         var time = new ObservedTimeProvider();
         var attempts = new AttemptCounter();
+        var tokens = new AttemptTokens();
         var held = new HeldRequests();
         await using var hang = await LoopbackServer.StartAsync("hang", held.Handle);
         await using var a = await LoopbackServer.StartAsync("a");
@@ -23,7 +26,7 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
             var settings = Faults.Settings(hang, a, b)
                 .With("Timeout:PerAttempt", perAttempt)
                 .With("Timeout:Total", total);
-            await using var governed = Faults.Create(settings, time, attempts: attempts);
+            await using var governed = Create(settings, time, tokens, attempts);
 
             // Round robin starts at a random endpoint: send until a call's first attempt reaches the hanging one.
             var arrival = held.NextArrivalAsync();
@@ -43,21 +46,31 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
             }
 
             Assert.NotNull(call);
-            var started = time.GetUtcNow();
             var attemptsBefore = attempts.Attempts;
+            var hanging = tokens.Last;
             Assert.False(call.IsCompleted, "the call to the hanging endpoint completed without the clock moving");
 
-            // The attempt timeout fires on the fake clock; the retry goes to an endpoint not tried yet.
-            time.Advance(perAttempt);
+            // One tick before PerAttempt nothing is due. Timers fire synchronously inside Advance and cancel the attempt's
+            // token there, so an unchanged count and a live token prove that no timeout fired early (the call itself
+            // would only end later, on the thread pool).
+            var firedBefore = time.TimersFired();
+            time.Advance(perAttempt - TimeSpan.FromTicks(1));
+            Assert.Equal(firedBefore, time.TimersFired());
+            Assert.False(hanging.IsCancellationRequested, $"the attempt was cancelled before PerAttempt ({perAttempt}) passed");
+            Assert.False(call.IsCompleted, "the call ended before its attempt timed out");
+            Assert.Equal(attemptsBefore, attempts.Attempts);
+
+            // At PerAttempt the attempt timeout fires; the retry goes to an endpoint not tried yet.
+            time.Advance(TimeSpan.FromTicks(1));
+            Assert.True(time.TimersFired() > firedBefore, $"no timer fired at PerAttempt ({perAttempt})");
+            Assert.True(hanging.IsCancellationRequested, $"the attempt was not cancelled at PerAttempt ({perAttempt})");
             var result = await call.WaitAsync(Faults.Guard);
-            var elapsed = time.GetUtcNow() - started;
-            output.WriteLine($"call answered by {result.Server} with {result.Status} after {elapsed} of fake time ({attempts.Attempts - attemptsBefore + 1} attempts; PerAttempt {perAttempt}, Total {total})");
+            output.WriteLine($"call answered by {result.Server} with {result.Status} after the attempt timed out at {perAttempt} of fake time ({attempts.Attempts - attemptsBefore + 1} attempts; Total {total})");
 
             Assert.True(result.Succeeded, result.ToString());
             Assert.Contains(result.Server, new[] { "a", "b" });
             Assert.Equal(1, held.Count);
             Assert.Equal(1, attempts.Attempts - attemptsBefore);
-            Assert.True(elapsed < total, $"{elapsed} exceeds the total timeout {total}");
         }
         finally
         {
@@ -73,6 +86,7 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
         var perAttempt = TimeSpan.FromSeconds(4);
         var total = TimeSpan.FromSeconds(10);
         var time = new ObservedTimeProvider();
+        var tokens = new AttemptTokens();
         var held = new HeldRequests();
         await using var h1 = await LoopbackServer.StartAsync("h1", held.Handle);
         await using var h2 = await LoopbackServer.StartAsync("h2", held.Handle);
@@ -82,28 +96,42 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
                 .With("Retry:MaxRetries", 2)
                 .With("Timeout:PerAttempt", perAttempt)
                 .With("Timeout:Total", total);
-            await using var governed = Faults.Create(settings, time);
-            var started = time.GetUtcNow();
+            await using var governed = Create(settings, time, tokens);
             var call = governed.Client.GetAsync(Faults.Url);
 
-            await held.WaitForArrivalAsync();
-            time.Advance(perAttempt);
-            await held.WaitForArrivalAsync();
-            time.Advance(perAttempt);
-            await held.WaitForArrivalAsync();
-            Assert.False(call.IsCompleted, "the call ended before the total timeout");
-            time.Advance(total - (2 * perAttempt));
+            // Each attempt's token is cancelled synchronously inside the Advance that reaches its deadline (the total
+            // timeout's cancels it too), so its state right after an Advance says for certain whether a timeout fired.
+            // The count of timers fired cannot: a second after a timeout fires, the scheduler sweeps once more.
+            // Attempts 1 and 2: alive one tick before PerAttempt, cancelled at it.
+            for (var attempt = 1; attempt <= 2; attempt++)
+            {
+                await held.WaitForArrivalAsync();
+                var token = tokens.Last;
+                time.Advance(perAttempt - TimeSpan.FromTicks(1));
+                Assert.False(token.IsCancellationRequested, $"attempt {attempt} was cancelled before PerAttempt ({perAttempt}) passed");
+                time.Advance(TimeSpan.FromTicks(1));
+                Assert.True(token.IsCancellationRequested, $"attempt {attempt} was not cancelled at PerAttempt ({perAttempt})");
+            }
 
+            // Attempt 3, at 8 s: alive one tick before Total, which neither the total timeout nor its own may end early.
+            await held.WaitForArrivalAsync();
+            var last = tokens.Last;
+            time.Advance(total - (2 * perAttempt) - TimeSpan.FromTicks(1));
+            Assert.False(last.IsCancellationRequested, $"the last attempt was cancelled before Total ({total}) passed");
+            Assert.False(call.IsCompleted, "the call ended before the total timeout");
+
+            // At Total it is cancelled, and that alone ends the call: the clock does not move again.
+            time.Advance(TimeSpan.FromTicks(1));
+            Assert.True(last.IsCancellationRequested, $"the last attempt was not cancelled at Total ({total})");
             var ex = await Assert.ThrowsAsync<CallTimeoutException>(() => call.WaitAsync(Faults.Guard));
-            var elapsed = time.GetUtcNow() - started;
-            output.WriteLine($"{ex.GetType().Name} after {elapsed} of fake time: {ex.Message} (server requests: h1={h1.RequestCount}, h2={h2.RequestCount})");
+            output.WriteLine($"{ex.GetType().Name} once the fake clock reached {total}, with every attempt still alive a tick before its deadline: {ex.Message} (server requests: h1={h1.RequestCount}, h2={h2.RequestCount})");
 
             Assert.Equal(Faults.Service, ex.ServiceName);
             Assert.Equal(total, ex.Timeout);
             Assert.Equal(3, ex.Attempts);
             Assert.Contains($"Service '{Faults.Service}'", ex.Message, StringComparison.Ordinal);
-            Assert.Equal(total, elapsed);
             Assert.Equal(3, held.Count);
+            Assert.Equal(3, tokens.Count);
             Assert.Equal(3, h1.RequestCount + h2.RequestCount);
         }
         finally
@@ -177,8 +205,12 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
             var call = governed.Client.GetAsync(Faults.Url, caller.Token);
 
             await held.WaitForArrivalAsync();
+
+            // Timers fire synchronously inside Advance: an unchanged count proves that no timeout fired in that hour (a
+            // fired one would end the call only later, on the thread pool, after any IsCompleted check made here).
+            var firedBefore = time.TimersFired();
             time.Advance(TimeSpan.FromHours(1));
-            await Task.Yield();
+            Assert.Equal(firedBefore, time.TimersFired());
             Assert.False(call.IsCompleted, $"the call ended without the caller cancelling it: {call.Status} {call.Exception?.InnerException?.GetType().Name}");
 
             await caller.CancelAsync();
@@ -247,6 +279,42 @@ public sealed class TimeoutSettingsTests(ITestOutputHelper output)
         finally
         {
             held.Release();
+        }
+    }
+
+    /// <summary>A governed client on <paramref name="time"/> whose attempts <paramref name="tokens"/> (and <paramref name="attempts"/>, when given) see.</summary>
+    private static Governed Create(Dictionary<string, string?> settings, TimeProvider time, AttemptTokens tokens, AttemptCounter? attempts = null) =>
+        Governed.Create(settings, services =>
+        {
+            services.AddSingleton(time);
+            tokens.AddTo(services);
+            attempts?.AddTo(services);
+        });
+
+    /// <summary>
+    /// Keeps the cancellation token of every attempt that leaves the governance handler, in order, with a real handler
+    /// placed after it in every client's pipeline. An attempt's token is the one its timeout cancels.
+    /// </summary>
+    private sealed class AttemptTokens
+    {
+        private readonly ConcurrentQueue<CancellationToken> _tokens = new();
+
+        public int Count => _tokens.Count;
+
+        /// <summary>Gets the token of the latest attempt.</summary>
+        public CancellationToken Last => _tokens.Last();
+
+        /// <summary>Adds the recording handler to every client; call it from <c>Governed.Create</c>'s configure callback.</summary>
+        public void AddTo(IServiceCollection services) =>
+            services.ConfigureHttpClientDefaults(builder => builder.AddHttpMessageHandler(() => new RecordingHandler(this)));
+
+        private sealed class RecordingHandler(AttemptTokens tokens) : DelegatingHandler
+        {
+            protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                tokens._tokens.Enqueue(cancellationToken);
+                return base.SendAsync(request, cancellationToken);
+            }
         }
     }
 }
