@@ -36,33 +36,43 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
     [Fact]
     public async Task Create_TokenBucketBurst_AdmitsBucketAndRejectsRestWithoutNetwork()
     {
-        // 20 permits/s, bucket of 20: refills 2 tokens every 100 ms.
+        // 20 permits/s, bucket of 20 (Burst defaults to the rate): refills 2 tokens every 100 ms. 100 calls are issued.
         const int PermitsPerSecond = 20;
-        const int Burst = 100;
+        const int Issued = 100;
         const int TokensPerPeriod = PermitsPerSecond / 10;
         var period = TimeSpan.FromSeconds((double)TokensPerPeriod / PermitsPerSecond);
         await using var a = await LoopbackServer.StartAsync("a");
         await using var b = await LoopbackServer.StartAsync("b");
         await using var governed = Faults.Create(Faults.Settings(a, b).With("RateLimit:PermitsPerSecond", PermitsPerSecond));
 
+        // Admission is decided synchronously inside GetAsync (the permit is taken before anything is sent, and a rejected
+        // call returns an already-faulted task), so only the time spent issuing the calls can let refills in; the
+        // network time of the admitted calls, after the loop, cannot.
         var watch = Stopwatch.StartNew();
-        var calls = new Task<CallResult>[Burst];
-        for (var i = 0; i < Burst; i++)
+        var calls = new Task<CallResult>[Issued];
+        for (var i = 0; i < Issued; i++)
         {
             calls[i] = Faults.TryGetAsync(governed);
         }
 
+        var issueElapsed = watch.Elapsed;
+        var completedWhenIssued = Array.ConvertAll(calls, c => c.IsCompleted);
         var results = await Task.WhenAll(calls).WaitAsync(Faults.BatchGuard);
-        var elapsed = watch.Elapsed;
 
-        // The bucket starts full; while the burst lasts it gains at most one refill per period begun.
+        // The bucket starts full; while the calls are issued it gains at most one refill per period begun.
         var admitted = results.Count(r => r.Succeeded);
-        var maxAdmitted = PermitsPerSecond + (TokensPerPeriod * ((int)(elapsed / period) + 1));
+        var maxAdmitted = PermitsPerSecond + (TokensPerPeriod * (1 + (int)(issueElapsed / period)));
         var rejections = results.Where(r => !r.Succeeded).Select(r => Assert.IsType<RateLimitRejectedException>(r.Error)).ToArray();
-        output.WriteLine($"burst of {Burst} at {PermitsPerSecond}/s (bucket {PermitsPerSecond}): {admitted} admitted, {rejections.Length} rejected, backend received {a.RequestCount + b.RequestCount}; burst took {elapsed.TotalMilliseconds:F0} ms, so at most {maxAdmitted} could be admitted");
+        output.WriteLine($"{Issued} calls at {PermitsPerSecond}/s (bucket {PermitsPerSecond}) issued in {issueElapsed.TotalMilliseconds:F1} ms, so at most {maxAdmitted} could be admitted: {admitted} admitted, {rejections.Length} rejected, backend received {a.RequestCount + b.RequestCount}");
         output.WriteLine($"first rejection: {rejections.FirstOrDefault()?.Message}");
 
         Assert.InRange(admitted, PermitsPerSecond, maxAdmitted);
+        Assert.NotEmpty(rejections);
+        Assert.Equal(Issued - admitted, rejections.Length);
+
+        // Rejected without network: every rejected call had ended before the loop that issued them did, and the backend
+        // received the admitted calls only.
+        Assert.All(Enumerable.Range(0, Issued).Where(i => !results[i].Succeeded), i => Assert.True(completedWhenIssued[i], $"call {i} was rejected after the calls were issued"));
         Assert.Equal(admitted, a.RequestCount + b.RequestCount);
         Assert.All(rejections, ex =>
         {
@@ -77,7 +87,8 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
     [Fact]
     public async Task Create_RetriesOfAnAdmittedCall_TakeNoPermit()
     {
-        // One permit per second, bucket of 1: the call takes the only token; its retry (after a 503) must not need one.
+        // A concurrency limit of one call, no queue: the call holds the only permit until it ends, so a retry (after a 503)
+        // that asked for a permit of its own would be refused whatever the clock does.
         var requests = 0;
         Task Handler(HttpContext context)
         {
@@ -88,14 +99,19 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         await using var a = await LoopbackServer.StartAsync("a", Handler);
         await using var b = await LoopbackServer.StartAsync("b", Handler);
         var settings = Faults.Settings(a, b)
-            .With("RateLimit:PermitsPerSecond", 1)
+            .With("RateLimit:Algorithm", "Concurrency")
             .With("RateLimit:Burst", 1);
         await using var governed = Faults.Create(settings, new ObservedTimeProvider());
 
         var result = await Faults.TryGetAsync(governed);
-        output.WriteLine($"one call with a retry under a 1-token bucket: {result}; server requests {Volatile.Read(ref requests)}");
+        output.WriteLine($"one call with a retry under a concurrency limit of 1: {result}; server requests {Volatile.Read(ref requests)}");
         Assert.True(result.Succeeded, result.ToString());
         Assert.Equal(2, Volatile.Read(ref requests));
+
+        // The call gave its one permit back when it ended: the next call is admitted.
+        var next = await Faults.TryGetAsync(governed);
+        Assert.True(next.Succeeded, next.ToString());
+        Assert.Equal(3, Volatile.Read(ref requests));
     }
 
     [Fact]
@@ -314,10 +330,15 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
     [Fact]
     public async Task Create_SlidingWindowBurst_AdmitsTheWindowAndRejectsRestWithoutNetwork()
     {
-        // 5 a second over a 1 s window of 10 segments: a permit comes back only when its segment leaves the window, 1 s
-        // after it was taken, so a burst admits 5, plus 5 more for each whole second it lasted (bounded by the measured
-        // duration, so a slow machine cannot make this fail).
+        // 5 a second over a 1 s window of 10 segments: the window turns one segment every 100 ms, and a permit comes back
+        // only when its segment leaves the window, on the 10th turn after it was taken. While the calls are issued the
+        // window turns at most once per 100 ms begun, so the calls admitted are the 5 of the window plus 5 for every 10
+        // such turns (bounded by the measured issuing time, which a slow machine lengthens without making this fail; the
+        // network time of the admitted calls comes after and cannot let more in).
         const int Permits = 5;
+        const int Issued = 4 * Permits;
+        const int Segments = 10;
+        var segment = TimeSpan.FromSeconds(1) / Segments;
         await using var a = await LoopbackServer.StartAsync("a");
         var settings = Faults.Settings(a)
             .With("RateLimit:Algorithm", "SlidingWindow")
@@ -325,14 +346,29 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         await using var governed = Faults.Create(settings);
 
         var watch = Stopwatch.StartNew();
-        var results = await Task.WhenAll(Enumerable.Range(0, 4 * Permits).Select(_ => Faults.TryGetAsync(governed))).WaitAsync(Faults.BatchGuard);
-        var elapsed = watch.Elapsed;
+        var calls = new Task<CallResult>[Issued];
+        for (var i = 0; i < Issued; i++)
+        {
+            calls[i] = Faults.TryGetAsync(governed);
+        }
+
+        var issueElapsed = watch.Elapsed;
+        var completedWhenIssued = Array.ConvertAll(calls, c => c.IsCompleted);
+        var results = await Task.WhenAll(calls).WaitAsync(Faults.BatchGuard);
         var admitted = results.Count(r => r.Succeeded);
-        var maxAdmitted = Permits * (1 + (int)elapsed.TotalSeconds);
-        output.WriteLine($"burst of {4 * Permits} at {Permits}/s (sliding window): {Faults.Describe(results)} in {elapsed.TotalMilliseconds:F0} ms, so at most {maxAdmitted} could be admitted; backend received {a.RequestCount}");
+        var turns = 1 + (int)(issueElapsed / segment);
+        var maxAdmitted = Permits * (1 + (turns / Segments));
+        var rejections = results.Where(r => !r.Succeeded).Select(r => Assert.IsType<RateLimitRejectedException>(r.Error)).ToArray();
+        output.WriteLine($"{Issued} calls at {Permits}/s (sliding window) issued in {issueElapsed.TotalMilliseconds:F1} ms, so at most {maxAdmitted} could be admitted: {Faults.Describe(results)}; backend received {a.RequestCount}");
 
         Assert.InRange(admitted, Permits, maxAdmitted);
-        Assert.All(results.Where(r => !r.Succeeded), r => Assert.Equal(Faults.Service, Assert.IsType<RateLimitRejectedException>(r.Error).ServiceName));
+        Assert.NotEmpty(rejections);
+        Assert.Equal(Issued - admitted, rejections.Length);
+        Assert.All(rejections, ex => Assert.Equal(Faults.Service, ex.ServiceName));
+
+        // Rejected without network: every rejected call had ended before the loop that issued them did, and the backend
+        // received the admitted calls only.
+        Assert.All(Enumerable.Range(0, Issued).Where(i => !results[i].Succeeded), i => Assert.True(completedWhenIssued[i], $"call {i} was rejected after the calls were issued"));
         Assert.Equal(admitted, a.RequestCount);
     }
 }
