@@ -113,6 +113,8 @@ internal static class Traffic
     /// every request open until the test ends. At most <paramref name="concurrency"/> requests are outstanding to the
     /// fast endpoints; a request that reaches "held" gives its slot back (the held server signals it), so held requests
     /// pile up there instead of stalling the driver. Returns who answered each request, after "held" released them all.
+    /// Timeouts are off (<c>Timeout:Enabled false</c>): with the real-clock defaults a held attempt that outlasted
+    /// <c>PerAttempt</c> on a slow machine would be retried on "a" or "b", taking requests away from "held".
     /// </summary>
     public static async Task<(string[] AnsweredBy, int HeldInFlightAtEnd)> SendWithOneEndpointHoldingAsync(string policy, int total, int concurrency)
     {
@@ -125,7 +127,9 @@ internal static class Traffic
             await context.Response.WriteAsync("held", context.RequestAborted);
         });
         await using var fast = await ServerGroup.StartAsync("a", "b");
-        await using var governed = Governed.Create(Settings(policy, [held, fast[0], fast[1]]));
+        var settings = Settings(policy, [held, fast[0], fast[1]]);
+        settings[$"Services:{Service}:Timeout:Enabled"] = "false";
+        await using var governed = Governed.Create(settings);
         var heldState = State(governed, held);
         var requests = new List<Task<string>>(total);
         int heldInFlight;
