@@ -1,6 +1,8 @@
 using Governance.Configuration;
 using Governance.LoadBalancing;
 using Governance.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.LoadBalancing;
@@ -166,17 +168,30 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task Pick_OneOfFiveEndpointsRemoved_KeysOnSurvivorsStay()
+    public async Task Pick_OneOfFiveEndpointsRemovedByReload_KeysOnSurvivorsStay()
     {
+        // One governed client whose configuration loses "e": what it routes afterwards is what the live path built (the
+        // reload's rebuild of the endpoint set and its picker), not a table built afresh for the four survivors.
         await using var servers = await ServerGroup.StartAsync("a", "b", "c", "d", "e");
-        await using var allFive = Governed.Create(Traffic.Settings("ConsistentHash", servers.Servers));
-        await using var withoutE = Governed.Create(Traffic.Settings("ConsistentHash", servers.Servers[..4]));
+        var editable = new EditableConfiguration();
+        editable.Change(Traffic.Settings("ConsistentHash", servers.Servers).Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+        var configuration = new ConfigurationBuilder().Add(editable).Build();
 
-        // The table is a function of the endpoint set alone, so a second client over the same four addresses sees
-        // exactly what one client sees after "e" leaves discovery.
+        // The service is configured by the editable source alone (Governed's own in-memory configuration is empty).
+        await using var governed = Governed.Create([], services => services.AddMeshGovernance(configuration.GetSection("MeshGovernance")));
+        Assert.Equal(5, Traffic.Runtime(governed).Endpoints.All.Length);
+
         const int Keys = 2000;
-        var before = await Traffic.SendParallelAsync(allFive, Keys, concurrency: 16, key: i => $"user-{i}");
-        var after = await Traffic.SendParallelAsync(withoutE, Keys, concurrency: 16, key: i => $"user-{i}");
+        var before = await Traffic.SendParallelAsync(governed, Keys, concurrency: 16, key: i => $"user-{i}");
+        var onEBefore = servers[4].RequestCount;
+
+        // "e" (the last of Endpoints:0..4) leaves the configuration; the reload applies synchronously.
+        editable.Remove($"MeshGovernance:Services:{Traffic.Service}:Endpoints:4");
+        var survivors = Array.ConvertAll(Traffic.Runtime(governed).Endpoints.All, s => s.Authority);
+        Assert.Equal(4, survivors.Length);
+        Assert.DoesNotContain(servers[4].Address.GetLeftPart(UriPartial.Authority), survivors);
+
+        var after = await Traffic.SendParallelAsync(governed, Keys, concurrency: 16, key: i => $"user-{i}");
 
         int onRemoved = 0, moved = 0, movedFromSurvivors = 0;
         for (var i = 0; i < Keys; i++)
@@ -193,7 +208,9 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
         output.WriteLine($"after:  {Traffic.Describe(Traffic.Count(after, servers.Servers))}");
         output.WriteLine($"moved {moved} of {Keys} keys ({(double)moved / Keys:P2}); {onRemoved} were on e; {movedFromSurvivors} moved between survivors");
 
+        Assert.True(onRemoved > 0, "no key was on e before the reload, so its removal moved nothing");
         Assert.DoesNotContain("e", after);
+        Assert.Equal(onEBefore, servers[4].RequestCount);
         Assert.Equal(onRemoved, moved - movedFromSurvivors);
 
         // Bounds: keys moved between survivors <= 2% of keys (the table-level worst is 0.09%); total moved <= 1/N + 5%
