@@ -42,7 +42,13 @@ internal sealed class ServicePolicy : IDisposable
             }
             else
             {
-                Limiter = RateLimiterFactory.Create(limit);
+                // Window and bucket limiters run a timer of their own for their lifetime: built without the current
+                // context, so that a runtime built lazily inside a request does not keep that request's context (its
+                // HttpContext, its Activity) alive through the timer.
+                using (BackgroundWork.SuppressFlow())
+                {
+                    Limiter = RateLimiterFactory.Create(limit);
+                }
             }
         }
 
