@@ -17,6 +17,9 @@ namespace Governance.Registration;
 /// </summary>
 internal sealed partial class ConsulRegistrationService : IHostedLifecycleService, IAsyncDisposable, IDisposable
 {
+    /// <summary>What Consul before 1.10 answers (500) a heartbeat of a check it does not know.</summary>
+    private const string UnknownTtlCheck = "does not have associated TTL";
+
     private readonly IOptionsMonitor<GovernanceOptions> _options;
     private readonly ConsulHttpClient _http;
     private readonly TimeProvider _time;
@@ -261,10 +264,14 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
 
                         heartbeatFailed = false;
                     }
-                    catch (ConsulApiException ex) when (ex.StatusCode is 404 or 500)
+                    catch (ConsulApiException ex) when (ex.StatusCode is 404 || (ex.StatusCode is 500 && ex.Message.Contains(UnknownTtlCheck, StringComparison.Ordinal)))
                     {
-                        // After an agent restart without its data, the check is unknown: "CheckID ... does not have associated TTL".
+                        // After an agent restart without its data, the check is unknown: 404 "Unknown check ID" (Consul
+                        // 1.10 and later) or 500 "CheckID ... does not have associated TTL" (earlier). Any other 500 (no
+                        // cluster leader, say) is a failed heartbeat, retried. Deregistration on the way out is still
+                        // tried: the agent may hold the instance after all (a 404 then says there was nothing to remove).
                         _registered = false;
+                        _mayBeRegistered = true;
                         LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
                         await RegisterAsync(settings, stop).ConfigureAwait(false);
                     }
@@ -272,6 +279,7 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
                 else if (!await _http.IsRegisteredAsync(settings.Connection, settings.InstanceId, settings.ServiceName, stop).ConfigureAwait(false))
                 {
                     _registered = false;
+                    _mayBeRegistered = true;
                     LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, "the agent no longer knows the instance");
                     await RegisterAsync(settings, stop).ConfigureAwait(false);
                 }

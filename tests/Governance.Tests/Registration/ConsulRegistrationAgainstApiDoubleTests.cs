@@ -177,6 +177,31 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Heartbeat_AgentAnswers500NoLeader_RetriedNotTakenForALostRegistrationAndStillDeregistered()
+    {
+        // A 500 that is not "unknown check" (no cluster leader while the agent resolves a token, say) says nothing about
+        // the registration: a failed heartbeat, retried; and the instance the agent still holds is deregistered on stop.
+        await using var consul = await ConsulApiDouble.StartAsync();
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var settings = Settings(consul.Address);
+        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
+        await using var host = BuildHost(settings, time, logs);
+        await host.StartAsync().WaitAsync(Guard);
+        var id = $"orders-{Machine}-8080";
+
+        consul.FailWith(500, "rpc error making call: No cluster leader");
+        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1603));
+        consul.Recover();
+        await host.StopAsync().WaitAsync(Guard);
+
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1602);
+        Assert.Single(consul.Requests, r => r.Path == "/v1/agent/service/register");
+        Assert.Single(consul.Requests, r => r.Path == $"/v1/agent/service/deregister/{id}");
+        Assert.Null(consul.GetRegistration(id));
+    }
+
+    [Fact]
     public async Task Heartbeat_AgentRestarted_ReRegistersAndHeartbeatsAgain()
     {
         await using var consul = await ConsulApiDouble.StartAsync();
