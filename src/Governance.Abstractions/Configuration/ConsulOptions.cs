@@ -30,7 +30,7 @@ public sealed class ConsulOptions
 
     /// <summary>
     /// Gets or sets how long the first request to a Consul-discovered service waits for Consul's first answer before it
-    /// fails with a clear error, 0 to 10 min; 0 fails at once. Later requests use the last known endpoints and never wait.
+    /// fails with a clear error (naming Consul's last error), 0 to 10 min, and at most the service's <c>Timeout:Total</c>; 0 fails at once. Later requests use the last known endpoints and never wait.
     /// Default: 10 s.
     /// </summary>
     public TimeSpan? InitialResolutionTimeout { get; set; }

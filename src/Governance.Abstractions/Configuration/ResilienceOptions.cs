@@ -15,14 +15,14 @@ public sealed class RetryOptions
     /// <summary>Gets or sets the delay before the first retry. Default: 25 ms.</summary>
     public TimeSpan? BaseDelay { get; set; }
 
-    /// <summary>Gets or sets the longest delay between two attempts, not shorter than <see cref="BaseDelay"/>. Default: 250 ms.</summary>
+    /// <summary>Gets or sets the longest backoff delay between two attempts, not shorter than <see cref="BaseDelay"/> (a <c>Retry-After</c> may ask for longer, and is honoured within the total timeout). Default: 250 ms.</summary>
     public TimeSpan? MaxDelay { get; set; }
 
-    /// <summary>Gets or sets a value indicating whether delays are randomized (decorrelated jitter). Default: <see langword="true"/>.</summary>
+    /// <summary>Gets or sets a value indicating whether delays are randomized (Polly's: decorrelated jitter with exponential backoff, about ±25 % otherwise). Default: <see langword="true"/>.</summary>
     public bool? Jitter { get; set; }
 
     /// <summary>
-    /// Gets or sets a value indicating whether non-idempotent methods (POST, PATCH, CONNECT) are retried too.
+    /// Gets or sets a value indicating whether non-idempotent methods (POST, PATCH, CONNECT and any method not listed below) are retried too.
     /// Default: <see langword="false"/>: only GET, HEAD, OPTIONS, PUT, DELETE and TRACE are retried.
     /// </summary>
     public bool? RetryNonIdempotent { get; set; }
@@ -95,10 +95,10 @@ public sealed class OutlierDetectionOptions
     /// <summary>Gets or sets a value indicating whether outlier detection is on. Default: <see langword="true"/>.</summary>
     public bool? Enabled { get; set; }
 
-    /// <summary>Gets or sets the consecutive 5xx answers (or connection failures) that eject an endpoint, 1 or more. Default: 5.</summary>
+    /// <summary>Gets or sets the consecutive 5xx answers or local failures (connect failure, reset, attempt timeout) that eject an endpoint, 1 or more. Default: 5.</summary>
     public int? Consecutive5xx { get; set; }
 
-    /// <summary>Gets or sets the consecutive gateway failures (502, 503, 504, connection failures) that eject an endpoint, 1 or more. Default: 5.</summary>
+    /// <summary>Gets or sets the consecutive gateway failures (502, 503, 504, or a local failure: connect failure, reset, attempt timeout) that eject an endpoint, 1 or more. Default: 5.</summary>
     public int? ConsecutiveGatewayFailure { get; set; }
 
     /// <summary>Gets or sets the first ejection's length; the n-th consecutive ejection lasts n times as long. Default: 30 s.</summary>

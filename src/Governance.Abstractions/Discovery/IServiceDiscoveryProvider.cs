@@ -13,7 +13,7 @@ public interface IServiceDiscoveryProvider
 
     /// <summary>Starts resolving one service. Resolution runs off the request path; the watcher is disposed when the service is removed or reconfigured.</summary>
     /// <param name="serviceName">Logical service name.</param>
-    /// <param name="options">The service's configuration (defaults already applied).</param>
+    /// <param name="options">The service's discovery and load-balancing settings (<c>Discovery</c>, <c>Endpoints</c>, <c>Tags</c>, <c>OnlyPassing</c>, <c>LoadBalancer</c>) with <c>Defaults</c> applied; its other sections are not passed.</param>
     /// <returns>A watcher that publishes the service's endpoints.</returns>
     IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options);
 }

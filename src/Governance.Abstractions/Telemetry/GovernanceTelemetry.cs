@@ -12,7 +12,7 @@ public static class GovernanceTelemetry
     /// <summary>Tag holding the logical service name of a governed call: <c>governance.service</c>.</summary>
     public const string ServiceTag = "governance.service";
 
-    /// <summary>Tag holding why an attempt is retried or hedged (<c>5xx</c>, <c>connect-failure</c>, ...): <c>governance.reason</c>.</summary>
+    /// <summary>Tag holding why an attempt is retried (<c>5xx</c>, <c>connect-failure</c>, ...) or <c>hedge</c> for a hedged attempt: <c>governance.reason</c>.</summary>
     public const string ReasonTag = "governance.reason";
 
     /// <summary>Tag holding the attempt number (1 for the first attempt): <c>governance.attempt</c>.</summary>
@@ -51,7 +51,7 @@ public static class GovernanceTelemetry
         /// <summary>Counter of circuit transitions (<c>governance.state</c> = opened, closed), tagged with the endpoint: <c>governance.circuit_breaker.transitions</c>.</summary>
         public const string CircuitBreakerTransitions = "governance.circuit_breaker.transitions";
 
-        /// <summary>Observable gauge of endpoints per service and state (available, ejected, circuit_open, unhealthy, disabled): <c>governance.lb.endpoints</c>.</summary>
+        /// <summary>Observable gauge of endpoints per service and state (available, ejected, circuit_open, unhealthy; disabled is reserved and always 0): <c>governance.lb.endpoints</c>.</summary>
         public const string LoadBalancerEndpoints = "governance.lb.endpoints";
 
         /// <summary>Counter of endpoint lists received from discovery: <c>governance.discovery.refreshes</c>.</summary>
