@@ -157,26 +157,44 @@ public sealed class HedgingTests
     [Fact]
     public async Task PostAsync_HedgingEnabled_IsNotHedged()
     {
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        await using var stuck = await LoopbackServer.StartAsync("stuck", async context =>
+        // Two endpoints that hold every request, so a hedge would have somewhere to go and the first attempt is still in
+        // flight when Delay has passed. A GET here waits on a Delay-long timer of the service's clock and sends a second
+        // attempt when it fires (GetAsync_TwoHedgesOnTheFakeClock...); a POST must do neither. The body is in memory
+        // (replayable), so only the method keeps it from being hedged.
+        var delay = TimeSpan.FromSeconds(1);
+        var time = new ObservedTimeProvider();
+        var attempts = new AttemptCounter();
+        var held = new HeldRequests();
+        await using var a = await LoopbackServer.StartAsync("a", held.Handle);
+        await using var b = await LoopbackServer.StartAsync("b", held.Handle);
+        var settings = Faults.Settings(a, b)
+            .With("Hedging:Enabled", true)
+            .With("Hedging:Delay", delay);
+        await using var governed = Faults.Create(settings, time, attempts: attempts);
+        try
         {
-            arrived.TrySetResult();
-            await release.Task.WaitAsync(TimeSpan.FromSeconds(60));
-            await context.Response.WriteAsync("stuck");
-        });
-        var settings = Governed.Service("catalog", null, stuck);
-        settings["Services:catalog:Hedging:Enabled"] = "true";
-        settings["Services:catalog:Hedging:Delay"] = "00:00:00";
-        await using var governed = Governed.Create(settings);
+            var post = governed.Client.PostAsync(Faults.Url, new StringContent("{}"));
+            await held.WaitForArrivalAsync();
 
-        var post = governed.Client.PostAsync("http://catalog/orders", new StringContent("{}"));
-        await arrived.Task.WaitAsync(TimeSpan.FromSeconds(30));
-        release.SetResult();
-        using var response = await post.WaitAsync(TimeSpan.FromSeconds(30));
+            // No hedge is scheduled; and when Delay has passed, none was sent (the counter sees an attempt as it leaves
+            // governance, before it reaches a server).
+            Assert.Equal(0, time.TimersCreated(delay));
+            time.Advance(delay);
+            Assert.Equal(1, attempts.Attempts);
 
-        Assert.Equal("stuck", Assert.Single(response.Headers.GetValues("x-server")));
-        Assert.Equal(1, stuck.RequestCount);
+            held.Release();
+            using var response = await post.WaitAsync(Faults.Guard);
+            Assert.True(response.IsSuccessStatusCode);
+
+            // The first attempt was held until now, so a hedging strategy would have armed its Delay timer by this time.
+            Assert.Equal(0, time.TimersCreated(delay));
+            Assert.Equal(1, attempts.Attempts);
+            Assert.Equal(1, held.Count);
+        }
+        finally
+        {
+            held.Release();
+        }
     }
 
     [Fact]
