@@ -1,6 +1,7 @@
 using Governance.Tests.Infrastructure;
 using Governance.Tests.Resilience;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Governance.Tests.Pipeline;
 
@@ -235,10 +236,20 @@ public sealed class HedgingTests
     public async Task GetAsync_HedgeFailsInAWayRetryOnDoesNotList_OtherAttemptStillAnswers()
     {
         // RetryOn lists 5xx only: a refused connection is not retried, but while another attempt is on its way it is
-        // not the call's answer either.
-        var held = new Governance.Tests.Resilience.HeldRequests();
-        await using var slow = await LoopbackServer.StartAsync("slow", held.Handle);
+        // not the call's answer either. "slow" holds each call's request until a handler under governance has seen the
+        // call's attempt to the refusing endpoint fail, so in every call the refused attempt ends while the other one is
+        // still in flight, whichever of the two was the first attempt.
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var arrived = new SemaphoreSlim(0);
+        await using var slow = await LoopbackServer.StartAsync("slow", async context =>
+        {
+            var held = Volatile.Read(ref gate);
+            arrived.Release();
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(60), context.RequestAborted);
+            await context.Response.WriteAsync("slow");
+        });
         using var refusing = new RefusingEndpoint();
+        var refused = new RefusedAttempts(refusing.Address);
         var settings = new Dictionary<string, string?>
         {
             ["Services:catalog:Endpoints:0"] = slow.Address.ToString(),
@@ -250,25 +261,61 @@ public sealed class HedgingTests
             ["Services:catalog:OutlierDetection:Enabled"] = "false",
             ["Services:catalog:CircuitBreaker:Enabled"] = "false",
         };
-        await using var governed = Governed.Create(settings);
+        await using var governed = Governed.Create(settings, refused.AddTo);
         try
         {
             for (var i = 0; i < 4; i++)
             {
+                var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                Volatile.Write(ref gate, release);
                 var call = governed.Client.GetAsync($"http://catalog/items/{i}");
-                await held.WaitForArrivalAsync();
-                if (i == 0)
-                {
-                    held.Release();
-                }
+                Assert.True(await arrived.WaitAsync(Faults.Guard), $"call {i}: no attempt reached slow");
+                Assert.True(await refused.NextAsync(), $"call {i}: no attempt to the refusing endpoint failed while slow held its request");
 
-                using var response = await call.WaitAsync(TimeSpan.FromSeconds(30));
+                release.SetResult();
+                using var response = await call.WaitAsync(Faults.Guard);
                 Assert.Equal("slow", Assert.Single(response.Headers.GetValues("x-server")));
             }
+
+            // One refused attempt per call: it was neither retried nor followed by another hedge.
+            Assert.Equal(4, refused.Count);
         }
         finally
         {
-            held.Release();
+            Volatile.Read(ref gate).TrySetResult();
+        }
+    }
+
+    /// <summary>Signals each attempt to <c>endpoint</c> that fails with <see cref="HttpRequestException"/>, seen by a handler under governance.</summary>
+    private sealed class RefusedAttempts(Uri endpoint)
+    {
+        private readonly string _authority = endpoint.Authority;
+        private readonly SemaphoreSlim _failed = new(0);
+        private int _count;
+
+        public int Count => Volatile.Read(ref _count);
+
+        public void AddTo(IServiceCollection services) =>
+            services.ConfigureHttpClientDefaults(builder => builder.AddHttpMessageHandler(() => new Handler(this)));
+
+        /// <summary>Completes with <see langword="true"/> at the next failed attempt (or at once for one not yet awaited), <see langword="false"/> after the wall-clock guard.</summary>
+        public Task<bool> NextAsync() => _failed.WaitAsync(Faults.Guard);
+
+        private sealed class Handler(RefusedAttempts owner) : DelegatingHandler
+        {
+            protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+            {
+                try
+                {
+                    return await base.SendAsync(request, cancellationToken);
+                }
+                catch (HttpRequestException) when (request.RequestUri is { } uri && uri.Authority == owner._authority)
+                {
+                    Interlocked.Increment(ref owner._count);
+                    owner._failed.Release();
+                    throw;
+                }
+            }
         }
     }
 }
