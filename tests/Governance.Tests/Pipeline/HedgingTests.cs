@@ -10,30 +10,58 @@ public sealed class HedgingTests
     [Fact]
     public async Task GetAsync_PrimaryEndpointHangs_HedgedAttemptToOtherEndpointWins()
     {
+        // The service's clock is fake: a hedge is launched only when the test advances it by Delay, which it does only for
+        // a call whose first attempt reached the stuck endpoint (a call whose first attempt went to "fast" is answered
+        // without one).
+        var delay = TimeSpan.FromSeconds(1);
+        var time = new ObservedTimeProvider();
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var stuckArrived = new SemaphoreSlim(0);
         await using var stuck = await LoopbackServer.StartAsync("stuck", async context =>
         {
-            await release.Task.WaitAsync(TimeSpan.FromSeconds(60));
+            stuckArrived.Release();
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(60), context.RequestAborted);
             await context.Response.WriteAsync("stuck");
         });
         await using var fast = await LoopbackServer.StartAsync("fast");
-        var settings = Governed.Service("catalog", "RoundRobin", stuck, fast);
-        settings["Services:catalog:Hedging:Enabled"] = "true";
-        settings["Services:catalog:Hedging:Delay"] = "00:00:00.050";
-        settings["Services:catalog:Timeout:PerAttempt"] = "00:00:30";
-        settings["Services:catalog:CircuitBreaker:Enabled"] = "false";
-        await using var governed = Governed.Create(settings);
+        var settings = Faults.Settings(stuck, fast)
+            .With("Hedging:Enabled", true)
+            .With("Hedging:Delay", delay)
+            .With("CircuitBreaker:Enabled", false);
+        await using var governed = Faults.Create(settings, time);
         try
         {
-            // Round robin alternates, so half of the primaries go to the stuck endpoint: without hedging they would hang.
+            // Round robin sends first attempts to the stuck endpoint as well (all six here: the hedges take their turns of the
+            // rotation too): without hedging those calls would hang.
+            var hedged = 0;
             for (var i = 0; i < 6; i++)
             {
-                using var response = await governed.Client.GetAsync($"http://catalog/items/{i}").WaitAsync(TimeSpan.FromSeconds(30));
+                var timersBefore = time.TimersCreated(delay);
+                var call = governed.Client.GetAsync($"http://catalog/items/{i}");
+                using var answered = new CancellationTokenSource();
+                var toStuck = stuckArrived.WaitAsync(Faults.Guard, answered.Token);
+                if (await Task.WhenAny(call, toStuck) == toStuck)
+                {
+                    Assert.True(await toStuck, $"call {i} neither reached the stuck endpoint nor was answered within {Faults.Guard}");
+
+                    // The hedge waits on this call's Delay-long timer; once Delay has passed it goes to the other endpoint.
+                    await time.WaitForTimersAsync(delay, timersBefore + 1).WaitAsync(Faults.Guard);
+                    time.Advance(delay);
+                    hedged++;
+                }
+                else
+                {
+                    answered.Cancel();
+                }
+
+                using var response = await call.WaitAsync(Faults.Guard);
                 Assert.Equal("fast", Assert.Single(response.Headers.GetValues("x-server")));
                 Assert.Equal(new Uri($"http://catalog/items/{i}"), response.RequestMessage!.RequestUri);
             }
 
-            Assert.InRange(stuck.RequestCount, 1, 6);
+            // Every request the stuck endpoint got was a call's first attempt, answered by a hedge to "fast".
+            Assert.True(hedged > 0, "no call's first attempt went to the stuck endpoint");
+            Assert.Equal(hedged, stuck.RequestCount);
         }
         finally
         {
