@@ -3,6 +3,7 @@ using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Governance.Tests.Configuration;
@@ -10,6 +11,9 @@ namespace Governance.Tests.Configuration;
 /// <summary>Every validation message is public contract: pinned here word for word.</summary>
 public sealed class ValidationTests
 {
+    /// <summary>The event id of "MeshGovernance configuration applied", logged when the runtime applies a configuration.</summary>
+    private const int ConfigurationApplied = 1000;
+
     private static OptionsValidationException Validate(Dictionary<string, string?> settings)
     {
         var services = new ServiceCollection();
@@ -357,14 +361,28 @@ public sealed class ValidationTests
     [Fact]
     public async Task StartAsync_ValidConfiguration_BuildsRuntimeBeforeFirstRequest()
     {
+        // The runtime logs ConfigurationApplied (1000) when it is built. Resolving it builds it on demand, so the log is
+        // read after StartAsync and before anything resolves the runtime: only the start can have written it.
+        var logs = new CapturingLoggerProvider();
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?> { ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001" });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:catalog:LoadBalancer:Policy"] = "RoundRobin",
+        });
+        builder.Logging.AddProvider(logs);
         builder.Services.AddMeshGovernance();
         using var host = builder.Build();
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == ConfigurationApplied);
 
         await host.StartAsync().WaitAsync(TimeSpan.FromSeconds(30));
 
+        var applied = Assert.Single(logs.Entries, e => e.EventId.Id == ConfigurationApplied);
+        Assert.Equal("MeshGovernance configuration applied: 1 services: catalog (RoundRobin, Static)", applied.Message);
+
+        // The first request finds that runtime: resolving it builds nothing more.
         Assert.True(host.Services.GetRequiredService<GovernanceRuntime>().TryGetService("CATALOG", out _));
+        Assert.Single(logs.Entries, e => e.EventId.Id == ConfigurationApplied);
         await host.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
     }
 }
