@@ -1,3 +1,4 @@
+using Governance.Configuration;
 using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
@@ -338,6 +339,106 @@ public sealed class ValidationTests
         var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
 
         Assert.Equal("Platform:Mesh:Services:catalog:Endpoints:0:Weight '0' must be between 1 and 65535", Assert.Single(ex.Failures));
+    }
+
+    [Theory]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Endpoints must list at least one endpoint when Discovery is 'Static'",
+        "Services:catalog:Discovery=Static")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Endpoints:0 is required: give an absolute http or https address such as http://10.0.0.5:8080",
+        "Services:catalog:Endpoints:0=")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Endpoints:0:Address is required: give an absolute http or https address such as http://10.0.0.5:8080",
+        "Services:catalog:Endpoints:0:Weight=2")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:CircuitBreaker:FailureRatio 'half' is not a number",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:CircuitBreaker:FailureRatio=half")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Retry '3' must be a section with the keys MaxRetries, Backoff, BaseDelay, MaxDelay, Jitter, RetryNonIdempotent, RetryOn, Budget",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:Retry=3")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Retry:RetryOn '5xx' must be a list",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:Retry:RetryOn=5xx")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Endpoints:0:Metadata 'x' must be a section",
+        "Services:catalog:Endpoints:0:Address=http://127.0.0.1:5001",
+        "Services:catalog:Endpoints:0:Metadata=x")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Endpoints:first is not a list item: MeshGovernance:Services:catalog:Endpoints must be a list",
+        "Services:catalog:Endpoints:first=http://127.0.0.1:5001")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:LoadBalancer:Policy must be a text value, not a section",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:LoadBalancer:Policy:x=RoundRobin")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Retry:MaxRetries must be a whole number, not a section",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:Retry:MaxRetries:x=1")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:CircuitBreaker:FailureRatio must be a number, not a section",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:CircuitBreaker:FailureRatio:x=0.5")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Hedging:Enabled must be true or false, not a section",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:Hedging:Enabled:x=true")]
+    [InlineData(
+        "MeshGovernance:Services:catalog:Timeout:Total must be a duration, not a section",
+        "Services:catalog:Endpoints:0=http://127.0.0.1:5001",
+        "Services:catalog:Timeout:Total:x=00:00:05")]
+    public void Validate_MisshapenSetting_IsReportedWordForWord(string expected, params string[] settings)
+    {
+        // Each setting is "key=value", the key relative to the MeshGovernance section.
+        var message = Single(settings
+            .Select(s => s.Split('=', 2))
+            .ToDictionary(kv => "MeshGovernance:" + kv[0], kv => (string?)kv[1]));
+
+        Assert.Equal(expected, message);
+    }
+
+    [Fact]
+    public void Validate_EndpointsGivenAsOneAddress_ReportsTheListAndTheMissingEndpoints()
+    {
+        // A common mistake: the address is not read as a list of one, so the service is left without endpoints too.
+        var failures = Validate(new() { ["MeshGovernance:Services:catalog:Endpoints"] = "http://127.0.0.1:5001" }).Failures;
+
+        Assert.Equal(
+            [
+                "MeshGovernance:Services:catalog:Endpoints 'http://127.0.0.1:5001' must be a list",
+                "MeshGovernance:Services:catalog:Endpoints must list at least one endpoint, or MeshGovernance:Services:catalog:Discovery must name a discovery provider (Static, Consul)",
+            ],
+            failures);
+    }
+
+    [Theory]
+    [InlineData(false, "MeshGovernance:Services:catalog is empty: list its Endpoints or set its Discovery")]
+    [InlineData(true, "MeshGovernance:Services:catalog:Endpoints:0 is empty: give an address such as http://10.0.0.5:8080")]
+    public void Validate_NullServiceOrEndpointFromCode_IsReportedWordForWord(bool nullEndpoint, string expected)
+    {
+        // Only code can leave these null: configuration binds an empty service section or list item as an empty object.
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(options =>
+        {
+            if (nullEndpoint)
+            {
+                var service = new ServiceOptions();
+                service.Endpoints.Add(null!);
+                options.Services["catalog"] = service;
+            }
+            else
+            {
+                options.Services["catalog"] = null!;
+            }
+        });
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal(expected, Assert.Single(ex.Failures));
     }
 
     [Fact]
