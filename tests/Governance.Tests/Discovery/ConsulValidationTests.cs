@@ -54,6 +54,61 @@ public sealed class ConsulValidationTests
         Assert.Equal("MeshGovernance:Consul:Address is required because service 'catalog' uses Discovery 'Consul': give the HTTP address of a Consul agent, such as http://127.0.0.1:8500", Assert.Single(ex.Failures));
     }
 
+    [Theory]
+    [InlineData("MeshGovernance:Consul:Address is required because service 'catalog' uses Discovery 'Consul' and MeshGovernance:Registration is on: give the HTTP address of a Consul agent, such as http://127.0.0.1:8500", "catalog")]
+    [InlineData("MeshGovernance:Consul:Address is required because services 'catalog', 'inventory' use Discovery 'Consul' and MeshGovernance:Registration is on: give the HTTP address of a Consul agent, such as http://127.0.0.1:8500", "catalog", "inventory")]
+    public void Validate_ConsulDiscoveryAndRegistrationWithoutAddress_NamesBothUsesInOneMessage(string expected, params string[] consulServices)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Application:Name"] = "orders",
+            ["Registration:Port"] = "8080",
+        };
+        foreach (var service in consulServices)
+        {
+            settings[$"Services:{service}:Discovery"] = "Consul";
+        }
+
+        var ex = Validate(settings);
+
+        Assert.Equal(expected, Assert.Single(ex.Failures));
+    }
+
+    [Theory]
+    [InlineData(65, 1, "MeshGovernance:Registration:Metadata has 65 keys: Consul allows at most 64")]
+    [InlineData(1, 513, "MeshGovernance:Registration:Metadata:key0 is 513 characters long: Consul allows at most 512")]
+    public void Validate_RegistrationMetadataOverConsulLimits_NamesKeyAndLimit(int keys, int valueLength, string expected)
+    {
+        var ex = Validate(RegistrationWithMetadata(keys, valueLength));
+
+        Assert.Equal(expected, Assert.Single(ex.Failures));
+    }
+
+    [Fact]
+    public void Bind_RegistrationMetadataAtConsulLimits_IsAccepted()
+    {
+        var options = Bind(RegistrationWithMetadata(64, 512));
+
+        Assert.Equal(64, options.Registration!.Metadata.Count);
+        Assert.All(options.Registration.Metadata.Values, value => Assert.Equal(512, value.Length));
+    }
+
+    private static Dictionary<string, string?> RegistrationWithMetadata(int keys, int valueLength)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Application:Name"] = "orders",
+            ["Consul:Address"] = "http://127.0.0.1:8500",
+            ["Registration:Port"] = "8080",
+        };
+        for (var i = 0; i < keys; i++)
+        {
+            settings[$"Registration:Metadata:key{i}"] = new string('v', valueLength);
+        }
+
+        return settings;
+    }
+
     [Fact]
     public void Validate_CustomProviderNamedConsul_NoAddressRequired()
     {
