@@ -104,9 +104,14 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         var service = JsonNode.Parse(File.ReadAllText(ConsulApiDouble.FixturePath("agent-service-register.json")))!.AsObject();
         var check = JsonNode.Parse(File.ReadAllText(ConsulApiDouble.FixturePath("agent-check-register.json")))!.AsObject();
         string[] documentedInText = ["CheckID", "TTL", "Status"]; // agent/check.mdx describes them; no sample carries them.
-        foreach (var request in consul.Requests)
+
+        // Both hosts registered (nothing else was sent): one body with an HTTP check, one with a TTL check.
+        Assert.Equal(["PUT /v1/agent/service/register", "PUT /v1/agent/service/register"], consul.Requests.Select(r => $"{r.Method} {r.Path}"));
+        var bodies = consul.Requests.Select(r => JsonNode.Parse(r.Body)!.AsObject()).ToList();
+        Assert.Single(bodies, b => b["Check"]!.AsObject().ContainsKey("HTTP"));
+        Assert.Single(bodies, b => b["Check"]!.AsObject().ContainsKey("TTL"));
+        foreach (var body in bodies)
         {
-            var body = JsonNode.Parse(request.Body)!.AsObject();
             Assert.All(body.Select(p => p.Key), key => Assert.True(service.ContainsKey(key), key));
             Assert.All(body["Check"]!.AsObject().Select(p => p.Key), key => Assert.True(check.ContainsKey(key) || service["Check"]!.AsObject().ContainsKey(key) || documentedInText.Contains(key), key));
         }
