@@ -83,8 +83,6 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         Assert.Equal(
             $$$"""{"ID":"{{{id}}}","Name":"orders","Tags":["primary","v2"],"Address":"10.0.0.5","Port":8080,"Meta":{"version":"2.1","zone":"eu-west-1a"},"Weights":{"Passing":10,"Warning":1},"Check":{"CheckID":"service:{{{id}}}","Name":"Service 'orders' HTTP check","HTTP":"http://10.0.0.5:8080/health","Method":"GET","Interval":"10s","Timeout":"5s","DeregisterCriticalServiceAfter":"1800s"}}""".AsJson(),
             body.ToJsonString());
-        var registration = consul.GetRegistration(id)!;
-        Assert.Equal("critical", registration.CheckStatus); // Until the agent has run the HTTP check.
         await host.StopAsync().WaitAsync(Guard);
     }
 
@@ -239,7 +237,6 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await using var host = BuildHost(Settings(consul.Address), time);
         await host.StartAsync().WaitAsync(Guard);
         var id = $"orders-{Machine}-8080";
-        var started = time.GetTimestamp();
 
         consul.RestartAgent();
 
@@ -259,7 +256,6 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await reRegistered;
 
         Assert.NotNull(consul.GetRegistration(id));
-        Assert.InRange(time.GetElapsedTime(started), TimeSpan.FromSeconds(30), TimeSpan.FromSeconds(32));
         Assert.Equal(["PUT /v1/agent/service/register", $"GET /v1/agent/service/{id}", "PUT /v1/agent/service/register"], consul.Requests.Select(r => $"{r.Method} {r.Path}"));
         await host.StopAsync().WaitAsync(Guard);
     }
