@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Governance.Registration;
 using Governance.Tests.Infrastructure;
@@ -48,16 +46,6 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         registration.Environment = static _ => null; // Whatever the machine running the tests has set.
         registration.HostAddress = hostAddress ?? (static () => null);
         return new TestHost(host);
-    }
-
-    private static async Task<Uri> ClosedPortAsync()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        await Task.CompletedTask;
-        return new Uri($"http://127.0.0.1:{port}");
     }
 
     [Fact]
@@ -380,7 +368,9 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     [Fact]
     public async Task StartAsync_ConsulUnreachableWithFailFast_HostDoesNotStart()
     {
-        var settings = Settings(await ClosedPortAsync());
+        // A port held bound without listening for the whole test: refused, and no parallel test's server can take it.
+        using var unreachable = new RefusingEndpoint();
+        var settings = Settings(unreachable.Address);
         settings["MeshGovernance:Registration:FailFast"] = "true";
         await using var host = BuildHost(settings, new FakeTimeProvider());
 
