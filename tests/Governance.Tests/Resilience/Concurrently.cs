@@ -18,7 +18,8 @@ internal static class Concurrently
             {
                 try
                 {
-                    start.SignalAndWait(Guard);
+                    // Without every thread at the barrier they would not overlap: fail instead of running one after another.
+                    Assert.True(start.SignalAndWait(Guard), $"thread {number}: not all {threads} threads reached the start within {Guard}");
                     body(number);
                 }
                 catch (Exception ex)
