@@ -5,6 +5,8 @@ namespace Governance.Tests.Resilience;
 /// <summary>The per-core striped counter behind breaker-window successes and retry-budget requests.</summary>
 public sealed class StripedCounterTests
 {
+    private static readonly TimeSpan Guard = TimeSpan.FromSeconds(30);
+
     [Fact]
     public void Sum_IncrementsFromManyThreadsAtOnce_CountsEveryOne()
     {
@@ -56,12 +58,8 @@ public sealed class StripedCounterTests
         {
             if (thread == Threads)
             {
-                // Seal once the adders are well under way.
-                var spins = 0;
-                while (counter.Sum() < PerThread && ++spins < 100_000_000)
-                {
-                }
-
+                // Seal once the adders are well under way (whatever the machine's speed: a wall-clock guard, not a spin count).
+                Assert.True(SpinWait.SpinUntil(() => counter.Sum() >= PerThread, Guard), $"the adders had not made {PerThread} adds within {Guard}");
                 sealedCount = counter.Seal();
                 return;
             }
@@ -75,8 +73,10 @@ public sealed class StripedCounterTests
             }
         });
 
-        Assert.InRange(sealedCount, PerThread, (long)Threads * PerThread);
+        // Every add either landed before the seal (in its count) or was refused; and the count holds at least the adds
+        // that the sealer saw summed before sealing.
         Assert.Equal((long)Threads * PerThread, sealedCount + refused.Sum());
+        Assert.InRange(sealedCount, PerThread, (long)Threads * PerThread);
         Assert.False(counter.TryIncrement());
         Assert.False(counter.TryDecrement());
         Assert.Equal(0, counter.Seal());
