@@ -42,7 +42,10 @@ public sealed class WatcherNotificationTests
         var reload = Task.Run(governed.Configuration.Reload);
 
         await reload.WaitAsync(Guard);
-        await firing!.WaitAsync(Guard);
+
+        // xunit's Assert.NotNull takes no message: say why the interleaving did not happen instead of failing on a null.
+        Assert.True(firing is not null, "the reload never read the new watcher's Current, so the old watcher never fired its change during the reload");
+        await firing.WaitAsync(Guard);
         Assert.True(runtime.TryGetService("catalog", out var service));
         Assert.Equal("Random", service.Settings.Policy.Name);
         Assert.Equal(2, provider.Watchers.Count);
