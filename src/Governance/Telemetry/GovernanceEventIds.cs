@@ -22,6 +22,7 @@ internal static class GovernanceEventIds
     public const int ConsulQueryRecovered = 1112;
     public const int ConsulIndexReset = 1113;
     public const int ConsulInstanceSkipped = 1114;
+    public const int ConsulEmptyAnswerMayBeAclFiltered = 1115;
 
     public const int AttemptCompleted = 1201;
 

@@ -339,11 +339,11 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
-    public async Task Watch_NoTokenAndDefaultPolicyDeny_EmptyAnswerIsAnErrorNamingTheTokenKey()
+    public async Task Watch_NoTokenAndDefaultPolicyDeny_EmptyAnswerAppliedWithAWarningNamingTheTokenKey()
     {
         // Without a token the agent's default token is used; Consul does not tell a request without a token that it
-        // filtered the answer. When ACLs come on with a default policy of deny, the answer turns empty: an error that
-        // keeps the endpoints and says what to set, not an empty list.
+        // filtered the answer. When ACLs come on with a default policy of deny, the answer turns empty: it cannot be told
+        // from a service with no instance, so it is applied, with one warning that says what to set.
         await using var consul = await ConsulApiDouble.StartAsync();
         consul.Register(new ConsulInstance("catalog-1", "catalog", "10.0.0.11", 8080));
         var logs = new CapturingLoggerProvider();
@@ -357,12 +357,17 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
         consul.ElapseWaits();
         await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 3));
         consul.Register(new ConsulInstance("catalog-2", "catalog", "10.0.0.12", 8080));
-        await AdvanceUntilAsync(time, logs.WaitForAsync(e => e.EventId.Id == 1110));
+        await AdvanceUntilAsync(time, EndpointsAsync(watcher, e => e.Count == 0));
 
-        Assert.Equal("http://10.0.0.11:8080", Assert.Single(watcher.Current!).Authority);
-        var warning = logs.Entries.First(e => e.EventId.Id == 1110).Message;
-        Assert.Contains("default ACL policy is deny", warning, StringComparison.Ordinal);
-        Assert.Contains("Set MeshGovernance:Consul:Token", warning, StringComparison.Ordinal);
+        // It stays empty while nothing changes: warned once, not on every answer.
+        consul.Register(new ConsulInstance("catalog-3", "catalog", "10.0.0.13", 8080));
+        await AdvanceUntilAsync(time, consul.WaitForAsync(r => r.Count == 5));
+
+        var warning = Assert.Single(logs.Entries, e => e.EventId.Id == 1115);
+        Assert.Equal(LogLevel.Warning, warning.Level);
+        Assert.Contains("default ACL policy is deny", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("set MeshGovernance:Consul:Token", warning.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == 1110);
     }
 
     [Fact]

@@ -58,6 +58,7 @@ public sealed class TelemetryNamesTests
             ["ConsulQueryRecovered"] = 1112,
             ["ConsulIndexReset"] = 1113,
             ["ConsulInstanceSkipped"] = 1114,
+            ["ConsulEmptyAnswerMayBeAclFiltered"] = 1115,
             ["AttemptCompleted"] = 1201,
             ["EndpointEjected"] = 1300,
             ["EndpointReadmitted"] = 1301,

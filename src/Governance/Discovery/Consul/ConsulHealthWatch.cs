@@ -193,6 +193,12 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
             throw new ConsulApiException($"Consul at {_connection} listed {answer.Entries.Count} instances of service '{_query.Service}' but none that is healthy has a usable address and port");
         }
 
+        if (answer.MayBeFilteredByAcl && _current is not { Count: 0 })
+        {
+            // Once per turn to empty (the first answer included), not on every query while it stays empty.
+            LogEmptyMayBeAclFiltered(_logger, _query.Service, _connection.ToString(), _connection.TokenKey);
+        }
+
         var next = answer.Index;
         if (answer.Index == 0)
         {
@@ -252,6 +258,9 @@ internal sealed partial class ConsulHealthWatch : IAsyncDisposable
 
     [LoggerMessage(GovernanceEventIds.ConsulIndexReset, LogLevel.Information, "Consul index of service {Service} went backwards ({Previous} to {Index}): restarting its blocking query from 0")]
     private static partial void LogIndexReset(ILogger logger, string service, ulong previous, ulong index);
+
+    [LoggerMessage(GovernanceEventIds.ConsulEmptyAnswerMayBeAclFiltered, LogLevel.Warning, "Consul at {Consul} answered that service {Service} has no instance to a query without an ACL token while its default ACL policy is deny: if the agent's default token may not read the service (service:read and node:read), set {TokenKey}; the service has no endpoints now")]
+    private static partial void LogEmptyMayBeAclFiltered(ILogger logger, string service, string consul, string tokenKey);
 
     [LoggerMessage(GovernanceEventIds.ConsulInstanceSkipped, LogLevel.Warning, "Consul instance {InstanceId} of service {Service} is not used: {Reason}")]
     private static partial void LogInstanceSkipped(ILogger logger, string instanceId, string service, string reason);

@@ -113,15 +113,12 @@ internal sealed class ConsulHttpClient : IDisposable
                 throw new ConsulApiException($"Consul at {connection} hid every instance of service '{query.Service}' from the ACL token ({FilteredHeader}: true). Check the ACL token in {connection.TokenKey} (its value is not shown): it needs service:read on '{query.Service}' and node:read", (int)response.StatusCode);
             }
 
-            if (entries.Count == 0 && connection.Token is null && response.Headers.TryGetValues(DefaultAclPolicyHeader, out var policy) && policy.Any(static v => string.Equals(v, "deny", StringComparison.OrdinalIgnoreCase)))
-            {
-                // Consul hides the filtered-by-ACLs header from requests without a token: with a default policy of deny,
-                // an empty answer to one is as likely the agent's default token losing its read rights as no instance.
-                // An error, so the last known endpoints stay, and one that says what to set.
-                throw new ConsulApiException($"Consul at {connection} answered the query of service '{query.Service}' with no instance, to a request without an ACL token while its default ACL policy is deny ({DefaultAclPolicyHeader}: deny): the agent's default token may not be allowed to read it. Set {connection.TokenKey} to a token with service:read on '{query.Service}' and node:read", (int)response.StatusCode);
-            }
-
-            return new ConsulHealthAnswer(answerIndex, entries);
+            // Consul hides the filtered-by-ACLs header from requests without a token: with a default policy of deny, an
+            // empty answer to one may be the agent's default token lacking read rights as well as no instance (none
+            // registered, none passing). It cannot be told apart, so it is applied, with a warning that says what to set.
+            var mayBeFiltered = entries.Count == 0 && connection.Token is null && response.Headers.TryGetValues(DefaultAclPolicyHeader, out var policy)
+                && policy.Any(static v => string.Equals(v, "deny", StringComparison.OrdinalIgnoreCase));
+            return new ConsulHealthAnswer(answerIndex, entries, mayBeFiltered);
         }
         catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested && timeoutSource.IsCancellationRequested)
         {
@@ -304,4 +301,8 @@ internal sealed class ConsulHealthQuery(string service, IReadOnlyList<string> ta
 }
 
 /// <summary>An answer: the index, and the instances (<see langword="null"/> when the index did not change).</summary>
-internal sealed record ConsulHealthAnswer(ulong Index, List<ConsulHealthEntry?>? Entries);
+/// <summary>
+/// An answer of <c>/v1/health/service</c>: its index, its entries (<see langword="null"/> when the index did not move), and
+/// whether an empty list may be hidden by ACLs (no token sent, default policy deny).
+/// </summary>
+internal sealed record ConsulHealthAnswer(ulong Index, List<ConsulHealthEntry?>? Entries, bool MayBeFilteredByAcl = false);
