@@ -39,7 +39,7 @@ internal sealed partial class GovernanceOptionsValidator
 
         if (consul.Datacenter is { Length: > 0 } datacenter && !IsConsulName(datacenter.Trim()))
         {
-            errors.Add($"{path}:Datacenter '{datacenter}' is not a datacenter name: use letters, digits, '-' and '_'");
+            errors.Add($"{path}:Datacenter '{datacenter}' is not a datacenter name: use lower-case letters, digits, '-' and '_'");
         }
         else if (consul.Datacenter is { Length: > 0 } named && named.Trim().Any(char.IsAsciiLetterUpper))
         {

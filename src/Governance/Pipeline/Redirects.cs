@@ -90,8 +90,8 @@ internal static class Redirects
 /// An attempt failed after the primary handler followed a redirect away from the endpoint that answered: the failure is
 /// the redirect target's, so it is neither counted against the endpoint (circuit breaker, outlier detection) nor retried
 /// on another one (which would redirect the same way). Its message names the target and what to do when the target is a
-/// governed service. The target is named without its query or fragment: the message reaches the caller's logs and the
-/// call's span status, where no query string is ever recorded (a Location may carry tokens).
+/// governed service. The target is named without its user information, query or fragment: the message reaches the
+/// caller's logs and the call's span status, where no query string is ever recorded (a Location may carry tokens).
 /// </summary>
 internal sealed class RedirectFailedException : HttpRequestException
 {
@@ -101,5 +101,5 @@ internal sealed class RedirectFailedException : HttpRequestException
     }
 
     private static string Describe(EndpointState endpoint, Uri target, HttpRequestException inner) =>
-        $"{inner.Message} (the primary handler followed a redirect from endpoint {endpoint.Authority} to '{target.GetLeftPart(UriPartial.Path)}'; redirects it follows do not pass through MeshGovernance, so a Location that names a governed service is resolved by DNS: set AllowAutoRedirect = false on the primary handler and send the redirected request again to route it through governance)";
+        $"{inner.Message} (the primary handler followed a redirect from endpoint {endpoint.Authority} to '{target.GetComponents(UriComponents.SchemeAndServer | UriComponents.Path, UriFormat.UriEscaped)}'; redirects it follows do not pass through MeshGovernance, so a Location that names a governed service is resolved by DNS: set AllowAutoRedirect = false on the primary handler and send the redirected request again to route it through governance)";
 }

@@ -298,7 +298,7 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
                 // ConsulApiException carries Consul's own message; anything else (a bug, an unexpected failure) is logged
                 // the same way rather than ending the heartbeats silently.
                 failures++;
-                var message = ex is ConsulApiException ? ex.Message : ex.ToString();
+                var message = ex is ConsulApiException or TimeoutException ? ex.Message : ex.ToString();
                 if (_registered)
                 {
                     LogHeartbeatFailed(_logger, settings.InstanceId, settings.ServiceName, message);

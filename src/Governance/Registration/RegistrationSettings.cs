@@ -47,8 +47,9 @@ internal sealed class RegistrationSettings
 
     /// <summary>
     /// Gets how long after a failed heartbeat's start the next one starts, and how long a heartbeat may take (a sixth of
-    /// the TTL): heartbeats start at a fixed rate, whatever one takes, so three in a row may fail (hang, or be refused)
-    /// and the fourth still reach the agent before the TTL has passed since the last one that did.
+    /// the TTL; the request's own 10 s timeout bounds it too): heartbeats start at a fixed rate, whatever one takes, so
+    /// two in a row may fail (hang, or be refused) with a sixth of the TTL to spare before it passes since the last one
+    /// that reached the agent.
     /// </summary>
     public TimeSpan HeartbeatRetryInterval => HeartbeatInterval / 2;
 

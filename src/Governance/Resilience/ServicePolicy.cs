@@ -184,14 +184,23 @@ internal sealed class ServicePolicy : IDisposable
         {
             lock (_gate)
             {
-                if (limiter.GetStatistics() is { } statistics
-                    && (statistics.CurrentQueuedCount > 0 || statistics.CurrentAvailablePermits < concurrencyPermits))
+                try
                 {
-                    _timer?.Change(Recheck, System.Threading.Timeout.InfiniteTimeSpan);
-                    return;
+                    if (limiter.GetStatistics() is { } statistics
+                        && (statistics.CurrentQueuedCount > 0 || statistics.CurrentAvailablePermits < concurrencyPermits))
+                    {
+                        _timer?.Change(Recheck, System.Threading.Timeout.InfiniteTimeSpan);
+                        return;
+                    }
+
+                    limiter.Dispose();
+                }
+#pragma warning disable CA1031 // A timer callback: anything thrown would end the process. The limiter is gone or going either way.
+                catch (Exception)
+#pragma warning restore CA1031
+                {
                 }
 
-                limiter.Dispose();
                 _timer?.Dispose();
             }
         }

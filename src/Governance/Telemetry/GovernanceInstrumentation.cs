@@ -335,8 +335,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     /// these headers only when they are absent and removes them itself only when it follows redirects
     /// (<c>AllowAutoRedirect</c>), so a retry would otherwise name the previous attempt's span as its parent. What it
     /// wrote is told apart from what a caller set by its content: the current trace, with a parent other than the current
-    /// span (the previous attempt's own HttpClient span, a child of it). Baggage is left: it is written from the same
-    /// context and would be written the same again.
+    /// span (the previous attempt's own HttpClient span, a child of it) and other than the current span's parent (a
+    /// caller that wrote its own span's context, under which governance's span runs). Baggage is left: it is written
+    /// from the same context and would be written the same again.
     /// </summary>
     internal static void ForgetPreviousAttemptsTraceContext(HttpRequestMessage request)
     {
@@ -351,7 +352,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             traceParent = value;
         }
 
-        if (ActivityContext.TryParse(traceParent, null, out var context) && context.TraceId == current.TraceId && context.SpanId != current.SpanId)
+        if (ActivityContext.TryParse(traceParent, null, out var context) && context.TraceId == current.TraceId && context.SpanId != current.SpanId && context.SpanId != current.ParentSpanId)
         {
             request.Headers.Remove(TraceParentHeader);
             request.Headers.Remove(TraceStateHeader);

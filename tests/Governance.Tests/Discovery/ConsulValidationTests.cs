@@ -139,7 +139,7 @@ public sealed class ConsulValidationTests
         Assert.Equal(
             [
                 "MeshGovernance:Consul:Address '127.0.0.1:8500' is not an absolute http or https URI, such as http://127.0.0.1:8500",
-                "MeshGovernance:Consul:Datacenter 'dc 1' is not a datacenter name: use letters, digits, '-' and '_'",
+                "MeshGovernance:Consul:Datacenter 'dc 1' is not a datacenter name: use lower-case letters, digits, '-' and '_'",
                 "MeshGovernance:Consul:WaitTime '00:20:00' must be between 00:00:01 and 00:10:00",
                 "MeshGovernance:Consul:InitialResolutionTimeout '-00:00:01' must be between 00:00:00 and 00:10:00",
                 "MeshGovernance:Services:catalog:Tags:0 is empty: a tag must have text",
