@@ -38,6 +38,20 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
 
     private List<Activity> Spans(ActivityTraceId trace) => _stopped.Where(a => a.TraceId == trace).ToList();
 
+    /// <summary>
+    /// Starts a GET under a root span of its own, on this thread (so that when it returns, the call has gone as far as it
+    /// goes synchronously: holding a permit, queued, waiting for discovery, or sent), and gives the caller's current
+    /// activity back.
+    /// </summary>
+    private static (ActivityTraceId Trace, Task<HttpResponseMessage> Call) StartTraced(HttpClient client, string url, CancellationToken cancellationToken = default)
+    {
+        var previous = Activity.Current;
+        using var root = TestSource.StartActivity("call")!;
+        var call = client.GetAsync(url, cancellationToken);
+        Activity.Current = previous;
+        return (root.TraceId, call);
+    }
+
     [Fact]
     public async Task GetAsync_WaitedInTheRateLimitQueue_SpanIncludesTheWait()
     {
@@ -69,15 +83,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             held.Release();
         }
 
-        // Started on this thread: when GetAsync returns, the call holds its permit or waits in the queue.
-        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced(string name)
-        {
-            var previous = Activity.Current;
-            using var root = TestSource.StartActivity(name)!;
-            var call = governed.Client.GetAsync($"{Faults.Url}/{name}");
-            Activity.Current = previous;
-            return (root.TraceId, call);
-        }
+        // When GetAsync returns, the call holds its permit or waits in the queue.
+        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced(string name) => StartTraced(governed.Client, $"{Faults.Url}/{name}");
     }
 
     [Fact]
@@ -92,17 +99,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             services => services.AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(discovery).AddSingleton<TimeProvider>(time));
         var wait = TimeSpan.FromSeconds(3);
 
-        // Started on this thread: when GetAsync returns, the call waits for discovery's first answer.
-        var previous = Activity.Current;
-        ActivityTraceId trace;
-        Task<HttpResponseMessage> call;
-        using (var root = TestSource.StartActivity("late")!)
-        {
-            trace = root.TraceId;
-            call = governed.Client.GetAsync("http://catalog/");
-        }
-
-        Activity.Current = previous;
+        // When GetAsync returns, the call waits for discovery's first answer.
+        var (trace, call) = StartTraced(governed.Client, "http://catalog/");
         time.Advance(wait);
         discovery.Resolve(new ServiceEndpoint(server.Address));
         (await call.WaitAsync(TimeSpan.FromSeconds(30))).Dispose();
@@ -123,17 +121,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             new Dictionary<string, string?> { ["Services:catalog:Discovery"] = LateDiscovery.ProviderName },
             services => services.AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(new LateDiscovery()).AddSingleton<TimeProvider>(time));
 
-        // Started on this thread: when GetAsync returns, the call waits for discovery's first answer (at most Timeout:Total).
-        var previous = Activity.Current;
-        ActivityTraceId trace;
-        Task<HttpResponseMessage> call;
-        using (var root = TestSource.StartActivity("never")!)
-        {
-            trace = root.TraceId;
-            call = governed.Client.GetAsync("http://catalog/");
-        }
-
-        Activity.Current = previous;
+        // When GetAsync returns, the call waits for discovery's first answer (at most Timeout:Total).
+        var (trace, call) = StartTraced(governed.Client, "http://catalog/");
         var total = TimeSpan.FromSeconds(30);
         time.Advance(total);
         await Assert.ThrowsAsync<NoAvailableEndpointException>(() => call.WaitAsync(TimeSpan.FromSeconds(30)));
@@ -161,17 +150,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             var first = governed.Client.GetAsync($"{Faults.Url}/first");
             await held.WaitForArrivalAsync();
 
-            // Started on this thread: when GetAsync returns, the call waits in the queue for the one permit.
-            var previous = Activity.Current;
-            ActivityTraceId trace;
-            Task<HttpResponseMessage> queued;
-            using (var root = TestSource.StartActivity("queued")!)
-            {
-                trace = root.TraceId;
-                queued = governed.Client.GetAsync($"{Faults.Url}/queued", cancel.Token);
-            }
-
-            Activity.Current = previous;
+            // When GetAsync returns, the call waits in the queue for the one permit.
+            var (trace, queued) = StartTraced(governed.Client, $"{Faults.Url}/queued", cancel.Token);
             await cancel.CancelAsync();
             var thrown = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.WaitAsync(TimeSpan.FromSeconds(30)));
 
@@ -368,15 +348,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             return trace;
         }
 
-        // Started on this thread, under a root of its own.
-        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced()
-        {
-            var previous = Activity.Current;
-            using var root = TestSource.StartActivity("call")!;
-            var call = governed.Client.GetAsync($"http://{Service}/");
-            Activity.Current = previous;
-            return (root.TraceId, call);
-        }
+        (ActivityTraceId Trace, Task<HttpResponseMessage> Call) Traced() => StartTraced(governed.Client, $"http://{Service}/");
 
         string States(ActivityTraceId trace) => string.Join(
             ",",
