@@ -48,6 +48,16 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         return new TestHost(host);
     }
 
+    /// <summary>A host registered with a TTL check of 30 s (heartbeats every 10 s), started.</summary>
+    private static async Task<TestHost> StartWithTtlAsync(ConsulApiDouble consul, FakeTimeProvider time, CapturingLoggerProvider? logs = null)
+    {
+        var settings = Settings(consul.Address);
+        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
+        var host = BuildHost(settings, time, logs);
+        await host.StartAsync().WaitAsync(Guard);
+        return host;
+    }
+
     [Fact]
     public async Task StartAsync_HttpCheck_RegistersInstanceWithTagsMetadataWeightsAndCheck()
     {
@@ -111,10 +121,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
     {
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new ObservedTimeProvider();
-        var settings = Settings(consul.Address);
-        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        await using var host = BuildHost(settings, time);
-        await host.StartAsync().WaitAsync(Guard);
+        await using var host = await StartWithTtlAsync(consul, time);
         var id = $"orders-{Machine}-8080";
         var check = JsonNode.Parse(consul.Requests[0].Body)!["Check"]!.ToJsonString();
         Assert.Equal($$"""{"CheckID":"service:{{id}}","Name":"Service 'orders' TTL check","TTL":"30s","Status":"passing","DeregisterCriticalServiceAfter":"1800s"}""".AsJson(), check);
@@ -142,10 +149,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
-        var settings = Settings(consul.Address);
-        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        await using var host = BuildHost(settings, time, logs);
-        await host.StartAsync().WaitAsync(Guard);
+        await using var host = await StartWithTtlAsync(consul, time, logs);
         var pass = $"/v1/agent/check/pass/service:orders-{Machine}-8080";
         consul.Hang(r => r.Path == pass);
         try
@@ -175,10 +179,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
-        var settings = Settings(consul.Address);
-        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        await using var host = BuildHost(settings, time, logs);
-        await host.StartAsync().WaitAsync(Guard);
+        await using var host = await StartWithTtlAsync(consul, time, logs);
         var id = $"orders-{Machine}-8080";
 
         consul.FailWith(500, "rpc error making call: No cluster leader");
@@ -198,10 +199,7 @@ public sealed class ConsulRegistrationAgainstApiDoubleTests
         await using var consul = await ConsulApiDouble.StartAsync();
         var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
-        var settings = Settings(consul.Address);
-        settings["MeshGovernance:Registration:Check:Ttl"] = "00:00:30";
-        await using var host = BuildHost(settings, time, logs);
-        await host.StartAsync().WaitAsync(Guard);
+        await using var host = await StartWithTtlAsync(consul, time, logs);
         var id = $"orders-{Machine}-8080";
 
         consul.RestartAgent();
