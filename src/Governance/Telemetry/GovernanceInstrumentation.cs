@@ -330,6 +330,28 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     }
 
     /// <summary>
+    /// Stops a governance span that a listener's callback failed to see through: <see cref="ActivitySource.StartActivity(string, ActivityKind)"/>
+    /// makes the span current before it notifies listeners, so when one throws the span is current and nobody holds it.
+    /// <paramref name="previous"/> is what was current before; a failure of the stop's own listeners is dropped (the
+    /// call already fails with the first one).
+    /// </summary>
+    internal static void StopAbandoned(Activity? previous)
+    {
+        if (Activity.Current is { } started && !ReferenceEquals(started, previous) && ReferenceEquals(started.Source, Source))
+        {
+            try
+            {
+                started.Stop();
+            }
+#pragma warning disable CA1031 // Another listener failure while the call fails with the first.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        }
+    }
+
+    /// <summary>
     /// Removes the W3C trace context (<c>traceparent</c>, <c>tracestate</c>) that .NET's HttpClient instrumentation wrote
     /// on <paramref name="request"/> for its previous attempt, before the request is sent again. The socket handler writes
     /// these headers only when they are absent and removes them itself only when it follows redirects

@@ -184,6 +184,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
         await using var governed = Governed.Create(settings);
         var spanName = $"GET {service}";
+        var stopped = 0;
         using (var throwing = new ActivityListener
         {
             ShouldListenTo = s => s.Name == GovernanceTelemetry.Name,
@@ -195,11 +196,21 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
                     throw new InvalidOperationException("listener failed");
                 }
             },
+            ActivityStopped = a =>
+            {
+                if (a.OperationName == spanName)
+                {
+                    Interlocked.Increment(ref stopped);
+                }
+            },
         })
         {
             ActivitySource.AddActivityListener(throwing);
             var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => governed.Client.GetAsync($"http://{service}/").WaitAsync(TimeSpan.FromSeconds(30)));
             Assert.Equal("listener failed", ex.Message);
+
+            // The span had started when the listener threw: it is stopped, not left open.
+            Assert.Equal(1, Volatile.Read(ref stopped));
         }
 
         // The listener is gone: the next call gets the one permit.
