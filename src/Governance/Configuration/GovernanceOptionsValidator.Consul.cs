@@ -136,6 +136,7 @@ internal sealed partial class GovernanceOptionsValidator
         OneOf(registration.Scheme, $"{path}:Scheme", "scheme", Schemes, errors);
         ValidateTags(registration.Tags, $"{path}:Tags", errors);
         ValidateMetadata(registration.Metadata, $"{path}:Metadata", errors);
+        ValidateAddedMetadata(options, registration, root, path, errors);
         if (registration.Weights is { } weights)
         {
             IntRange(weights.Passing, $"{path}:Weights:Passing", 1, MaxWeight, errors);
@@ -208,6 +209,35 @@ internal sealed partial class GovernanceOptionsValidator
             {
                 errors.Add($"{path}:{key} is {value.Length.ToString(CultureInfo.InvariantCulture)} characters long: Consul allows at most {MaxMetadataValueLength.ToString(CultureInfo.InvariantCulture)}");
             }
+        }
+    }
+
+    /// <summary>
+    /// The keys registration adds to the configured metadata (<c>zone</c> from <c>Application:Zone</c>, <c>secure</c> for
+    /// an https scheme set in configuration) count against Consul's limits too: the registration would be refused with
+    /// 400 on every attempt. (An https scheme learnt from the server's listening address is known only at start.)
+    /// </summary>
+    private static void ValidateAddedMetadata(GovernanceOptions options, RegistrationOptions registration, string root, string path, List<string> errors)
+    {
+        var added = new List<string>();
+        if (options.Application?.Zone?.Trim() is { Length: > 0 } zone && !registration.Metadata.ContainsKey(ConsulConstants.ZoneMetadataKey))
+        {
+            added.Add($"'{ConsulConstants.ZoneMetadataKey}' (from {root}Application:Zone)");
+            if (zone.Length > MaxMetadataValueLength)
+            {
+                errors.Add($"{root}Application:Zone is {zone.Length.ToString(CultureInfo.InvariantCulture)} characters long: registration puts it in Consul metadata, which allows at most {MaxMetadataValueLength.ToString(CultureInfo.InvariantCulture)}");
+            }
+        }
+
+        if (string.Equals(registration.Scheme?.Trim(), Uri.UriSchemeHttps, StringComparison.OrdinalIgnoreCase) && !registration.Metadata.ContainsKey(ConsulConstants.SecureMetadataKey))
+        {
+            added.Add($"'{ConsulConstants.SecureMetadataKey}' (for {path}:Scheme https)");
+        }
+
+        var total = registration.Metadata.Count + added.Count;
+        if (added.Count > 0 && registration.Metadata.Count <= MaxMetadataPairs && total > MaxMetadataPairs)
+        {
+            errors.Add($"{path}:Metadata has {registration.Metadata.Count.ToString(CultureInfo.InvariantCulture)} keys and registration adds {string.Join(" and ", added)}: Consul allows at most {MaxMetadataPairs.ToString(CultureInfo.InvariantCulture)} in all");
         }
     }
 
