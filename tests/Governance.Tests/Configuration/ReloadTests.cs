@@ -307,7 +307,10 @@ public sealed class ReloadTests
                 provider.GetRequiredService<IOptionsMonitor<GovernanceOptions>>(),
                 () => service.Endpoints.All.Length == 1 && service.Endpoints.All[0].Authority == b.Address.GetLeftPart(UriPartial.Authority));
 
-            await File.WriteAllTextAsync(file, Json(b));
+            // Replaced in one step (a whole new file renamed over it), so the watcher never reads a half-written file.
+            var next = Path.Combine(directory.FullName, "appsettings.next.json");
+            await File.WriteAllTextAsync(next, Json(b));
+            File.Move(next, file, overwrite: true);
 
             Assert.True(await reloaded, "the edit on disk was not applied");
             using var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
