@@ -3,7 +3,6 @@ using Governance.Discovery;
 using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Primitives;
-using Microsoft.Extensions.Time.Testing;
 
 namespace Governance.Tests.Pipeline;
 
@@ -30,13 +29,15 @@ public sealed class PendingDiscoveryTests
     [Fact]
     public async Task GetAsync_DiscoveryNeverAnswers_FailsAfterTotalTimeoutNamingServiceAndProvider()
     {
-        var time = new FakeTimeProvider();
+        var time = new ObservedTimeProvider();
         var provider = new ManualProvider();
         await using var governed = Governed.Create(
             new Dictionary<string, string?> { ["Services:catalog:Discovery"] = "Manual", ["Services:catalog:Timeout:Total"] = "00:00:05", ["Services:catalog:Timeout:PerAttempt"] = "00:00:05" },
             services => services.AddSingleton<IServiceDiscoveryProvider>(provider).AddSingleton<TimeProvider>(time));
 
+        // The clock moves only once the call waits for discovery (its 5 s wait is armed).
         var first = governed.Client.GetAsync("http://catalog/");
+        await time.WaitForTimersAsync(TimeSpan.FromSeconds(5), 1).WaitAsync(TimeSpan.FromSeconds(30));
         time.Advance(TimeSpan.FromSeconds(4));
         Assert.False(first.IsCompleted);
         time.Advance(TimeSpan.FromSeconds(1));
