@@ -45,11 +45,17 @@ internal sealed class TimeoutScheduler
     private readonly Shard[] _shards;
 
     public TimeoutScheduler(TimeProvider time)
+        : this(time, Environment.ProcessorCount)
+    {
+    }
+
+    /// <summary>A scheduler with <paramref name="shards"/> shards (clamped to 1–64); tests use one, so that what they check does not depend on the core a thread runs on.</summary>
+    internal TimeoutScheduler(TimeProvider time, int shards)
     {
         _time = time;
         _timestampsPerTick = time.TimestampFrequency / (double)TimeSpan.TicksPerSecond;
         _millisecondTimers = time == TimeProvider.System;
-        _shardCount = Math.Clamp(Environment.ProcessorCount, 1, 64);
+        _shardCount = Math.Clamp(shards, 1, 64);
         _shards = new Shard[_shardCount + (CacheLine.Size / IntPtr.Size)];
         for (var i = 0; i < _shardCount; i++)
         {

@@ -30,7 +30,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
     public void End_BeforeTheDeadline_NeverCancelsAndReusesTheSource()
     {
         var time = new FakeTimeProvider();
-        var scheduler = new TimeoutScheduler(time);
+        var scheduler = new TimeoutScheduler(time, shards: 1);
 
         var first = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
         var source = first.Source;
@@ -40,9 +40,9 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
         Assert.False(source.IsCancellationRequested, "a timeout that ended was cancelled later");
         Assert.Equal(0, scheduler.PendingCount());
 
-        // One shard on a fake clock's thread: the next timeout started on this core reuses the reset source.
+        // One shard: the next timeout reuses the reset source.
         var second = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(1));
-        output.WriteLine($"reused: {ReferenceEquals(second.Source, source)}");
+        Assert.Same(source, second.Source);
         Assert.False(second.Source.IsCancellationRequested);
         time.Advance(TimeSpan.FromSeconds(1));
         Assert.True(second.Source.IsCancellationRequested, "the reused source did not time out");
@@ -81,7 +81,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
     public void End_AfterTheSourceWasCancelledOrExpired_NextTimeoutGetsAFreshSource()
     {
         var time = new FakeTimeProvider();
-        var scheduler = new TimeoutScheduler(time);
+        var scheduler = new TimeoutScheduler(time, shards: 1);
 
         var byCaller = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(10));
         var cancelledSource = byCaller.Source;
@@ -170,7 +170,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
         // End only marks a deadline done; the shard unlinks it later. One long timeout at the head of the list must not
         // keep every later one listed (a hung request would otherwise grow the list by one per call).
         var time = new FakeTimeProvider();
-        var scheduler = new TimeoutScheduler(time);
+        var scheduler = new TimeoutScheduler(time, shards: 1);
         var hung = scheduler.Start(time.GetTimestamp(), TimeSpan.FromSeconds(30));
         var longest = 0;
         for (var i = 0; i < 10_000; i++)
@@ -182,7 +182,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
 
         output.WriteLine($"10,000 timeouts behind a pending one: at most {longest} listed");
         Assert.Equal(1, scheduler.PendingCount());
-        Assert.InRange(longest, 1, 16);
+        Assert.InRange(longest, 1, 2);
         Assert.False(hung.Source.IsCancellationRequested);
         TimeoutScheduler.End(hung);
     }
@@ -230,7 +230,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
     {
         // A socket's completion usually runs on another thread (often another core) than the one that sent the request.
         var time = new FakeTimeProvider();
-        var scheduler = new TimeoutScheduler(time);
+        var scheduler = new TimeoutScheduler(time, shards: 1);
         var sources = new HashSet<CancellationTokenSource>();
         for (var i = 0; i < 200; i++)
         {
@@ -242,7 +242,7 @@ public sealed class TimeoutSchedulerTests(ITestOutputHelper output)
         time.Advance(TimeSpan.FromSeconds(5));
         output.WriteLine($"200 timeouts ended on pool threads used {sources.Count} sources");
         Assert.All(sources, source => Assert.False(source.IsCancellationRequested, "a timeout ended on another thread still fired"));
-        Assert.InRange(sources.Count, 1, 200 / 2);
+        Assert.InRange(sources.Count, 1, 2);
         Assert.Equal(0, scheduler.ListedCount());
     }
 }
