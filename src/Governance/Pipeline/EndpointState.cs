@@ -49,6 +49,12 @@ internal sealed class EndpointState
     /// <summary>How often the endpoint's circuit opened: a readmission timer acts only for the opening that armed it.</summary>
 #pragma warning disable SA1401, CA1051 // Incremented and read with Interlocked/Volatile by ServiceRuntime; never on the request path.
     internal int CircuitOpenings;
+
+    /// <summary>How often outlier detection ejected the endpoint: a readmission timer acts only for the ejection that armed it.</summary>
+    internal int Ejections;
+
+    /// <summary>When the endpoint was last readmitted after an ejection (timestamp of the service's clock; 0: never), read and written whole (Volatile).</summary>
+    internal long LastReadmittedAt;
 #pragma warning restore SA1401, CA1051
 
     public EndpointState(ServiceEndpoint endpoint)
@@ -120,9 +126,6 @@ internal sealed class EndpointState
 
     /// <summary>Gets or sets how many times outlier detection ejected the endpoint in a row (drives the ejection length).</summary>
     public int EjectionCount { get; set; }
-
-    /// <summary>Gets or sets when the endpoint was last readmitted after an ejection (timestamp of the service's clock).</summary>
-    public long LastReadmittedAt { get; set; }
 
     /// <summary>Counts an attempt in flight (paired with one <see cref="OnRequestEnded"/>): see <see cref="ActiveRequests"/> for where.</summary>
     public void OnRequestStarted()

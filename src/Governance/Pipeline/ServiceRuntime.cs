@@ -421,6 +421,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private void TryEject(EndpointState endpoint, OutlierSettings outlier)
     {
         TimeSpan duration;
+        int ejection;
         lock (_gate)
         {
             var set = _state.Set;
@@ -444,10 +445,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
 
             // The n-th ejection in a row lasts n x BaseEjectionTime; an endpoint healthy for MaxEjectionTime starts over.
-            var healthySince = endpoint.LastReadmittedAt == 0 ? TimeSpan.MaxValue : _time.GetElapsedTime(endpoint.LastReadmittedAt);
+            var readmittedAt = Volatile.Read(ref endpoint.LastReadmittedAt);
+            var healthySince = readmittedAt == 0 ? TimeSpan.MaxValue : _time.GetElapsedTime(readmittedAt);
             endpoint.EjectionCount = healthySince >= outlier.MaxEjectionTime ? 1 : endpoint.EjectionCount + 1;
             var ticks = Math.Min(outlier.BaseEjectionTime.Ticks * endpoint.EjectionCount, outlier.MaxEjectionTime.Ticks);
             duration = TimeSpan.FromTicks(ticks);
+            ejection = Interlocked.Increment(ref endpoint.Ejections);
             endpoint.Set(EndpointConditions.Ejected, true);
             endpoint.ResetOutlierCounters();
             try
@@ -465,9 +468,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         LogEjected(_logger, Name, endpoint.Authority, duration, endpoint.EjectionCount);
         Instrumentation.RecordEjection(this, endpoint, duration);
-        Schedule(duration, static (self, e) =>
+        // Only this ejection's readmission counts: one armed by an earlier ejection (cleared meanwhile by a reload that
+        // switched outlier detection off, then on again) must not end this one early.
+        Schedule(duration, (self, e) =>
         {
-            e.LastReadmittedAt = self._time.GetTimestamp();
+            if (Volatile.Read(ref e.Ejections) != ejection)
+            {
+                return;
+            }
+
+            Volatile.Write(ref e.LastReadmittedAt, self._time.GetTimestamp());
             e.ResetOutlierCounters();
             LogReadmitted(self._logger, self.Name, e.Authority);
             if (e.Set(EndpointConditions.Ejected, false))
