@@ -401,8 +401,24 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
     }
 
-    internal void OnHealthChanged(EndpointState endpoint, bool healthy)
+    /// <summary>
+    /// <paramref name="checker"/> found <paramref name="endpoint"/> healthy again or unhealthy. A checker that a reload
+    /// replaced or stopped (it may be past its own stop check when that happens) changes nothing: the checker in force,
+    /// with the settings in force, owns the endpoints' health.
+    /// </summary>
+    internal void OnHealthChanged(HealthChecker checker, EndpointState endpoint, bool healthy)
     {
+        bool changed;
+        lock (_gate)
+        {
+            if (_disposed || !ReferenceEquals(checker, _healthChecker))
+            {
+                return;
+            }
+
+            changed = endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy);
+        }
+
         if (healthy)
         {
             LogHealthRecovered(_logger, Name, endpoint.Authority);
@@ -412,7 +428,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             LogHealthFailed(_logger, Name, endpoint.Authority);
         }
 
-        if (endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy))
+        if (changed)
         {
             Refresh();
         }
@@ -510,7 +526,11 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     {
         if (settings.Resilience.HealthCheck is { } health)
         {
-            _healthChecker = new HealthChecker(this, health, _time, _logger);
+            // Under the lock: a result the new checker reports is applied only once it is the checker in force.
+            lock (_gate)
+            {
+                _healthChecker = new HealthChecker(this, health, _time, _logger);
+            }
         }
     }
 

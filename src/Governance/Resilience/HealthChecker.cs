@@ -148,11 +148,11 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         var flagged = (endpoint.Conditions & EndpointConditions.FailedHealthCheck) != 0;
         if (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
         {
-            _service.OnHealthChanged(endpoint, healthy: false);
+            _service.OnHealthChanged(this, endpoint, healthy: false);
         }
         else if (healthy && flagged && counts.Successes >= _settings.HealthyThreshold)
         {
-            _service.OnHealthChanged(endpoint, healthy: true);
+            _service.OnHealthChanged(this, endpoint, healthy: true);
         }
     }
 
