@@ -126,6 +126,73 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.All([a, b], s => Assert.Equal(2, s.Probes));
     }
 
+    [Fact]
+    public async Task HealthChecksAndPassiveEjection_EitherExcludesTheEndpointAndItReturnsOnlyWhenNeitherDoes()
+    {
+        var time = new ObservedTimeProvider();
+        var a = new Backend("a");
+        var flaky = new Backend("flaky");
+        await using var serverA = await a.StartAsync();
+        await using var serverFlaky = await flaky.StartAsync();
+        var settings = Faults.Settings(serverA, serverFlaky)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:UnhealthyThreshold", 1)
+            .With("HealthCheck:HealthyThreshold", 1)
+            .With("OutlierDetection:Consecutive5xx", 1)
+            .With("OutlierDetection:PanicThreshold", 0)
+            .With("CircuitBreaker:Enabled", false);
+        await using var governed = Faults.Create(settings, time);
+        var state = Faults.State(governed, serverFlaky);
+        var service = Faults.Runtime(governed);
+        var rounds = 1;
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+
+        async Task NextRoundAsync()
+        {
+            time.Advance(Interval);
+            rounds++;
+            await time.WaitForTimersAsync(Interval, rounds).WaitAsync(Faults.Guard);
+        }
+
+        // Passive: /health is fine but calls get 503; one is enough to eject it. Health checks do not bring it back.
+        flaky.TrafficStatus = 503;
+        for (var i = 0; i < 4 && !Faults.Has(state, EndpointConditions.Ejected); i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        Assert.Equal(EndpointConditions.Ejected, state.Conditions);
+        await NextRoundAsync();
+        Assert.Equal(EndpointConditions.Ejected, state.Conditions);
+        Assert.Single(service.Endpoints.Candidates);
+
+        // Active too: /health fails as well. When the ejection ends (30 s), the failed health check still keeps it out.
+        flaky.Healthy = false;
+        await NextRoundAsync();
+        Assert.Equal(EndpointConditions.Ejected | EndpointConditions.FailedHealthCheck, state.Conditions);
+        while (Faults.Has(state, EndpointConditions.Ejected))
+        {
+            await NextRoundAsync();
+        }
+
+        Assert.Equal(EndpointConditions.FailedHealthCheck, state.Conditions);
+        Assert.Single(service.Endpoints.Candidates);
+        var traffic = flaky.Traffic;
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(traffic, flaky.Traffic);
+
+        // Healthy on both counts: back in load balancing.
+        flaky.Healthy = true;
+        flaky.TrafficStatus = 200;
+        await NextRoundAsync();
+        Assert.Equal(EndpointConditions.None, state.Conditions);
+        Assert.Equal(2, service.Endpoints.Candidates.Length);
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(traffic + 5, flaky.Traffic);
+        output.WriteLine($"health rounds {rounds}; flaky got {flaky.Traffic} calls, a {a.Traffic}");
+    }
+
     [Theory]
     [InlineData("Http2", false)]
     [InlineData("Http1", true)] // an HTTP/1.1 probe cannot talk to a server that speaks HTTP/2 only
@@ -162,6 +229,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     private sealed class Backend(string name)
     {
         private volatile bool _healthy = true;
+        private volatile int _trafficStatus = 200;
         private int _probes;
         private int _traffic;
 
@@ -169,6 +237,13 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         {
             get => _healthy;
             set => _healthy = value;
+        }
+
+        /// <summary>Gets or sets the status everything but <c>/health</c> is answered with.</summary>
+        public int TrafficStatus
+        {
+            get => _trafficStatus;
+            set => _trafficStatus = value;
         }
 
         public int Probes => Volatile.Read(ref _probes);
@@ -189,6 +264,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
                 }
 
                 Interlocked.Increment(ref _traffic);
+                context.Response.StatusCode = _trafficStatus;
                 return context.Response.WriteAsync(name, context.RequestAborted);
             });
             Port = server.Port;
