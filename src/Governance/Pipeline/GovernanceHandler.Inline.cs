@@ -41,8 +41,6 @@ internal sealed partial class GovernanceHandler
             catch (Exception ex)
 #pragma warning restore CA1031
             {
-                // The span may have started before the listener threw (it is current then): it is stopped, not left open.
-                GovernanceInstrumentation.StopAbandoned(previous);
                 lease?.Dispose();
                 return Task.FromException<HttpResponseMessage>(ex);
             }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.ExceptionServices;
 using System.Threading.RateLimiting;
@@ -469,21 +468,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         try
         {
             // The span starts here, inside the async method, so that Activity.Current changes stay inside this call, and
-            // inside the try, so that a listener that throws as it starts still gets the permit given back (and the span
-            // it started stopped).
-            var previous = Activity.Current;
-            Activity? activity;
-            try
-            {
-                activity = GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock);
-            }
-            catch (Exception)
-            {
-                GovernanceInstrumentation.StopAbandoned(previous);
-                throw;
-            }
-
-            if (activity is not null)
+            // inside the try, so that a listener that throws as it starts still gets the permit given back.
+            if (GovernanceInstrumentation.StartCall(call.Service, call.Request, call.ArrivedAt, call.Policy.SpanClock) is { } activity)
             {
                 call = new GovernedCall(call, call.Request, activity);
             }

@@ -107,11 +107,26 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, long startedAt, SpanClock clock) =>
         Source.HasListeners() ? StartCall(service, request, new DateTimeOffset(clock.ToUtc(startedAt))) : null;
 
-    /// <summary>Starts the span; the callers checked that something listens (<c>startTime</c> default: the wall clock now).</summary>
+    /// <summary>
+    /// Starts the span; the callers checked that something listens (<c>startTime</c> default: the wall clock now). When a
+    /// listener's callback throws, the span it had started is stopped before the exception goes on (see
+    /// <see cref="StopAbandoned"/>): every caller fails with it, and none is left with an open span it never received.
+    /// </summary>
     private static Activity? StartCall(ServiceRuntime service, HttpRequestMessage request, DateTimeOffset startTime)
     {
-        // A default parent context: Activity.Current is the parent, as with StartActivity(name, kind).
-        var activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal, parentContext: default, startTime: startTime);
+        var previous = Activity.Current;
+        Activity? activity;
+        try
+        {
+            // A default parent context: Activity.Current is the parent, as with StartActivity(name, kind).
+            activity = Source.StartActivity(service.SpanName(request.Method), ActivityKind.Internal, parentContext: default, startTime: startTime);
+        }
+        catch (Exception)
+        {
+            StopAbandoned(previous);
+            throw;
+        }
+
         if (activity is { IsAllDataRequested: true })
         {
             // AddTag, not SetTag: the span is new and each tag is set once (no search of the existing tags).
@@ -255,11 +270,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     public void RecordRejection(ServiceRuntime service, HttpRequestMessage request, TimeSpan? retryAfter)
     {
-        if (RateLimitRejections.Enabled)
-        {
-            RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
-        }
-
+        CountRejection(service);
         RecordRefusedDuration(service, request, typeof(RateLimitRejectedException));
 
         if (Source.HasListeners())
@@ -269,9 +280,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             using var activity = StartCall(service, request);
             if (activity is not null)
             {
-                activity.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
-                    ? new ActivityTagsCollection { { GovernanceTelemetry.RetryAfterTag, delay.TotalSeconds } }
-                    : null));
+                activity.AddEvent(RejectedEvent(retryAfter));
                 activity.SetTag(ErrorTypeTag, typeof(RateLimitRejectedException).FullName);
                 activity.SetStatus(ActivityStatusCode.Error, "rate limit");
             }
@@ -289,23 +298,36 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     public void RecordWaitEnded(ServiceRuntime service, ServicePolicy policy, HttpRequestMessage request, long arrivedAt, Exception error, TimeSpan? retryAfter = null)
     {
         var rejected = error is RateLimitRejectedException;
-        if (rejected && RateLimitRejections.Enabled)
+        if (rejected)
         {
-            RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
+            CountRejection(service);
         }
 
         var previous = Activity.Current;
         var activity = StartCall(service, request, arrivedAt, policy.SpanClock);
         if (rejected && activity is { IsAllDataRequested: true })
         {
-            activity.AddEvent(new ActivityEvent(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
-                ? new ActivityTagsCollection { { GovernanceTelemetry.RetryAfterTag, delay.TotalSeconds } }
-                : null));
+            activity.AddEvent(RejectedEvent(retryAfter));
         }
 
         EndCall(activity, service, request, arrivedAt, policy.Time, policy.SpanClock, response: null, error);
         Activity.Current = previous;
     }
+
+    /// <summary>A rate-limit rejection in the rejections counter.</summary>
+    private void CountRejection(ServiceRuntime service)
+    {
+        if (RateLimitRejections.Enabled)
+        {
+            RateLimitRejections.Add(1, new KeyValuePair<string, object?>(GovernanceTelemetry.ServiceTag, service.Name));
+        }
+    }
+
+    /// <summary>The span event of a rate-limit rejection, with the limiter's retry-after hint when it has one.</summary>
+    private static ActivityEvent RejectedEvent(TimeSpan? retryAfter) =>
+        new(GovernanceTelemetry.Events.RateLimitRejected, tags: retryAfter is { } delay
+            ? new ActivityTagsCollection { { GovernanceTelemetry.RetryAfterTag, delay.TotalSeconds } }
+            : null);
 
     /// <summary>A call refused before any attempt (no endpoint): it still gets its span, with error status, and its duration.</summary>
     public void RecordRefused(ServiceRuntime service, HttpRequestMessage request, Exception error)
@@ -335,7 +357,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     /// <paramref name="previous"/> is what was current before; a failure of the stop's own listeners is dropped (the
     /// call already fails with the first one).
     /// </summary>
-    internal static void StopAbandoned(Activity? previous)
+    private static void StopAbandoned(Activity? previous)
     {
         if (Activity.Current is { } started && !ReferenceEquals(started, previous) && ReferenceEquals(started.Source, Source))
         {
@@ -368,13 +390,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             return;
         }
 
-        string? traceParent = null;
-        foreach (var value in values)
-        {
-            traceParent = value;
-        }
-
-        if (ActivityContext.TryParse(traceParent, null, out var context) && context.TraceId == current.TraceId && context.SpanId != current.SpanId && context.SpanId != current.ParentSpanId)
+        if (ActivityContext.TryParse(values.ToString(), null, out var context) && context.TraceId == current.TraceId && context.SpanId != current.SpanId && context.SpanId != current.ParentSpanId)
         {
             request.Headers.Remove(TraceParentHeader);
             request.Headers.Remove(TraceStateHeader);
