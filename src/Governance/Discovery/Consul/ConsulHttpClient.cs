@@ -107,7 +107,7 @@ internal sealed class ConsulHttpClient : IDisposable
             }
 
             entries ??= [];
-            if (entries.Count == 0 && response.Headers.TryGetValues(FilteredHeader, out var filtered) && filtered.Any(static v => string.Equals(v, "true", StringComparison.OrdinalIgnoreCase)))
+            if (entries.Count == 0 && HeaderSays(response, FilteredHeader, "true"))
             {
                 // Not "no instance": the token may not see them. Treat it as an error, so the last known endpoints stay.
                 throw new ConsulApiException($"Consul at {connection} hid every instance of service '{query.Service}' from the ACL token ({FilteredHeader}: true). Check the ACL token in {connection.TokenKey} (its value is not shown): it needs service:read on '{query.Service}' and node:read", (int)response.StatusCode);
@@ -116,8 +116,7 @@ internal sealed class ConsulHttpClient : IDisposable
             // Consul hides the filtered-by-ACLs header from requests without a token: with a default policy of deny, an
             // empty answer to one may be the agent's default token lacking read rights as well as no instance (none
             // registered, none passing). It cannot be told apart, so it is applied, with a warning that says what to set.
-            var mayBeFiltered = entries.Count == 0 && connection.Token is null && response.Headers.TryGetValues(DefaultAclPolicyHeader, out var policy)
-                && policy.Any(static v => string.Equals(v, "deny", StringComparison.OrdinalIgnoreCase));
+            var mayBeFiltered = entries.Count == 0 && connection.Token is null && HeaderSays(response, DefaultAclPolicyHeader, "deny");
             return new ConsulHealthAnswer(answerIndex, entries, mayBeFiltered);
         }
         catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested && timeoutSource.IsCancellationRequested)
@@ -250,6 +249,10 @@ internal sealed class ConsulHttpClient : IDisposable
         throw new ConsulApiException(message, status);
     }
 
+    /// <summary>Whether the response has header <paramref name="name"/> with <paramref name="value"/> (without case, as Consul's values vary).</summary>
+    private static bool HeaderSays(HttpResponseMessage response, string name, string value) =>
+        response.Headers.TryGetValues(name, out var values) && values.Any(v => string.Equals(v, value, StringComparison.OrdinalIgnoreCase));
+
     private static ulong ReadIndex(HttpResponseMessage response)
     {
         // HttpHeaders match names case-insensitively, whatever spelling the agent or a proxy used.
@@ -300,7 +303,6 @@ internal sealed class ConsulHealthQuery(string service, IReadOnlyList<string> ta
     public TimeSpan Wait { get; } = wait;
 }
 
-/// <summary>An answer: the index, and the instances (<see langword="null"/> when the index did not change).</summary>
 /// <summary>
 /// An answer of <c>/v1/health/service</c>: its index, its entries (<see langword="null"/> when the index did not move), and
 /// whether an empty list may be hidden by ACLs (no token sent, default policy deny).
