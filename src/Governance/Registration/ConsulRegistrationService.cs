@@ -219,6 +219,19 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
         LogRegistered(_logger, settings.InstanceId, settings.ServiceName, $"{request.Address}:{request.Port}", check, settings.Connection.ToString());
     }
 
+    /// <summary>
+    /// The agent lost the instance (restarted without its data): registers it again. Deregistration on the way out is
+    /// still tried whatever happens here: the agent may hold the instance after all (a 404 then says there was nothing to
+    /// remove).
+    /// </summary>
+    private Task RegisterAgainAsync(RegistrationSettings settings, string reason, CancellationToken stop)
+    {
+        _registered = false;
+        _mayBeRegistered = true;
+        LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, reason);
+        return RegisterAsync(settings, stop);
+    }
+
     private async Task MaintainAsync(RegistrationSettings settings, int failures, CancellationToken stop)
     {
         // TTL heartbeats start at a fixed rate from the previous one's start (a slow one does not push the next back), and
@@ -268,20 +281,13 @@ internal sealed partial class ConsulRegistrationService : IHostedLifecycleServic
                     {
                         // After an agent restart without its data, the check is unknown: 404 "Unknown check ID" (Consul
                         // 1.10 and later) or 500 "CheckID ... does not have associated TTL" (earlier). Any other 500 (no
-                        // cluster leader, say) is a failed heartbeat, retried. Deregistration on the way out is still
-                        // tried: the agent may hold the instance after all (a 404 then says there was nothing to remove).
-                        _registered = false;
-                        _mayBeRegistered = true;
-                        LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, ex.Message);
-                        await RegisterAsync(settings, stop).ConfigureAwait(false);
+                        // cluster leader, say) is a failed heartbeat, retried.
+                        await RegisterAgainAsync(settings, ex.Message, stop).ConfigureAwait(false);
                     }
                 }
                 else if (!await _http.IsRegisteredAsync(settings.Connection, settings.InstanceId, settings.ServiceName, stop).ConfigureAwait(false))
                 {
-                    _registered = false;
-                    _mayBeRegistered = true;
-                    LogRegistrationLost(_logger, settings.InstanceId, settings.ServiceName, "the agent no longer knows the instance");
-                    await RegisterAsync(settings, stop).ConfigureAwait(false);
+                    await RegisterAgainAsync(settings, "the agent no longer knows the instance", stop).ConfigureAwait(false);
                 }
 
                 failures = 0;
