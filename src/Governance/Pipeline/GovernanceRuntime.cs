@@ -222,7 +222,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
 
     /// <summary>Stops a service that is no longer in force, off the reload's thread; a failure is logged (event 1003), not lost.</summary>
     private Task StopInBackgroundAsync(ServiceRuntime service, bool retire) =>
-        BackgroundWork.ObserveAsync(retire ? service.RetireAsync() : service.DisposeAsync(), ex => LogServiceStopFailed(_logger, service.Name, ex));
+        BackgroundWork.ObserveAsync(retire ? service.RetireAsync : service.DisposeAsync, ex => LogServiceStopFailed(_logger, service.Name, ex));
 
     /// <summary>
     /// Puts <paramref name="settings"/> in force under the lock: existing services reconfigured, <paramref name="created"/>

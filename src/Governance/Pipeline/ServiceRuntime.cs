@@ -228,7 +228,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     /// <summary>Disposes a watcher the service no longer uses, off the caller's path; a failure is logged (event 1102), not lost.</summary>
     private Task DisposeInBackgroundAsync(IServiceEndpointWatcher watcher) =>
-        BackgroundWork.ObserveAsync(watcher.DisposeAsync(), ex => LogWatcherDisposeFailed(_logger, Name, ex));
+        BackgroundWork.ObserveAsync(watcher.DisposeAsync, ex => LogWatcherDisposeFailed(_logger, Name, ex));
 
     /// <summary>Rebuilds the endpoint set after an endpoint's availability changed.</summary>
     public void Refresh()
@@ -324,16 +324,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             failure = ex;
         }
 
-        try
-        {
-            await StopHealthChecksAsync().ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // Kept and rethrown: see above.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            failure ??= ex;
-        }
+        await BackgroundWork.ObserveAsync(() => new ValueTask(StopHealthChecksAsync()), ex => failure ??= ex).ConfigureAwait(false);
 
         if (removed)
         {
@@ -344,16 +335,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             _state.Policy.Dispose();
         }
 
-        try
-        {
-            await watcher.DisposeAsync().ConfigureAwait(false);
-        }
-#pragma warning disable CA1031 // Kept and rethrown: see above.
-        catch (Exception ex)
-#pragma warning restore CA1031
-        {
-            failure ??= ex;
-        }
+        await BackgroundWork.ObserveAsync(watcher.DisposeAsync, ex => failure ??= ex).ConfigureAwait(false);
 
         if (failure is not null)
         {

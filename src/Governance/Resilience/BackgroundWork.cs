@@ -10,14 +10,16 @@ internal static class BackgroundWork
     public static FlowScope SuppressFlow() => new(ExecutionContext.IsFlowSuppressed() ? null : ExecutionContext.SuppressFlow());
 
     /// <summary>
-    /// Awaits work that nobody else awaits (a service or watcher stopped in the background) and hands its failure to
-    /// <paramref name="onFailure"/> (a log), instead of leaving it in an unobserved task.
+    /// Runs and awaits work that nobody else awaits (a service or watcher stopped in the background, a part of a stop that
+    /// must not keep the others from stopping) and hands its failure to <paramref name="onFailure"/> (a log, or the
+    /// failure kept for later), instead of leaving it in an unobserved task: also a failure thrown before the work's
+    /// first await (a custom watcher's DisposeAsync that is not async).
     /// </summary>
-    public static async Task ObserveAsync(ValueTask work, Action<Exception> onFailure)
+    public static async Task ObserveAsync(Func<ValueTask> work, Action<Exception> onFailure)
     {
         try
         {
-            await work.ConfigureAwait(false);
+            await work().ConfigureAwait(false);
         }
 #pragma warning disable CA1031 // Nobody awaits this: the failure goes to onFailure.
         catch (Exception ex)
