@@ -236,14 +236,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
 
             return held.Handle(c);
         });
-        var settings = Governed.Service(Service, null, server);
-        settings[$"Services:{Service}:Retry:MaxRetries"] = "0";
-        settings[$"Services:{Service}:OutlierDetection:Enabled"] = "false";
-        settings[$"Services:{Service}:OutlierDetection:PanicThreshold"] = "0";
-        settings[$"Services:{Service}:CircuitBreaker:MinimumThroughput"] = "2";
-        settings[$"Services:{Service}:CircuitBreaker:FailureRatio"] = "0.5";
         var time = new ObservedTimeProvider();
-        await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time));
+        await using var governed = Governed.Create(OneEndpointBreaker(Service, server), services => services.AddSingleton<TimeProvider>(time));
         var attempts = 0;
         using var meters = ServiceMeters.Listen<long>(GovernanceTelemetry.Instruments.Attempts, Service, _ => Interlocked.Increment(ref attempts));
         Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(Service, out var service));
@@ -300,14 +294,8 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             c.Response.StatusCode = Volatile.Read(ref failing) ? 503 : 200;
             return Task.CompletedTask;
         });
-        var settings = Governed.Service(Service, null, server);
-        settings[$"Services:{Service}:Retry:MaxRetries"] = "0";
-        settings[$"Services:{Service}:OutlierDetection:Enabled"] = "false";
-        settings[$"Services:{Service}:OutlierDetection:PanicThreshold"] = "0";
-        settings[$"Services:{Service}:CircuitBreaker:MinimumThroughput"] = "2";
-        settings[$"Services:{Service}:CircuitBreaker:FailureRatio"] = "0.5";
         var time = new ObservedTimeProvider();
-        await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time));
+        await using var governed = Governed.Create(OneEndpointBreaker(Service, server), services => services.AddSingleton<TimeProvider>(time));
         Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(Service, out var service));
 
         // Failures until the circuit opens: only the call whose failure opened it tells "opened".
@@ -366,6 +354,21 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
             Assert.Single(Spans(trace), a => a.Source.Name == GovernanceTelemetry.Name).Events
                 .Where(e => e.Name == GovernanceTelemetry.Events.CircuitTransition)
                 .Select(e => e.Tags.First(t => t.Key == GovernanceTelemetry.StateTag).Value));
+    }
+
+    /// <summary>
+    /// One endpoint whose circuit opens after two outcomes of which half failed, with nothing else in the way: no retries,
+    /// no outlier detection, no panic mode (which would send to the open circuit).
+    /// </summary>
+    private static Dictionary<string, string?> OneEndpointBreaker(string service, LoopbackServer server)
+    {
+        var settings = Governed.Service(service, null, server);
+        settings[$"Services:{service}:Retry:MaxRetries"] = "0";
+        settings[$"Services:{service}:OutlierDetection:Enabled"] = "false";
+        settings[$"Services:{service}:OutlierDetection:PanicThreshold"] = "0";
+        settings[$"Services:{service}:CircuitBreaker:MinimumThroughput"] = "2";
+        settings[$"Services:{service}:CircuitBreaker:FailureRatio"] = "0.5";
+        return settings;
     }
 
     /// <summary>Collects every <c>governance.client.request.duration</c> measurement with its <c>error.type</c>.</summary>
