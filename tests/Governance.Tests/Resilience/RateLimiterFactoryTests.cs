@@ -33,6 +33,19 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         Assert.True(limiter.IsAutoReplenishing);
     }
 
+    /// <summary>Governance read from <paramref name="editable"/> (its keys under <c>MeshGovernance:</c>), on <paramref name="time"/>.</summary>
+    private static ServiceProvider Build(EditableConfiguration editable, TimeProvider time)
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build());
+        services.AddSingleton(time);
+        services.AddMeshGovernance();
+        return services.BuildServiceProvider();
+    }
+
+    private static IEnumerable<KeyValuePair<string, string?>> UnderSection(Dictionary<string, string?> settings) =>
+        settings.Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value));
+
     [Fact]
     public async Task Create_TokenBucketBurst_AdmitsBucketAndRejectsRestWithoutNetwork()
     {
@@ -160,15 +173,8 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         try
         {
             var editable = new EditableConfiguration();
-            var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build();
-            editable.Change(Faults.Settings(server)
-                .OnePermitOneWaiting()
-                .Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
-            var services = new ServiceCollection();
-            services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(configuration);
-            services.AddSingleton<TimeProvider>(new ObservedTimeProvider());
-            services.AddMeshGovernance();
-            await using var provider = services.BuildServiceProvider();
+            editable.Change(UnderSection(Faults.Settings(server).OnePermitOneWaiting()));
+            await using var provider = Build(editable, new ObservedTimeProvider());
             using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
             var runtime = provider.GetRequiredService<Governance.Pipeline.GovernanceRuntime>();
             var first = client.GetAsync(Faults.Url);
@@ -200,15 +206,10 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         try
         {
             var editable = new EditableConfiguration();
-            var configuration = new Microsoft.Extensions.Configuration.ConfigurationBuilder().Add(editable).Build();
             var settings = Faults.Settings(server).OnePermitOneWaiting().With("Timeout:Enabled", false);
-            editable.Change(settings.Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+            editable.Change(UnderSection(settings));
             var time = new ObservedTimeProvider();
-            var services = new ServiceCollection();
-            services.AddSingleton<Microsoft.Extensions.Configuration.IConfiguration>(configuration);
-            services.AddSingleton<TimeProvider>(time);
-            services.AddMeshGovernance();
-            await using var provider = services.BuildServiceProvider();
+            await using var provider = Build(editable, time);
             using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
             client.Timeout = Timeout.InfiniteTimeSpan;
             var first = client.GetAsync(Faults.Url);
@@ -217,7 +218,7 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
 
             // A reload gives the service a new limiter while one call holds the old one's only permit and another waits
             // for it; the first call then outlasts the grace the old limiter is given (100 s + 1 s with timeouts off).
-            editable.Change(settings.With("RateLimit:Burst", 2).Select(s => new KeyValuePair<string, string?>("MeshGovernance:" + s.Key, s.Value)));
+            editable.Change(UnderSection(settings.With("RateLimit:Burst", 2)));
             time.Advance(TimeSpan.FromSeconds(103));
             Assert.False(queued.IsCompleted, $"the queued call ended while it waited: {queued.Status} {queued.Exception?.InnerException?.Message}");
 
