@@ -464,7 +464,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     private async ValueTask<HttpResponseMessage> SendHedgedAsync(GovernedCall call, RateLimitLease? lease)
     {
         Uri? final = null;
-        HttpResponseMessage response;
+        HttpResponseMessage? response = null;
         try
         {
             // The span starts here, inside the async method, so that Activity.Current changes stay inside this call, and
@@ -494,17 +494,24 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         finally
         {
             call.Request.RequestUri = Redirects.CallersUri(call, final ?? call.Request.RequestUri);
-            lease?.Dispose();
+            if (response is null)
+            {
+                // Failed: the filter above ended its span; the permit goes back now.
+                lease?.Dispose();
+            }
         }
 
         // Outside the try: a listener that throws as the call ends fails the call once (not recorded again by the filter)
-        // and the response it would have returned is disposed, as on the inline path (Succeed).
+        // and the response it would have returned is disposed. As on the inline path (Succeed), the span ends before the
+        // permit goes back, so that a concurrency limit never admits a call while a finished one is still being recorded.
         if (!TryEndCall(call, response, null, out var telemetryFailure))
         {
+            lease?.Dispose();
             response.Dispose();
             ExceptionDispatchInfo.Throw(telemetryFailure);
         }
 
+        lease?.Dispose();
         return response;
     }
 

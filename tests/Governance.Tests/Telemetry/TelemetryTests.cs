@@ -218,6 +218,44 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         response.EnsureSuccessStatusCode();
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task GetAsync_Succeeds_SpanEndsBeforeItsPermitComesBack(bool hedged)
+    {
+        // A concurrency limit of one permit, read as the call's span stops: the finished call still holds it, so no other
+        // call can be admitted while this one is being recorded (inline and hedged calls alike).
+        var service = hedged ? "span-then-permit-hedged" : "span-then-permit";
+        await using var server = await LoopbackServer.StartAsync("a");
+        var settings = Governed.Service(service, null, server);
+        settings[$"Services:{service}:RateLimit:Algorithm"] = "Concurrency";
+        settings[$"Services:{service}:RateLimit:Burst"] = "1";
+        settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
+        await using var governed = Governed.Create(settings);
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(service, out var runtime));
+        var limiter = runtime.Policy.Limiter!;
+        var spanName = $"GET {service}";
+        long? permitsWhenStopped = null;
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = s => s.Name == GovernanceTelemetry.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> o) => o.Name == spanName ? ActivitySamplingResult.AllDataAndRecorded : ActivitySamplingResult.None,
+            ActivityStopped = a =>
+            {
+                if (a.OperationName == spanName)
+                {
+                    permitsWhenStopped = limiter.GetStatistics()!.CurrentAvailablePermits;
+                }
+            },
+        };
+        ActivitySource.AddActivityListener(listener);
+
+        using var response = await governed.Client.GetAsync($"http://{service}/").WaitAsync(TimeSpan.FromSeconds(30));
+        response.EnsureSuccessStatusCode();
+        Assert.Equal(0, permitsWhenStopped);
+        Assert.Equal(1, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
     [Fact]
     public async Task Attempts_TurnedAwayByAHalfOpenCircuit_NotCountedAsSent()
     {
