@@ -8,12 +8,13 @@ namespace Governance.Pipeline;
 /// endpoints or the settings change. Zone-aware routing lives here, above the policy.
 /// </summary>
 /// <remarks>
-/// Zone rule (Envoy's priority spill-over with its default overprovisioning factor of 1.4, applied with the local zone
-/// as the preferred level): when <c>Application:Zone</c> is set and some endpoints are in that zone, the local zone
-/// takes min(1, 1.4 x available local / all local) of the requests and the other zones share the rest. So while at
-/// least 72% (1 / 1.4) of the local endpoints are available every request stays local; below that, traffic spills over
-/// in proportion. With no local endpoint, or none available, all traffic goes to the other zones; with no other zone
-/// available, everything stays local.
+/// Zone rule (Envoy's priority load with its default overprovisioning factor of 1.4, the local zone as the first level
+/// and the other zones as the second): when <c>Application:Zone</c> is set and the service has endpoints in that zone and
+/// in others, each level's health is min(1, 1.4 x available / all of that level). While the two add up to at least 1 the
+/// local zone takes its health as its share of the requests and the other zones the rest (at least 71.4% (1 / 1.4) of
+/// the local endpoints available keeps every request local), and panic thresholds are disregarded; below 1 each level
+/// takes its health's part of the sum and a level under the panic threshold uses all its endpoints again. With one level
+/// (no zone set, or every endpoint in one zone) the panic threshold applies to the whole service.
 /// </remarks>
 internal sealed class EndpointSet
 {
@@ -36,13 +37,13 @@ internal sealed class EndpointSet
 
     public EndpointState[] All { get; }
 
-    /// <summary>Gets the endpoints load balancing picks from: the available ones, or all of them in panic mode.</summary>
+    /// <summary>Gets the endpoints load balancing picks from: those of the levels that receive requests, each level's available ones, or all of a level in panic mode.</summary>
     public EndpointState[] Candidates { get; }
 
-    /// <summary>Gets a value indicating whether too few endpoints are available and all are used again (panic mode).</summary>
+    /// <summary>Gets a value indicating whether a level that receives requests has too few endpoints available and uses all of them again (panic mode).</summary>
     public bool IsPanic { get; }
 
-    /// <summary>Gets the share of requests that go to the local zone (1 when zone-aware routing is off).</summary>
+    /// <summary>Gets the share of requests that go to the local zone (1 when there is one level: zone-aware routing off, or every endpoint in one zone).</summary>
     public double LocalShare { get; }
 
     public string EmptyReason { get; }
@@ -55,68 +56,127 @@ internal sealed class EndpointSet
 
     public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {
-        var available = new List<EndpointState>(all.Length);
-        foreach (var state in all)
+        string reason = emptyReason ?? (all.Length == 0
+            ? "discovery returned no endpoints"
+            : $"all {all.Length} endpoints are unavailable");
+        var localTotal = 0;
+        if (localZone is not null)
         {
-            if (state.IsAvailable)
+            foreach (var state in all)
             {
-                available.Add(state);
+                localTotal += IsLocal(state, localZone) ? 1 : 0;
             }
         }
 
-        // Panic mode (Envoy's): when too few endpoints are available, health signals (circuit, ejection, health checks)
-        // are ignored and every endpoint that is not administratively disabled is used again, so a bad signal (or a
-        // correlated failure) never takes the whole service to zero.
-        var isPanic = all.Length > 0 && (long)available.Count * 100 < (long)panicThreshold * all.Length;
+        if (localTotal == 0 || localTotal == all.Length)
+        {
+            // One level: zones are off, or every endpoint is in one zone (the local one, or only others).
+            var (members, isPanic) = Level(all, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
+            return members.Count == 0
+                ? new EndpointSet(all, [], isPanic, null, null, 0, reason)
+                : new EndpointSet(all, members.ToArray(), isPanic, EndpointGroup.Create(serviceName, members, policy, options), null, 1, reason);
+        }
+
+        // Two levels, the local zone first (Envoy's priority levels with its overprovisioning factor): each level's health
+        // is min(1, 1.4 x available / all); while the two together reach 1, the local zone takes its health as its share,
+        // the other zones the rest, and panic thresholds are disregarded. Below that the service is degraded: each level
+        // takes its health's part of the sum, and a level whose available share is under PanicThreshold uses all its
+        // endpoints again (panic mode). With nothing available anywhere the local zone takes everything.
+        var remoteTotal = all.Length - localTotal;
+        var localAvailable = 0;
+        foreach (var state in all)
+        {
+            localAvailable += state.IsAvailable && IsLocal(state, localZone!) ? 1 : 0;
+        }
+
+        var remoteAvailable = 0;
+        foreach (var state in all)
+        {
+            remoteAvailable += state.IsAvailable && !IsLocal(state, localZone!) ? 1 : 0;
+        }
+
+        var localHealth = Math.Min(1.0, OverprovisioningFactor * localAvailable / localTotal);
+        var remoteHealth = Math.Min(1.0, OverprovisioningFactor * remoteAvailable / remoteTotal);
+        var degraded = localHealth + remoteHealth < 1.0;
+        var share = !degraded ? localHealth
+            : localHealth + remoteHealth > 0 ? localHealth / (localHealth + remoteHealth)
+            : 1.0;
+        var (local, localPanic) = Level(all, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
+        var (remote, remotePanic) = Level(all, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
+        if (share > 0 && local.Count == 0)
+        {
+            // Degraded with panic off (PanicThreshold 0): a level with nothing available takes nothing.
+            share = 0;
+        }
+
+        if (share < 1 && remote.Count == 0)
+        {
+            share = local.Count == 0 ? 0 : 1;
+        }
+
+        var usesLocal = share > 0;
+        var usesRemote = share < 1;
+        var candidates = new List<EndpointState>(all.Length);
+        if (usesLocal)
+        {
+            candidates.AddRange(local);
+        }
+
+        if (usesRemote)
+        {
+            candidates.AddRange(remote);
+        }
+
+        if (candidates.Count == 0)
+        {
+            return new EndpointSet(all, [], localPanic || remotePanic, null, null, 0, reason);
+        }
+
+        return new EndpointSet(
+            all,
+            candidates.ToArray(),
+            (usesLocal && localPanic) || (usesRemote && remotePanic),
+            usesLocal ? EndpointGroup.Create(serviceName, local, policy, options) : null,
+            usesRemote ? EndpointGroup.Create(serviceName, remote, policy, options) : null,
+            share,
+            reason);
+    }
+
+    private static bool IsLocal(EndpointState state, string localZone) =>
+        string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// The endpoints of one level (every endpoint when <paramref name="localZone"/> is null; else the local zone's or the
+    /// others'): its available ones, or, in panic mode (Envoy's: fewer than <paramref name="panicThreshold"/>% of the
+    /// level's <paramref name="total"/> endpoints available, judged only when <paramref name="forcePanicCheck"/>), every one
+    /// that is not administratively disabled, health signals (circuit, ejection, health checks) ignored, so that a bad
+    /// signal or a correlated failure never takes the service to zero.
+    /// </summary>
+    private static (List<EndpointState> Members, bool IsPanic) Level(EndpointState[] all, string? localZone, bool local, int total, int panicThreshold, bool forcePanicCheck)
+    {
+        var members = new List<EndpointState>(total);
+        foreach (var state in all)
+        {
+            if (state.IsAvailable && (localZone is null || IsLocal(state, localZone) == local))
+            {
+                members.Add(state);
+            }
+        }
+
+        var isPanic = forcePanicCheck && total > 0 && (long)members.Count * 100 < (long)panicThreshold * total;
         if (isPanic)
         {
-            available.Clear();
+            members.Clear();
             foreach (var state in all)
             {
-                if ((state.Conditions & EndpointConditions.Disabled) == 0)
+                if ((state.Conditions & EndpointConditions.Disabled) == 0 && (localZone is null || IsLocal(state, localZone) == local))
                 {
-                    available.Add(state);
+                    members.Add(state);
                 }
             }
         }
 
-        var candidates = available.ToArray();
-
-        string reason = emptyReason ?? (all.Length == 0
-            ? "discovery returned no endpoints"
-            : $"all {all.Length} endpoints are unavailable");
-        if (available.Count == 0)
-        {
-            return new EndpointSet(all, candidates, isPanic, null, null, 0, reason);
-        }
-
-        if (localZone is null)
-        {
-            return new EndpointSet(all, candidates, isPanic, EndpointGroup.Create(serviceName, available, policy, options), null, 1, reason);
-        }
-
-        var localTotal = 0;
-        var local = new List<EndpointState>();
-        var remote = new List<EndpointState>();
-        foreach (var state in all)
-        {
-            localTotal += string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase) ? 1 : 0;
-        }
-
-        foreach (var state in available)
-        {
-            (string.Equals(state.Endpoint.Zone, localZone, StringComparison.OrdinalIgnoreCase) ? local : remote).Add(state);
-        }
-
-        double share = local.Count == 0 ? 0 : remote.Count == 0 ? 1 : Math.Min(1.0, OverprovisioningFactor * local.Count / localTotal);
-        return new EndpointSet(
-            all,
-            candidates,
-            isPanic,
-            local.Count == 0 ? null : EndpointGroup.Create(serviceName, local, policy, options),
-            remote.Count == 0 || share >= 1 ? null : EndpointGroup.Create(serviceName, remote, policy, options),
-            share,
-            reason);
+        return (members, isPanic);
     }
 
     public EndpointState? Pick(in PickContext context)

@@ -751,7 +751,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     [LoggerMessage(GovernanceEventIds.CircuitClosed, LogLevel.Information, "Service {Service}: circuit of endpoint {Endpoint} closed")]
     private static partial void LogCircuitClosed(ILogger logger, string service, string endpoint);
 
-    [LoggerMessage(GovernanceEventIds.PanicMode, LogLevel.Warning, "Service {Service}: {Unavailable} of {Count} endpoints are unavailable, below the panic threshold: all endpoints are used again")]
+    [LoggerMessage(GovernanceEventIds.PanicMode, LogLevel.Warning, "Service {Service}: {Unavailable} of {Count} endpoints are unavailable, below the panic threshold: unavailable endpoints are used again (panic mode)")]
     private static partial void LogPanic(ILogger logger, string service, int unavailable, int count);
 
     [LoggerMessage(GovernanceEventIds.HealthCheckFailed, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} failed its health checks and is out of load balancing")]

@@ -14,10 +14,11 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
     [Theory]
     [InlineData(2, 2, 2, 1.0)] // all local available
     [InlineData(1, 2, 2, 0.7)] // 1.4 x 1/2
-    [InlineData(3, 4, 2, 1.0)] // 1.4 x 3/4 = 1.05, capped at 1: at least 72% available keeps everything local
+    [InlineData(3, 4, 2, 1.0)] // 1.4 x 3/4 = 1.05, capped at 1: at least 71.4% (1/1.4) available keeps everything local
     [InlineData(1, 4, 3, 0.35)] // 1.4 x 1/4
     [InlineData(0, 2, 2, 0.0)] // no local endpoint available: all to the other zones
     [InlineData(1, 2, 0, 1.0)] // no other zone available: everything stays local
+    [InlineData(5, 7, 2, 1.0)] // 1.4 x 5/7 = 1 exactly: 71.4% available still keeps everything local
     public void Create_LocalZoneAvailability_LocalShareIsOverprovisionedFraction(int localAvailable, int localTotal, int remoteAvailable, double expected)
     {
         var states = new List<EndpointState>();
@@ -38,6 +39,62 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
         var set = EndpointSet.Create("catalog", [.. states], "z1", new RandomLoadBalancingPolicy(), new LoadBalancerOptions());
 
         Assert.Equal(expected, set.LocalShare, precision: 12);
+    }
+
+    [Theory]
+    // The audit's case: the local zone is down (3 of 5 endpoints out is panic for the service as a whole, 40% < 50%), the
+    // other zone healthy: every request goes to the other zone, none to the failed local endpoints.
+    [InlineData(0, 3, 2, 2, 50, 0.0, false, 2)]
+    // 1.4 x 1/4 + 1.4 x 1/2 = 1.05: enough together, no panic; the local zone keeps its overprovisioned share.
+    [InlineData(1, 4, 1, 2, 50, 0.35, false, 2)]
+    // Degraded (0.35 + 0 < 1): the local zone takes everything and, 25% available < 50%, uses all its endpoints again.
+    [InlineData(1, 4, 0, 2, 50, 1.0, true, 4)]
+    // Degraded (0.28 + 0.28): each zone takes its health's part of the sum; each is in panic (20% < 50%).
+    [InlineData(1, 5, 1, 5, 50, 0.5, true, 10)]
+    // The same with PanicThreshold 10: 20% available is not panic, only the two available endpoints are used.
+    [InlineData(1, 5, 1, 5, 10, 0.5, false, 2)]
+    // Nothing available: the local zone in panic (Envoy's first level).
+    [InlineData(0, 2, 0, 2, 50, 1.0, true, 2)]
+    // Nothing available and panic off: no candidate (the call is refused).
+    [InlineData(0, 2, 0, 2, 0, 0.0, false, 0)]
+    public void Create_ZonesAndPanicThreshold_EachZoneJudgedOnItsOwnHealth(int localAvailable, int localTotal, int remoteAvailable, int remoteTotal, int panicThreshold, double expectedShare, bool expectedPanic, int expectedCandidates)
+    {
+        var states = new List<EndpointState>();
+        for (var i = 0; i < localTotal; i++)
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i + 1}:8080"), zone: "z1"));
+            state.Set(EndpointConditions.FailedHealthCheck, i >= localAvailable);
+            states.Add(state);
+        }
+
+        for (var i = 0; i < remoteTotal; i++)
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.2.{i + 1}:8080"), zone: "z2"));
+            state.Set(EndpointConditions.FailedHealthCheck, i >= remoteAvailable);
+            states.Add(state);
+        }
+
+        var set = EndpointSet.Create("catalog", [.. states], "z1", new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold);
+
+        Assert.Equal(expectedShare, set.LocalShare, precision: 12);
+        Assert.Equal(expectedPanic, set.IsPanic);
+        Assert.Equal(expectedCandidates, set.Candidates.Length);
+        var picks = Enumerable.Range(0, 2000).Select(_ => set.Pick(new PickContext(null))).ToList();
+        if (expectedCandidates == 0)
+        {
+            Assert.All(picks, Assert.Null);
+            return;
+        }
+
+        Assert.All(picks, p => Assert.Contains(p!, set.Candidates));
+        if (!expectedPanic)
+        {
+            // Outside panic mode only available endpoints are picked.
+            Assert.All(picks, p => Assert.True(p!.IsAvailable));
+        }
+
+        var local = picks.Count(p => p!.Endpoint.Zone == "z1") / 2000.0;
+        Assert.InRange(local, expectedShare - 0.05, expectedShare + 0.05);
     }
 
     [Fact]
