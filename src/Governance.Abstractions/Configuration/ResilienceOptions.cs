@@ -101,10 +101,10 @@ public sealed class OutlierDetectionOptions
     /// <summary>Gets or sets the consecutive gateway failures (502, 503, 504, or a local failure: connect failure, reset, attempt timeout) that eject an endpoint, 1 or more. Default: 5.</summary>
     public int? ConsecutiveGatewayFailure { get; set; }
 
-    /// <summary>Gets or sets the first ejection's length; the n-th consecutive ejection lasts n times as long. Default: 30 s.</summary>
+    /// <summary>Gets or sets the first ejection's length; an ejection lasts n times as long, n one more than the previous ejection's less one for every 10 s the endpoint stayed in since (Envoy's backoff). Default: 30 s.</summary>
     public TimeSpan? BaseEjectionTime { get; set; }
 
-    /// <summary>Gets or sets the longest ejection, not shorter than <see cref="BaseEjectionTime"/>. Default: 5 min.</summary>
+    /// <summary>Gets or sets the longest ejection, not shorter than <see cref="BaseEjectionTime"/>; the backoff stops growing once it reaches it. Default: 5 min.</summary>
     public TimeSpan? MaxEjectionTime { get; set; }
 
     /// <summary>Gets or sets the largest share of a service's endpoints ejected at once, 0 to 100; at least one endpoint may always be ejected. Default: 10.</summary>

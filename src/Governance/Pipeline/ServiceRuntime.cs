@@ -19,6 +19,12 @@ namespace Governance.Pipeline;
 /// </summary>
 internal sealed partial class ServiceRuntime : IAsyncDisposable
 {
+    /// <summary>
+    /// How long an endpoint stays in for its ejection backoff to fall by one: Envoy's default detection interval, at which
+    /// Envoy decrements a host's backoff while it is not ejected.
+    /// </summary>
+    internal static readonly TimeSpan EjectionBackoffDecay = TimeSpan.FromSeconds(10);
+
     private readonly object _gate = new();
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
@@ -442,10 +448,13 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 return;
             }
 
-            // The n-th ejection in a row lasts n x BaseEjectionTime; an endpoint healthy for MaxEjectionTime starts over.
+            // Envoy's backoff: an ejection lasts n x BaseEjectionTime, at most MaxEjectionTime, where n is one more than the
+            // previous ejection's, less one for every EjectionBackoffDecay the endpoint stayed in since its readmission,
+            // and stops growing once n x BaseEjectionTime reaches MaxEjectionTime.
             var readmittedAt = Volatile.Read(ref endpoint.LastReadmittedAt);
-            var healthySince = readmittedAt == 0 ? TimeSpan.MaxValue : _time.GetElapsedTime(readmittedAt);
-            endpoint.EjectionCount = healthySince >= outlier.MaxEjectionTime ? 1 : endpoint.EjectionCount + 1;
+            var previous = readmittedAt == 0 ? 0 : Math.Max(0, endpoint.EjectionCount - (_time.GetElapsedTime(readmittedAt).Ticks / EjectionBackoffDecay.Ticks));
+            var longest = (outlier.MaxEjectionTime.Ticks + outlier.BaseEjectionTime.Ticks - 1) / outlier.BaseEjectionTime.Ticks;
+            endpoint.EjectionCount = (int)Math.Min(previous + 1, longest);
             var ticks = Math.Min(outlier.BaseEjectionTime.Ticks * endpoint.EjectionCount, outlier.MaxEjectionTime.Ticks);
             duration = TimeSpan.FromTicks(ticks);
             ejection = Interlocked.Increment(ref endpoint.Ejections);

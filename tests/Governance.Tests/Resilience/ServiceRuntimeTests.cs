@@ -169,10 +169,12 @@ public sealed class ServiceRuntimeTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task RecordOutcome_RepeatedEjections_CappedAtMaxEjectionTimeAndStartOverAfterHealthyForIt()
+    public async Task RecordOutcome_RepeatedEjections_GrowToMaxEjectionTimeAndDecayByOnePerTenSecondsIn()
     {
+        // Envoy's backoff: n grows by one per ejection, stops where n x Base reaches Max, and falls by one for every 10 s
+        // the endpoint stays in. Base 30 s, Max 100 s: 30, 60, 90, 100 (n = 4, the cap), 100 again.
         var time = new ObservedTimeProvider();
-        var maxEjection = TimeSpan.FromSeconds(50);
+        var maxEjection = TimeSpan.FromSeconds(100);
         var failing = true;
         await using var a = await LoopbackServer.StartAsync("a");
         await using var b = await LoopbackServer.StartAsync("b");
@@ -205,24 +207,42 @@ public sealed class ServiceRuntimeTests(ITestOutputHelper output)
         // The readmission runs inside Advance (the fake clock fires due timers synchronously).
         void ReadmitAfter(TimeSpan duration)
         {
-            time.Advance(duration);
+            time.Advance(duration - TimeSpan.FromTicks(1));
+            Assert.True(Faults.Has(flakyState, EndpointConditions.Ejected), $"readmitted before {duration}");
+            time.Advance(TimeSpan.FromTicks(1));
             Assert.False(Faults.Has(flakyState, EndpointConditions.Ejected), $"not readmitted after {duration}");
         }
 
-        // 1 x 30 s, then 2 x 30 s capped at the 50 s maximum (not 60 s).
+        async Task StayInAsync(TimeSpan healthy)
+        {
+            Volatile.Write(ref failing, false);
+            Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+            time.Advance(healthy);
+            Volatile.Write(ref failing, true);
+        }
+
+        // Re-ejected at once after each readmission: the backoff grows, capped at 100 s (n = 4, not 120 s).
         await EjectAsync(1, BaseEjection, 0);
         ReadmitAfter(BaseEjection);
-        await EjectAsync(2, maxEjection, 0);
-        Assert.Equal(0, time.TimersCreated(2 * BaseEjection));
+        await EjectAsync(2, 2 * BaseEjection, 0);
+        ReadmitAfter(2 * BaseEjection);
+        await EjectAsync(3, 3 * BaseEjection, 0);
+        ReadmitAfter(3 * BaseEjection);
+        await EjectAsync(4, maxEjection, 0);
+        ReadmitAfter(maxEjection);
+        await EjectAsync(4, maxEjection, 1);
+        Assert.Equal(0, time.TimersCreated(4 * BaseEjection));
         ReadmitAfter(maxEjection);
 
-        // Healthy (no failure) for MaxEjectionTime after its readmission: the next ejection counts from one again.
-        Volatile.Write(ref failing, false);
-        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
-        time.Advance(maxEjection);
-        Volatile.Write(ref failing, true);
+        // 25 s in: two decays (4 - 2), then one more: n = 3, 90 s.
+        await StayInAsync(TimeSpan.FromSeconds(25));
+        await EjectAsync(3, 3 * BaseEjection, 1);
+        ReadmitAfter(3 * BaseEjection);
+
+        // 40 s in: four decays, n back to 0, then one more: 30 s, as the first ejection.
+        await StayInAsync(TimeSpan.FromSeconds(40));
         await EjectAsync(1, BaseEjection, 1);
-        output.WriteLine($"ejections: 30 s, then 50 s (capped), then 30 s again after {maxEjection} healthy; timers of 60 s: {time.TimersCreated(2 * BaseEjection)}");
+        output.WriteLine($"ejections: 30, 60, 90, 100, 100 s re-ejected at once; 90 s after 25 s in; 30 s after 40 s in");
     }
 
     [Theory]
