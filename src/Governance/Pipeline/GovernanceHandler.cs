@@ -279,14 +279,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             return true;
         }
 
-        if (Redirects.Followed(call.Request, attempt.Physical))
-        {
-            return false;
-        }
-
-        var request = call.Request;
-        return (call.Policy.Retry.RetryNonIdempotent || AttemptClassifier.IsIdempotent(request.Method))
-            && AttemptClassifier.IsReplayable(request.Content);
+        return !Redirects.Followed(call.Request, attempt.Physical) && AttemptClassifier.MaySendAgain(call.Request, call.Policy.Retry);
     }
 
     private static bool MayHedge(GovernedCall call) =>

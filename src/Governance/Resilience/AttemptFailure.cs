@@ -118,6 +118,13 @@ internal static class AttemptClassifier
         : response is not null ? ((int)response.StatusCode).ToString(System.Globalization.CultureInfo.InvariantCulture)
         : "error";
 
+    /// <summary>
+    /// Whether a request that was sent may be sent again: its method is idempotent (or <c>Retry:RetryNonIdempotent</c> is
+    /// on) and its body can be read again. A request that was not sent (an open circuit turned it away) may always go.
+    /// </summary>
+    public static bool MaySendAgain(HttpRequestMessage request, RetrySettings retry) =>
+        (retry.RetryNonIdempotent || IsIdempotent(request.Method)) && IsReplayable(request.Content);
+
     /// <summary>GET, HEAD, OPTIONS, PUT, DELETE and TRACE are idempotent (RFC 9110, 9.2.2).</summary>
     public static bool IsIdempotent(HttpMethod method) =>
         method == HttpMethod.Get || method == HttpMethod.Head || method == HttpMethod.Options

@@ -61,8 +61,12 @@ internal sealed class RetryState
             return false;
         }
 
+        // An attempt that was sent (anything but an open circuit's refusal) is sent again only as the first one would be
+        // (MayRetry): not after a redirect, and only an idempotent method (or RetryNonIdempotent) with a replayable body.
+        // The retry phase may have begun with an open circuit's refusal, which lets any request go elsewhere once.
         var failure = AttemptClassifier.Classify(outcome, policy.Retry);
-        if (!AttemptClassifier.IsRetryable(failure, policy.Retry) || ((failure & AttemptFailure.CircuitOpen) == 0 && Redirects.Followed(Call.Request, _lastPhysical)))
+        if (!AttemptClassifier.IsRetryable(failure, policy.Retry)
+            || ((failure & AttemptFailure.CircuitOpen) == 0 && (Redirects.Followed(Call.Request, _lastPhysical) || !AttemptClassifier.MaySendAgain(Call.Request, policy.Retry))))
         {
             return false;
         }

@@ -128,6 +128,76 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Pipeline_PostTurnedAwayByHalfOpenCircuit_ItsLaterFailureIsNotRetried()
+    {
+        // One endpoint. A POST meets its circuit while the half-open probe is held: nothing was sent, so the retry phase
+        // sends it once; when that send fails, the POST is not sent again (not idempotent, RetryNonIdempotent off).
+        var flaky = new Flaky();
+        var orders = 0;
+        flaky.Server = await LoopbackServer.StartAsync("flaky", context =>
+        {
+            if (HttpMethods.IsPost(context.Request.Method))
+            {
+                Interlocked.Increment(ref orders);
+            }
+
+            return flaky.Handle(context);
+        });
+        await using var server = flaky.Server;
+        var time = new ObservedTimeProvider();
+        var retryDelay = TimeSpan.FromSeconds(1);
+        var settings = Faults.Settings(flaky.Server)
+            .With("OutlierDetection:Enabled", false)
+            .With("CircuitBreaker:MinimumThroughput", MinimumThroughput)
+            .With("CircuitBreaker:FailureRatio", 0.5)
+            .With("CircuitBreaker:BreakDuration", BreakDuration)
+            .With("Retry:Backoff", "Constant")
+            .With("Retry:BaseDelay", retryDelay)
+            .With("Retry:MaxDelay", retryDelay)
+            .With("Retry:Jitter", false);
+        await using var governed = Faults.Create(settings, time);
+        var state = Faults.State(governed, flaky.Server);
+
+        // POSTs are not retried: each 503 counts once, and MinimumThroughput of them open the circuit.
+        for (var i = 0; i < MinimumThroughput; i++)
+        {
+            using var failed = await governed.Client.PostAsync(Faults.Url, new StringContent("setup")).WaitAsync(Faults.Guard);
+            Assert.Equal(503, (int)failed.StatusCode);
+        }
+
+        Assert.True(Faults.Has(state, EndpointConditions.CircuitOpen), $"circuit not open: {state.Conditions}");
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        flaky.Hold = true;
+        var arrival = flaky.Held.NextArrivalAsync();
+        var probe = Faults.TryGetAsync(governed);
+        Assert.True(await arrival, "the half-open probe did not arrive");
+
+        var before = Volatile.Read(ref orders);
+        var delays = time.TimersCreated(retryDelay);
+        var post = governed.Client.PostAsync(Faults.Url, new StringContent("order-1"));
+        await time.WaitForTimersAsync(retryDelay, delays + 1).WaitAsync(Faults.Guard);
+        Assert.Equal(before, Volatile.Read(ref orders));
+
+        // The probe succeeds (the circuit closes); later requests get 503.
+        flaky.Hold = false;
+        flaky.Held.Release();
+        Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
+        time.Advance(retryDelay);
+        var second = time.WaitForTimersAsync(retryDelay, delays + 2);
+        if (await Task.WhenAny(post, second).WaitAsync(Faults.Guard) == second)
+        {
+            // A second retry was scheduled (the defect): let it run, to count what it sends.
+            time.Advance(retryDelay);
+        }
+
+        using var response = await post.WaitAsync(Faults.Guard);
+        output.WriteLine($"POST answered {(int)response.StatusCode}; flaky received it {Volatile.Read(ref orders) - before} time(s)");
+        Assert.Equal(503, (int)response.StatusCode);
+        Assert.Equal(1, Volatile.Read(ref orders) - before);
+    }
+
+    [Fact]
     public async Task Pipeline_BreakerReplacedByReloadWhileOpen_OnlyTheLatestOpeningReadmits()
     {
         await using var scenario = await Scenario.StartAsync();
