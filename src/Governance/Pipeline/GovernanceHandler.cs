@@ -375,7 +375,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         {
             case AttemptTimeoutException timeout:
                 throw new CallTimeoutException(name, timeout.IsTotal ? call.Policy.Timeout.Total : timeout.Timeout, attempts, timeout);
-            case OperationCanceledException when call.Policy.Timeout.Enabled && !call.CallerToken.IsCancellationRequested:
+            case OperationCanceledException when call.Policy.Timeout.Enabled && !call.CallerToken.IsCancellationRequested && call.Remaining <= TimeSpan.Zero:
+                // The total timeout's token ended the retry or hedging phase (a cancellation nobody else explains passes as is).
                 throw new CallTimeoutException(name, call.Policy.Timeout.Total, attempts, exception);
             case BrokenCircuitException:
                 throw new NoAvailableEndpointException(name, $"the circuit breaker of every endpoint tried is open ({attempts} attempt{(attempts == 1 ? string.Empty : "s")})");
@@ -572,12 +573,28 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         public Outcome<HttpResponseMessage> Failed(Exception exception) => Failed(exception, Deadline, Timeout, IsTotal, Request, Physical, Endpoint, Outer);
 
         /// <summary>Turns a failed send into an outcome, from the parts of an attempt: see <see cref="Failed(Exception)"/>.</summary>
-        public static Outcome<HttpResponseMessage> Failed(Exception exception, TimeoutScheduler.Deadline? deadline, TimeSpan timeout, bool isTotal, HttpRequestMessage request, Uri physical, EndpointState endpoint, CancellationToken outer) =>
-            Outcome.FromException<HttpResponseMessage>(
-                exception is OperationCanceledException && deadline is not null && deadline.Source.IsCancellationRequested && !outer.IsCancellationRequested
-                    ? new AttemptTimeoutException(timeout, isTotal, exception)
-                    : exception is HttpRequestException http && Redirects.LeftEndpoint(request, physical, endpoint)
-                        ? new RedirectFailedException(endpoint, request.RequestUri!, http)
-                        : exception);
+        public static Outcome<HttpResponseMessage> Failed(Exception exception, TimeoutScheduler.Deadline? deadline, TimeSpan timeout, bool isTotal, HttpRequestMessage request, Uri physical, EndpointState endpoint, CancellationToken outer)
+        {
+            if (exception is OperationCanceledException && !outer.IsCancellationRequested)
+            {
+                if (deadline is not null && deadline.Source.IsCancellationRequested)
+                {
+                    return Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(timeout, isTotal, exception));
+                }
+
+                if (exception.InnerException is TimeoutException connectTimeout)
+                {
+                    // Neither the caller nor a governance timeout cancelled it: the primary handler gave up connecting
+                    // (SocketsHttpHandler.ConnectTimeout reports a cancellation whose inner exception is a timeout). It is
+                    // a connect failure, retried and counted as one, not the caller's cancellation or the call's timeout.
+                    exception = new HttpRequestException(HttpRequestError.ConnectionError, connectTimeout.Message, exception);
+                }
+            }
+
+            return Outcome.FromException<HttpResponseMessage>(
+                exception is HttpRequestException http && Redirects.LeftEndpoint(request, physical, endpoint)
+                    ? new RedirectFailedException(endpoint, request.RequestUri!, http)
+                    : exception);
+        }
     }
 }

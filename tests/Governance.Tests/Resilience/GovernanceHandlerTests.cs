@@ -1,6 +1,7 @@
 using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -49,6 +50,55 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
         Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
         Assert.True(failedAtC >= 1, "no attempt hit the stopped endpoint: the test did not exercise the fault");
         Assert.True(Faults.Has(cState, EndpointConditions.Ejected), $"the stopped endpoint was not ejected: {cState.Conditions}");
+    }
+
+    [Fact]
+    public async Task SendAsync_PrimaryHandlerConnectTimeout_RetriedElsewhereAndCountedAsConnectFailure()
+    {
+        // SocketsHttpHandler.ConnectTimeout gives up on an endpoint that never accepts (blackholed): it reports a
+        // cancellation (inner TimeoutException) that neither the caller nor governance caused. It is a connect failure:
+        // retried on the other endpoint and counted by outlier detection (not the caller's cancellation, nor a timeout of
+        // the call).
+        await using var blackholed = await LoopbackServer.StartAsync("blackholed");
+        await using var good = await LoopbackServer.StartAsync("good");
+        var connects = 0;
+        var settings = Faults.Settings(blackholed, good)
+            .With("LoadBalancer:Policy", "RoundRobin")
+            .With("CircuitBreaker:Enabled", false)
+            .With("OutlierDetection:Consecutive5xx", 2);
+        await using var governed = Governed.Create(settings, services => services.ConfigureHttpClientDefaults(b => b.ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+        {
+            ConnectTimeout = TimeSpan.FromMilliseconds(200),
+            ConnectCallback = async (context, cancellationToken) =>
+            {
+                if (context.DnsEndPoint.Port == blackholed.Port)
+                {
+                    Interlocked.Increment(ref connects);
+                    await Task.Delay(Timeout.Infinite, cancellationToken);
+                }
+
+                var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { NoDelay = true };
+                try
+                {
+                    await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+                    return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+                }
+                catch
+                {
+                    socket.Dispose();
+                    throw;
+                }
+            },
+        })));
+        var state = Faults.State(governed, blackholed);
+
+        var results = await Faults.SendSequentialAsync(governed, 6);
+        output.WriteLine($"{Faults.Describe(results)}; connects to the blackholed endpoint: {connects}; its conditions: {state.Conditions}");
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(6, good.RequestCount);
+        Assert.Equal(2, Volatile.Read(ref connects));
+        Assert.True(Faults.Has(state, EndpointConditions.Ejected), $"not ejected after two connect timeouts: {state.Conditions}");
     }
 
     [Fact]
