@@ -187,14 +187,33 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 EndAttempt(attempt);
             }
 
-            if (outcome.Exception is BrokenCircuitException && (exclude?.Count ?? 0) + 1 < call.Service.Endpoints.Candidates.Length)
+            if (outcome.Exception is BrokenCircuitException)
             {
-                exclude = exclude is null ? [endpoint] : [.. exclude, endpoint];
-                continue;
+                // Nothing was sent: another candidate takes the attempt while one is left that this call has not tried
+                // (the tried list may hold endpoints that have left the candidates since, such as one just ejected).
+                List<EndpointState> excluded = exclude is null ? [endpoint] : [.. exclude, endpoint];
+                if (AnyUntried(call.Service.Endpoints.Candidates, excluded))
+                {
+                    exclude = excluded;
+                    continue;
+                }
             }
 
             return Account(call, endpoint, attempt.Physical, attemptNumber, outcome, answeredElsewhere);
         }
+    }
+
+    private static bool AnyUntried(EndpointState[] candidates, List<EndpointState> tried)
+    {
+        foreach (var candidate in candidates)
+        {
+            if (!tried.Contains(candidate))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using Governance.Pipeline;
 using Governance.Telemetry;
 using Governance.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Resilience;
@@ -195,6 +196,112 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         output.WriteLine($"POST answered {(int)response.StatusCode}; flaky received it {Volatile.Read(ref orders) - before} time(s)");
         Assert.Equal(503, (int)response.StatusCode);
         Assert.Equal(1, Volatile.Read(ref orders) - before);
+    }
+
+    [Fact]
+    public async Task Pipeline_RetryTurnedAwayByHalfOpenCircuit_TakenByTheUntriedEndpointThoughTheFirstLeft()
+    {
+        // [a, flaky, c], a policy that picks the endpoint the test prefers, one retry. flaky's circuit is half-open with
+        // its probe held. A call's first attempt goes to a, which takes itself out of the candidates and answers 503; the
+        // retry picks flaky, whose circuit turns it away (nothing sent): c, never tried, takes it. The call's tried list
+        // still holds a, which is no longer a candidate, and must not count as one of them.
+        var flaky = new Flaky();
+        flaky.Server = await LoopbackServer.StartAsync("flaky", flaky.Handle);
+        await using var flakyServer = flaky.Server;
+        var policy = new PreferredPolicy();
+        Governed? governed = null;
+        var leave = false;
+        await using var a = await LoopbackServer.StartAsync("a", context =>
+        {
+            if (Volatile.Read(ref leave))
+            {
+                var runtime = Faults.Runtime(governed!);
+                Assert.True(runtime.Endpoints.All.Single(s => s.Endpoint.Address.Port == context.Connection.LocalPort).SetAvailable(false));
+                runtime.Refresh();
+                policy.Preferred = flaky.Server.Port;
+                context.Response.StatusCode = 503;
+            }
+
+            return Task.CompletedTask;
+        });
+        await using var c = await LoopbackServer.StartAsync("c");
+        var time = new ObservedTimeProvider();
+        var settings = Faults.Settings(a, flaky.Server, c)
+            .With("LoadBalancer:Policy", policy.Name)
+            .With("OutlierDetection:Enabled", false)
+            .With("CircuitBreaker:MinimumThroughput", MinimumThroughput)
+            .With("CircuitBreaker:FailureRatio", 0.5)
+            .With("CircuitBreaker:BreakDuration", BreakDuration)
+            .With("Retry:MaxRetries", 1)
+            .With("Retry:BaseDelay", TimeSpan.Zero)
+            .With("Retry:MaxDelay", TimeSpan.Zero);
+        governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time).AddSingleton<Governance.LoadBalancing.ILoadBalancingPolicy>(policy));
+        await using var disposeGoverned = governed;
+        var flakyState = Faults.State(governed, flaky.Server);
+
+        // flaky's circuit opens (its 503s are retried on a or c), then it is readmitted and its probe held.
+        policy.Preferred = flaky.Server.Port;
+        for (var i = 0; i < 40 && !Faults.Has(flakyState, EndpointConditions.CircuitOpen); i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        Assert.True(Faults.Has(flakyState, EndpointConditions.CircuitOpen), $"circuit not open: {flakyState.Conditions}");
+        await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+        time.Advance(BreakDuration);
+        flaky.Hold = true;
+        var arrival = flaky.Held.NextArrivalAsync();
+        var probe = Faults.TryGetAsync(governed);
+        Assert.True(await arrival, "the half-open probe did not arrive");
+        try
+        {
+            policy.Preferred = a.Port;
+            Volatile.Write(ref leave, true);
+            var aBefore = a.RequestCount;
+            var result = await Faults.TryGetAsync(governed);
+            output.WriteLine($"call: {result}; a received {a.RequestCount}, c {c.RequestCount}");
+            Assert.True(result.Succeeded, result.ToString());
+            Assert.Equal("c", result.Server);
+            Assert.Equal(aBefore + 1, a.RequestCount);
+        }
+        finally
+        {
+            flaky.Held.Release();
+        }
+
+        Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
+    }
+
+    /// <summary>Picks the endpoint whose port is <see cref="Preferred"/> when it is a candidate, else the first.</summary>
+    private sealed class PreferredPolicy : Governance.LoadBalancing.ILoadBalancingPolicy
+    {
+        private volatile int _preferred;
+
+        public string Name => "PreferredForTests";
+
+        public int Preferred
+        {
+            get => _preferred;
+            set => _preferred = value;
+        }
+
+        public Governance.LoadBalancing.IEndpointPicker CreatePicker(Governance.LoadBalancing.EndpointPickerContext context) => new Picker(this, context.Endpoints);
+
+        private sealed class Picker(PreferredPolicy policy, IReadOnlyList<ServiceEndpoint> endpoints) : Governance.LoadBalancing.IEndpointPicker
+        {
+            public int Pick(in Governance.LoadBalancing.PickContext context)
+            {
+                for (var i = 0; i < endpoints.Count; i++)
+                {
+                    if (endpoints[i].Address.Port == policy.Preferred)
+                    {
+                        return i;
+                    }
+                }
+
+                return endpoints.Count > 0 ? 0 : -1;
+            }
+        }
     }
 
     [Fact]
