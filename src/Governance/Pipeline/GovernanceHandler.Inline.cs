@@ -220,8 +220,18 @@ internal sealed partial class GovernanceHandler
     /// </summary>
     private static async ValueTask<AttemptResult> RecordThenAccountAsync(GovernedCall call, EndpointState endpoint, Uri physical, Outcome<HttpResponseMessage> outcome, ValueTask recorded)
     {
-        await recorded.ConfigureAwait(false);
-        return Account(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere: false);
+        try
+        {
+            await recorded.ConfigureAwait(false);
+        }
+        catch
+        {
+            // As on the synchronous path (FinishFirstAttempt): the call fails with it, the response is not left open.
+            outcome.Result?.Dispose();
+            throw;
+        }
+
+        return AccountOrDispose(call, endpoint, physical, attemptNumber: 1, outcome, answeredElsewhere: false);
     }
 
     /// <summary>The rest of a call whose first attempt is <paramref name="pending"/>: the retry phase when due, then the end of the call.</summary>

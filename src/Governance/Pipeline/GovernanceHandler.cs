@@ -161,7 +161,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     answeredElsewhere = Redirects.LeftEndpoint(call.Request, attempt.Physical, endpoint);
                     if (breaker is not null && !answeredElsewhere)
                     {
-                        await breaker.RecordAsync(outcome, call.Activity).ConfigureAwait(false);
+                        await RecordAsync(breaker, outcome, call.Activity).ConfigureAwait(false);
                     }
                 }
                 else
@@ -199,7 +199,39 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 }
             }
 
-            return Account(call, endpoint, attempt.Physical, attemptNumber, outcome, answeredElsewhere);
+            return AccountOrDispose(call, endpoint, attempt.Physical, attemptNumber, outcome, answeredElsewhere);
+        }
+    }
+
+    /// <summary>
+    /// The breaker counts an attempt's outcome; when code it calls back fails (a custom policy's picker rebuilt as the
+    /// circuit opens, a logger), the call fails with that and the attempt's response is disposed, not left holding its
+    /// connection.
+    /// </summary>
+    private static async ValueTask RecordAsync(EndpointBreaker breaker, Outcome<HttpResponseMessage> outcome, System.Diagnostics.Activity? span)
+    {
+        try
+        {
+            await breaker.RecordAsync(outcome, span).ConfigureAwait(false);
+        }
+        catch
+        {
+            outcome.Result?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary><see cref="Account"/>, disposing the attempt's response when code it calls back fails (see <see cref="RecordAsync"/>).</summary>
+    private static AttemptResult AccountOrDispose(GovernedCall call, EndpointState endpoint, Uri physical, int attemptNumber, Outcome<HttpResponseMessage> outcome, bool answeredElsewhere)
+    {
+        try
+        {
+            return Account(call, endpoint, physical, attemptNumber, outcome, answeredElsewhere);
+        }
+        catch
+        {
+            outcome.Result?.Dispose();
+            throw;
         }
     }
 

@@ -48,6 +48,37 @@ public sealed class FailureContainmentTests
     }
 
     [Fact]
+    public async Task SendAsync_PickerRebuildThrowsWhileARetryIsCounted_CallFailsWithItAndEveryResponseIsDisposed()
+    {
+        // One endpoint answering 503, one retry: the first 503 is retried (Polly disposes it), the second ejects "bad"
+        // (Consecutive5xx 2), and the custom policy throws on that rebuild. The call fails with that failure, and the
+        // second response is disposed too, not left holding its connection.
+        await using var bad = await Faults.StartStatusAsync("bad", 503);
+        var policy = new BrokenRebuildPolicy();
+        var settings = Governed.Service(Faults.Service, policy.Name, bad);
+        settings[$"Services:{Faults.Service}:Retry:MaxRetries"] = "1";
+        settings[$"Services:{Faults.Service}:Retry:BaseDelay"] = "00:00:00";
+        settings[$"Services:{Faults.Service}:Retry:MaxDelay"] = "00:00:00";
+        settings[$"Services:{Faults.Service}:CircuitBreaker:Enabled"] = "false";
+        settings[$"Services:{Faults.Service}:OutlierDetection:Consecutive5xx"] = "2";
+        settings[$"Services:{Faults.Service}:OutlierDetection:MaxEjectionPercent"] = "100";
+        var responses = 0;
+        var disposed = 0;
+        await using var governed = Governed.Create(settings, services => services
+            .AddSingleton<ILoadBalancingPolicy>(policy)
+            .ConfigureHttpClientDefaults(b => b.ConfigurePrimaryHttpMessageHandler(() => new TrackingHandler(
+                () => Interlocked.Increment(ref responses),
+                () => Interlocked.Increment(ref disposed)) { InnerHandler = new SocketsHttpHandler() })));
+
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard));
+
+        Assert.Equal(BrokenRebuildPolicy.Message, ex.Message);
+        Assert.Equal(2, bad.RequestCount);
+        Assert.Equal(2, Volatile.Read(ref responses));
+        Assert.Equal(2, Volatile.Read(ref disposed));
+    }
+
+    [Fact]
     public async Task Readmission_PickerRebuildThrowsInTheTimer_LoggedInsteadOfEndingTheProcess()
     {
         // An ejection (the policy builds fine then), and its readmission timer fires while the policy fails to build: on
@@ -113,6 +144,42 @@ public sealed class FailureContainmentTests
     }
 
     /// <summary>Always picks the first endpoint; building a picker fails after the first build until <see cref="Fixed"/>.</summary>
+    /// <summary>Under governance, above the socket: counts responses and the disposal of each one's content.</summary>
+    private sealed class TrackingHandler(Action answered, Action disposed) : DelegatingHandler
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            answered();
+            response.Content = new TrackedContent(response.Content, disposed);
+            return response;
+        }
+
+        private sealed class TrackedContent(HttpContent inner, Action disposed) : HttpContent
+        {
+            private int _disposed;
+
+            protected override Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context) => inner.CopyToAsync(stream);
+
+            protected override bool TryComputeLength(out long length)
+            {
+                length = 0;
+                return false;
+            }
+
+            protected override void Dispose(bool disposing)
+            {
+                if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
+                {
+                    disposed();
+                    inner.Dispose();
+                }
+
+                base.Dispose(disposing);
+            }
+        }
+    }
+
     private sealed class BrokenRebuildPolicy : ILoadBalancingPolicy
     {
         public const string Message = "picker build failed";
