@@ -88,8 +88,8 @@ internal sealed class GovernanceRegistration
     }
 
     /// <summary>
-    /// The default section for a client that opts in (<c>IHttpClientBuilder.AddMeshGovernance()</c>), unless a
-    /// service-collection overload names a source, before or after this call.
+    /// The default section for a client that opts in (<c>IHttpClientBuilder.AddMeshGovernance()</c>), unless an
+    /// <see cref="IConfiguration"/> overload names a section, before or after this call (code configuration adds to it).
     /// </summary>
     public void AddProvisionalDefaultConfiguration(IServiceCollection services)
     {
@@ -116,10 +116,8 @@ internal sealed class GovernanceRegistration
 
     public void AddCodeConfiguration(IServiceCollection services, Action<GovernanceOptions> configure)
     {
-        WithdrawProvisional(services);
-        _hasNamedSource = true;
-
-        // After every configuration source, whatever the order of the calls (a source added later would otherwise clear
+        // Code adds to whatever sections are bound (it names no source: an opted-in client keeps the default section),
+        // after every configuration source, whatever the order of the calls (a source added later would otherwise clear
         // the endpoints this code lists and overwrite its values). The same delegate passed again runs once; different
         // delegates all run, in the order they were given.
         if (_codeConfigurations.Add(configure))

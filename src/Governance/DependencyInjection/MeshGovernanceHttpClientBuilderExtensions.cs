@@ -9,8 +9,9 @@ public static class MeshGovernanceHttpClientBuilderExtensions
     /// Governs this client only (other clients stay ungoverned unless
     /// <see cref="MeshGovernanceServiceCollectionExtensions.AddMeshGovernance(IServiceCollection)"/> is also called).
     /// Configuration comes from the <c>MeshGovernance</c> section of the application's configuration unless an
-    /// <c>AddMeshGovernance</c> overload on the service collection names a source, before or after this call. The governance handler is
-    /// the outermost handler of the client and is added once however often this is called.
+    /// <c>AddMeshGovernance(IConfiguration)</c> overload (on the service collection or a client builder) names another
+    /// section, before or after this call; code configuration (the <c>Action</c> overloads) adds to it. The governance
+    /// handler is the outermost handler of the client and is added once however often this is called.
     /// </summary>
     /// <param name="builder">The client builder.</param>
     /// <returns><paramref name="builder"/>, for chaining.</returns>
@@ -27,7 +28,8 @@ public static class MeshGovernanceHttpClientBuilderExtensions
     /// Governs this client only, configured from <paramref name="configuration"/> (the section that holds
     /// <c>Application</c>, <c>Defaults</c> and <c>Services</c>, reloading when it changes), without governing any other
     /// client. Governance is one per service provider: every governed client shares its services and settings, so a
-    /// second client opting in with another section adds that section's settings to the same governance. The handler is
+    /// second client opting in with another section adds that section's settings to the same governance (a client that
+    /// opted in without naming a section then no longer binds the default one). The handler is
     /// the outermost handler of the client and is added once however often this is called.
     /// </summary>
     /// <param name="builder">The client builder.</param>
@@ -43,8 +45,9 @@ public static class MeshGovernanceHttpClientBuilderExtensions
     }
 
     /// <summary>
-    /// Governs this client only, configured in code (the delegate runs after every configuration source), without
-    /// governing any other client. Governance is one per service provider: every governed client shares its services
+    /// Governs this client only, configured in code (the delegate runs after every configuration source and adds to what
+    /// they bind, the default section of a client opted in with the parameterless overload included), without governing
+    /// any other client. Governance is one per service provider: every governed client shares its services
     /// and settings. The handler is the outermost handler of the client and is added once however often this is called.
     /// </summary>
     /// <param name="builder">The client builder.</param>

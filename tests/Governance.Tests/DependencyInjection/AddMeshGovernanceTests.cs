@@ -195,6 +195,40 @@ public sealed class AddMeshGovernanceTests
         Assert.Equal("RoundRobin", service.Settings.Policy.Name);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void HttpClientBuilderAddMeshGovernance_ParameterlessAndCode_BindsTheDefaultSectionAndRunsTheCode(bool codeFirst)
+    {
+        // Opt-in mode: code adds to the default section the parameterless overload binds (it used to replace it, leaving
+        // governance with only what the code set up and sending every other logical host to DNS).
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["MeshGovernance:Services:orders:Endpoints:0"] = "http://127.0.0.1:5003",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        Action<GovernanceOptions> code = o => o.Services["catalog"].LoadBalancer = new LoadBalancerOptions { Policy = "RoundRobin" };
+        var client = services.AddHttpClient("named");
+        if (codeFirst)
+        {
+            client.AddMeshGovernance(code).AddMeshGovernance();
+        }
+        else
+        {
+            client.AddMeshGovernance().AddMeshGovernance(code);
+        }
+
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        Assert.True(runtime.TryGetService("catalog", out var catalog), "the default section was not bound");
+        Assert.Equal("http://127.0.0.1:5001", Assert.Single(catalog.Endpoints.All).Authority);
+        Assert.Equal("RoundRobin", catalog.Settings.Policy.Name);
+        Assert.True(runtime.TryGetService("orders", out _));
+    }
+
     [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {
