@@ -161,7 +161,7 @@ public sealed class RateLimitOptions
     /// <summary>Gets or sets the sustained calls per second, 1 or more (not used by <c>Concurrency</c>). Default: 100.</summary>
     public int? PermitsPerSecond { get; set; }
 
-    /// <summary>Gets or sets the bucket size of <c>TokenBucket</c> (calls admitted at once; at least <see cref="PermitsPerSecond"/> / 1000, rounded up) or the limit of <c>Concurrency</c>, 1 or more. Default: <see cref="PermitsPerSecond"/>.</summary>
+    /// <summary>Gets or sets the bucket size of <c>TokenBucket</c> (calls admitted at once; at least <see cref="PermitsPerSecond"/> / 1000, rounded up) or the limit of <c>Concurrency</c>, 1 or more. Default: <see cref="PermitsPerSecond"/>; 100 for <c>Concurrency</c>, whatever <see cref="PermitsPerSecond"/> says.</summary>
     public int? Burst { get; set; }
 
     /// <summary>Gets or sets the calls that may wait for a permit instead of being rejected, 0 or more. Default: 0.</summary>

@@ -143,11 +143,15 @@ internal sealed record ResilienceSettings(
         // The service's own keys turn the limit on even when Defaults turned it off; its own Enabled has the last word.
         if (rl?.Enabled ?? (IsSet(rl) || (drl?.Enabled ?? IsSet(drl))))
         {
+            var algorithm = (rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm).Trim();
             var permits = rl?.PermitsPerSecond ?? drl?.PermitsPerSecond ?? ResilienceConstants.PermitsPerSecond;
+
+            // A concurrency limit is Burst alone: a rate (inherited from Defaults for another algorithm) never becomes one.
+            var isConcurrency = string.Equals(algorithm, "Concurrency", StringComparison.OrdinalIgnoreCase);
             rateLimit = new RateLimitSettings(
-                (rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm).Trim(),
+                algorithm,
                 permits,
-                rl?.Burst ?? drl?.Burst ?? permits,
+                rl?.Burst ?? drl?.Burst ?? (isConcurrency ? ResilienceConstants.PermitsPerSecond : permits),
                 rl?.QueueLimit ?? drl?.QueueLimit ?? ResilienceConstants.QueueLimit);
         }
 

@@ -13,6 +13,24 @@ namespace Governance.Tests.Resilience;
 public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
 {
     [Theory]
+    [InlineData(null, 100)] // no Burst anywhere: 100 in flight, not the 5,000 calls a second Defaults sets for other algorithms
+    [InlineData("7", 7)]
+    public void Settings_ConcurrencyUnderDefaultsWithARate_InFlightLimitIsBurstNeverTheRate(string? burst, int expected)
+    {
+        var defaults = new Governance.Configuration.ServiceOptions { RateLimit = new Governance.Configuration.RateLimitOptions { PermitsPerSecond = 5000 } };
+        var service = new Governance.Configuration.ServiceOptions
+        {
+            RateLimit = new Governance.Configuration.RateLimitOptions { Algorithm = "Concurrency", Burst = burst is null ? null : int.Parse(burst, System.Globalization.CultureInfo.InvariantCulture) },
+        };
+
+        var settings = Governance.Resilience.ResilienceSettings.Create(service, defaults);
+        using var limiter = Governance.RateLimiting.RateLimiterFactory.Create(settings.RateLimit!);
+
+        Assert.Equal(expected, settings.RateLimit!.Burst);
+        Assert.Equal(expected, limiter.GetStatistics()!.CurrentAvailablePermits);
+    }
+
+    [Theory]
     [InlineData(100, 100, 100)] // a tenth of the rate ten times a second
     [InlineData(5, 5, 200)] // under ten a second: one token at a time
     [InlineData(100, 1, 10)] // a bucket smaller than a tenth of the rate: full-bucket refills, as often as the rate needs
