@@ -15,7 +15,7 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
     /// <param name="weight">Relative share of traffic, 1 or more. Default 1.</param>
     /// <param name="zone">Zone (availability zone, rack, locality) the endpoint runs in; <see langword="null"/> when unknown. Surrounding blanks are trimmed, and a blank zone is unknown.</param>
     /// <param name="metadata">Free-form labels such as <c>version</c>; empty when <see langword="null"/>. Copied (a frozen dictionary is kept as it is), so a later change to the caller's dictionary does not change the endpoint.</param>
-    /// <exception cref="ArgumentException"><paramref name="address"/> is not an absolute http(s) URI.</exception>
+    /// <exception cref="ArgumentException"><paramref name="address"/> is not an absolute http(s) URI, or carries user information (which would reach logs and request URIs).</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="weight"/> is less than 1.</exception>
     public ServiceEndpoint(Uri address, int weight = 1, string? zone = null, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -23,6 +23,12 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
         if (!address.IsAbsoluteUri || (address.Scheme != Uri.UriSchemeHttp && address.Scheme != Uri.UriSchemeHttps))
         {
             throw new ArgumentException($"'{address}' is not an absolute http or https URI.", nameof(address));
+        }
+
+        if (address.UserInfo.Length > 0)
+        {
+            // Not echoed: it may hold a password.
+            throw new ArgumentException("An endpoint address must not carry user information.", nameof(address));
         }
 
         ArgumentOutOfRangeException.ThrowIfLessThan(weight, 1);
@@ -48,7 +54,7 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
     /// <summary>Gets the endpoint's labels (never <see langword="null"/>).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    /// <summary>Gets <c>scheme://host:port</c> of <see cref="Address"/>, which identifies the endpoint.</summary>
+    /// <summary>Gets <c>scheme://host:port</c> of <see cref="Address"/> (without the port when it is the scheme's default), which identifies the endpoint.</summary>
     public string Authority { get; }
 
     /// <inheritdoc />
@@ -81,6 +87,12 @@ public sealed class ServiceEndpoint : IEquatable<ServiceEndpoint>
             return false;
         }
 
+        // Both ways, so that two dictionaries with different key comparers compare the same whichever is asked.
+        return Contains(a, b) && Contains(b, a);
+    }
+
+    private static bool Contains(IReadOnlyDictionary<string, string> a, IReadOnlyDictionary<string, string> b)
+    {
         foreach (var pair in a)
         {
             if (!b.TryGetValue(pair.Key, out var value) || !string.Equals(value, pair.Value, StringComparison.Ordinal))

@@ -23,4 +23,23 @@ public sealed class ServiceEndpointTests
         Assert.Equal("eu-west-1a", new ServiceEndpoint(new Uri("http://10.0.0.5:8080"), zone: " eu-west-1a ").Zone);
         Assert.Null(new ServiceEndpoint(new Uri("http://10.0.0.5:8080"), zone: "  ").Zone);
     }
+
+    [Fact]
+    public void Equals_MetadataWithDifferentKeyComparers_SameAnswerBothWays()
+    {
+        var insensitive = new ServiceEndpoint(new Uri("http://10.0.0.5:8080"), metadata: new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase) { ["Version"] = "v1" });
+        var ordinal = new ServiceEndpoint(new Uri("http://10.0.0.5:8080"), metadata: new Dictionary<string, string>(StringComparer.Ordinal) { ["version"] = "v1" });
+
+        Assert.Equal(insensitive.Equals(ordinal), ordinal.Equals(insensitive));
+        Assert.False(ordinal.Equals(insensitive));
+    }
+
+    [Fact]
+    public void Ctor_AddressWithUserInformation_RejectedWithoutEchoingIt()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => new ServiceEndpoint(new Uri("http://admin:s3cret@10.0.0.5:8080")));
+
+        Assert.Equal("address", ex.ParamName);
+        Assert.DoesNotContain("s3cret", ex.Message, StringComparison.Ordinal);
+    }
 }
