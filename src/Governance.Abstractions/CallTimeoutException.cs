@@ -3,7 +3,8 @@ namespace Governance;
 /// <summary>
 /// Thrown when a governed call to a service does not complete in time: its total timeout (<c>Timeout:Total</c>,
 /// retries and their delays included) expired, or its last allowed attempt ran out of its attempt timeout
-/// (<c>Timeout:PerAttempt</c>) with no retry left. <see cref="Timeout"/> says which limit expired.
+/// (<c>Timeout:PerAttempt</c>) with no retry left. <see cref="Timeout"/> is the length of the limit that expired (the two
+/// cannot be told apart by it when they are configured equal).
 /// </summary>
 public sealed class CallTimeoutException : GovernanceException
 {

@@ -57,7 +57,7 @@ public sealed class TimeoutOptions
     /// <summary>
     /// Gets or sets a value indicating whether governance bounds calls and attempts in time. <see langword="false"/> turns
     /// off both <see cref="Total"/> and <see cref="PerAttempt"/>: calls then end only when the caller's token is cancelled
-    /// (for an <see cref="System.Net.Http.HttpClient"/>, its own <c>Timeout</c>, 100 s unless set), which suits
+    /// (the caller's own deadline; for .NET's <c>HttpClient</c>, its <c>Timeout</c>, 100 s unless set), which suits
     /// long-polling services whose response headers may take unbounded time. (Streamed bodies need nothing: every stage
     /// ends when the response headers arrive.) Default: <see langword="true"/>.
     /// </summary>

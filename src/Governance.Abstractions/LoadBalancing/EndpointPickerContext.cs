@@ -10,10 +10,12 @@ public sealed class EndpointPickerContext
     /// <param name="endpoints">The endpoints to pick from (at least one).</param>
     /// <param name="load">Live in-flight counts of <paramref name="endpoints"/>, index for index.</param>
     /// <param name="options">The service's effective load-balancer settings (defaults already applied).</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="endpoints"/> is empty.</exception>
     public EndpointPickerContext(string serviceName, IReadOnlyList<ServiceEndpoint> endpoints, IEndpointLoad load, LoadBalancerOptions options)
     {
         ArgumentException.ThrowIfNullOrEmpty(serviceName);
         ArgumentNullException.ThrowIfNull(endpoints);
+        ArgumentOutOfRangeException.ThrowIfZero(endpoints.Count, nameof(endpoints));
         ArgumentNullException.ThrowIfNull(load);
         ArgumentNullException.ThrowIfNull(options);
         ServiceName = serviceName;
