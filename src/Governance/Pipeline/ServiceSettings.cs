@@ -17,6 +17,9 @@ internal sealed class ServiceSettings
         Discovery = discovery;
         Policy = policy;
         LoadBalancer = loadBalancer;
+
+        // Read once: the options object is handed to custom policies and providers, whose writes must not reroute calls.
+        HashHeader = loadBalancer.HashHeader;
         LocalZone = localZone;
     }
 
@@ -31,7 +34,8 @@ internal sealed class ServiceSettings
 
     public LoadBalancerOptions LoadBalancer { get; }
 
-    public string? HashHeader => LoadBalancer.HashHeader;
+    /// <summary>Gets the header whose value is a request's hash key, as validated (not re-read from <see cref="LoadBalancer"/>).</summary>
+    public string? HashHeader { get; }
 
     public string? LocalZone { get; }
 
