@@ -652,17 +652,30 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
         else
         {
-            if (!ReferenceEquals(endpoints, _lastEndpoints))
+            var answered = !ReferenceEquals(endpoints, _lastEndpoints);
+            if (answered)
             {
                 _lastEndpoints = endpoints;
                 Instrumentation.RecordDiscovery(settings.Name, settings.Discovery.Name, error: false);
             }
 
-            var states = new EndpointState[endpoints.Count];
+            var states = new List<EndpointState>(endpoints.Count);
             var live = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-            for (var i = 0; i < states.Length; i++)
+            for (var i = 0; i < endpoints.Count; i++)
             {
                 var endpoint = endpoints[i];
+                if (!live.Add(endpoint.Authority))
+                {
+                    // A provider listed one address twice (static configuration and Consul never do): it is one endpoint,
+                    // used once as first listed, or it would take twice its share and count twice towards every percentage.
+                    if (answered)
+                    {
+                        LogDuplicateEndpoint(_logger, settings.Name, settings.Discovery.Name, endpoint.Authority);
+                    }
+
+                    continue;
+                }
+
                 if (!_states.TryGetValue(endpoint.Authority, out var state))
                 {
                     state = new EndpointState(endpoint);
@@ -681,8 +694,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                     state.Set(EndpointConditions.FailedHealthCheck, false);
                 }
 
-                states[i] = state;
-                live.Add(endpoint.Authority);
+                states.Add(state);
             }
 
             // Forget endpoints that left; requests still in flight to them hold their own reference.
@@ -694,7 +706,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 }
             }
 
-            set = EndpointSet.Create(settings.Name, states, settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
+            set = EndpointSet.Create(settings.Name, [.. states], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
         }
 
         return new ServiceState(settings, policy, set);
@@ -744,6 +756,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     [LoggerMessage(GovernanceEventIds.EndpointSetRebuildFailed, LogLevel.Error, "Service {Service}: its endpoint set could not be rebuilt (a custom load-balancing policy failed?); it keeps the current one until the next change")]
     private static partial void LogRebuildFailed(ILogger logger, string service, Exception exception);
+
+    [LoggerMessage(GovernanceEventIds.DuplicateEndpoint, LogLevel.Warning, "Service {Service}: discovery ({Discovery}) listed endpoint {Endpoint} more than once; it is used once, as first listed")]
+    private static partial void LogDuplicateEndpoint(ILogger logger, string service, string discovery, string endpoint);
 
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);

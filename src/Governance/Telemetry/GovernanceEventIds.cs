@@ -15,6 +15,7 @@ internal static class GovernanceEventIds
     public const int EndpointsChanged = 1100;
     public const int EndpointSetRebuildFailed = 1101;
     public const int WatcherDisposeFailed = 1102;
+    public const int DuplicateEndpoint = 1103;
 
     // Consul discovery (1110-1129).
     public const int ConsulQueryFailed = 1110;

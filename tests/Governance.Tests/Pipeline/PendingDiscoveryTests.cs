@@ -2,6 +2,7 @@ using Governance.Configuration;
 using Governance.Discovery;
 using Governance.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Primitives;
 
 namespace Governance.Tests.Pipeline;
@@ -44,6 +45,35 @@ public sealed class PendingDiscoveryTests
         var ex = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => first.WaitAsync(TimeSpan.FromSeconds(30)));
 
         Assert.Equal("Service 'catalog' has no available endpoint: discovery (Manual) did not resolve the service within 00:00:05", ex.Message);
+    }
+
+    [Fact]
+    public async Task GetAsync_ProviderListsAnEndpointTwice_UsedOnceAndLoggedOnce()
+    {
+        // A custom provider answers [a, a (weight 5), b]: a is one endpoint (first listed, weight 1), so RoundRobin gives a
+        // and b half each, not two thirds and one third; the duplicate is logged once per answer.
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        var provider = new ManualProvider();
+        var logs = new CapturingLoggerProvider();
+        await using var governed = Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Discovery"] = "Manual", ["Services:catalog:LoadBalancer:Policy"] = "RoundRobin" },
+            services => services.AddSingleton<IServiceDiscoveryProvider>(provider).AddLogging(l => l.AddProvider(logs)));
+        provider.Resolve([new ServiceEndpoint(a.Address), new ServiceEndpoint(a.Address, weight: 5), new ServiceEndpoint(b.Address)]);
+
+        for (var i = 0; i < 300; i++)
+        {
+            using var response = await governed.Client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30));
+            response.EnsureSuccessStatusCode();
+        }
+
+        var runtime = Governance.Tests.LoadBalancing.Traffic.Runtime(governed);
+        Assert.Equal(2, runtime.Endpoints.All.Length);
+        Assert.Equal(1, runtime.Endpoints.All.Single(s => s.Endpoint.Address.Port == a.Port).Endpoint.Weight);
+        Assert.Equal(150, a.RequestCount);
+        Assert.Equal(150, b.RequestCount);
+        var warning = Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.DuplicateEndpoint);
+        Assert.Contains(new ServiceEndpoint(a.Address).Authority, warning.Message, StringComparison.Ordinal);
     }
 
     /// <summary>A provider whose single answer the test gives by hand.</summary>

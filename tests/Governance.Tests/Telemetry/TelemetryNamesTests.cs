@@ -53,6 +53,7 @@ public sealed class TelemetryNamesTests
             ["EndpointsChanged"] = 1100,
             ["EndpointSetRebuildFailed"] = 1101,
             ["WatcherDisposeFailed"] = 1102,
+            ["DuplicateEndpoint"] = 1103,
             ["ConsulQueryFailed"] = 1110,
             ["ConsulQueryFailedAgain"] = 1111,
             ["ConsulQueryRecovered"] = 1112,
