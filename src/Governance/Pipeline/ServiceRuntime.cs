@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using System.Diagnostics;
 using Governance.Discovery;
 using Governance.LoadBalancing;
@@ -55,28 +56,30 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
         _spanNames[methods.Length] = $"HTTP {Name}";
         _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
-        IReadOnlyList<ServiceEndpoint>? seen;
+        ServicePolicy? policy = null;
         try
         {
-            var policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
-            seen = _watcher.Current;
+            policy = ServicePolicy.Create(settings.Resilience, time, previous: null);
+            var seen = _watcher.Current;
             _state = Build(settings, policy, _watcher);
+            if (!_state.Set.IsPending)
+            {
+                _resolved.TrySetResult();
+            }
+
+            _watcherRegistration = Subscribe(_watcher);
+            CatchUp(_watcher, seen);
+            StartHealthChecks(settings);
         }
         catch
         {
-            // The service never comes into being: its watcher would run on (a Consul watch until the provider is disposed).
+            // The service never comes into being: its watcher would run on (a Consul watch until the provider is
+            // disposed), and its limiter's replenishment timer for ever.
+            _watcherRegistration?.Dispose();
             _ = DisposeInBackgroundAsync(_watcher);
+            policy?.Dispose();
             throw;
         }
-
-        if (!_state.Set.IsPending)
-        {
-            _resolved.TrySetResult();
-        }
-
-        _watcherRegistration = Subscribe(_watcher);
-        CatchUp(_watcher, seen);
-        StartHealthChecks(settings);
     }
 
     public string Name { get; }
@@ -183,28 +186,34 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     /// <summary>Applies new settings (configuration reload), keeping endpoint states, breakers and ejections that still apply.</summary>
     public void Reconfigure(ServiceSettings settings)
     {
-        IServiceEndpointWatcher? oldWatcher;
-        IDisposable? oldRegistration;
+        // Everything that can fail (the watcher, the policy, the endpoint set with its pickers, the subscription) is built
+        // before anything changes, so a failure leaves the service as it was, still subscribed to its own watcher. Once
+        // the new state is in force, a failure (code called back: a custom policy rebuilding in CatchUp, a logger) no
+        // longer undoes it: the swap is completed, the old watcher and policy retired, and then the failure reported.
+        IServiceEndpointWatcher? oldWatcher = null;
+        IDisposable? oldRegistration = null;
         ServicePolicy? oldPolicy = null;
         ServicePolicy? policy = null;
-
-        // Everything that can fail (the watcher, the policy, the endpoint set with its pickers) is built before anything
-        // changes, so a failure leaves the service as it was, still subscribed to its own watcher.
+        IDisposable? registration = null;
+        var published = false;
+        ExceptionDispatchInfo? failure = null;
         var watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         try
         {
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
-                oldWatcher = _watcher;
                 oldPolicy = _state.Policy;
                 policy = ServicePolicy.Create(settings.Resilience, _time, oldPolicy);
                 var seen = watcher.Current;
                 var state = Build(settings, policy, watcher);
+                registration = Subscribe(watcher);
+                oldWatcher = _watcher;
                 oldRegistration = _watcherRegistration;
                 _watcher = watcher;
+                _watcherRegistration = registration;
+                published = true;
                 Publish(state);
-                _watcherRegistration = Subscribe(_watcher);
                 CatchUp(watcher, seen);
                 if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
                 {
@@ -213,8 +222,13 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 }
             }
         }
+        catch (Exception ex) when (published)
+        {
+            failure = ExceptionDispatchInfo.Capture(ex);
+        }
         catch
         {
+            registration?.Dispose();
             _ = DisposeInBackgroundAsync(watcher);
             if (policy is not null && !ReferenceEquals(policy.Limiter, oldPolicy?.Limiter))
             {
@@ -228,8 +242,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         // and, finding another watcher in force, does nothing (OnEndpointsChanged). Disposed under the lock, the two
         // threads deadlocked (a reload or shutdown while discovery published a change).
         oldRegistration?.Dispose();
-        oldPolicy.Retire(policy);
-        _ = DisposeInBackgroundAsync(oldWatcher);
+        oldPolicy!.Retire(policy);
+        _ = DisposeInBackgroundAsync(oldWatcher!);
+        failure?.Throw();
     }
 
     /// <summary>Disposes a watcher the service no longer uses, off the caller's path; a failure is logged (event 1102), not lost.</summary>

@@ -79,6 +79,36 @@ public sealed class FailureContainmentTests
     }
 
     [Fact]
+    public async Task Reload_NewWatcherCannotBeSubscribedTo_RejectedAndTheLimiterInForceStillServes()
+    {
+        // A reload changes the rate limit (a new limiter) and gets a new discovery watcher whose change token throws. The
+        // reload is rejected as a whole: the service keeps its watcher and its limiter, which must not be disposed (calls
+        // failed with ObjectDisposedException from the disposed limiter in force).
+        await using var server = await LoopbackServer.StartAsync("a");
+        var provider = new SwitchableProvider(new ServiceEndpoint(server.Address));
+        var logs = new CapturingLoggerProvider();
+        var settings = new Dictionary<string, string?>
+        {
+            [$"Services:{Faults.Service}:Discovery"] = provider.Name,
+            [$"Services:{Faults.Service}:RateLimit:PermitsPerSecond"] = "100000",
+        };
+        await using var governed = Governed.Create(settings, services => services
+            .AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(provider)
+            .AddLogging(l => l.AddProvider(logs)));
+        (await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard)).Dispose();
+        var limiter = Faults.Runtime(governed).Policy.Limiter;
+
+        provider.FailSubscriptions = true;
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:RateLimit:PermitsPerSecond"] = "90000";
+        governed.Configuration.Reload();
+
+        Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.ConfigurationReloadRejected);
+        Assert.Same(limiter, Faults.Runtime(governed).Policy.Limiter);
+        using var response = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
+        Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+    }
+
+    [Fact]
     public async Task Readmission_PickerRebuildThrowsInTheTimer_LoggedInsteadOfEndingTheProcess()
     {
         // An ejection (the policy builds fine then), and its readmission timer fires while the policy fails to build: on
@@ -177,6 +207,27 @@ public sealed class FailureContainmentTests
 
                 base.Dispose(disposing);
             }
+        }
+    }
+
+    /// <summary>A provider of one fixed endpoint whose watchers' change tokens throw once <see cref="FailSubscriptions"/> is set.</summary>
+    private sealed class SwitchableProvider(ServiceEndpoint endpoint) : Governance.Discovery.IServiceDiscoveryProvider
+    {
+        public string Name => "Switchable";
+
+        public bool FailSubscriptions { get; set; }
+
+        public Governance.Discovery.IServiceEndpointWatcher Watch(string serviceName, Governance.Configuration.ServiceOptions options) =>
+            new Watcher([endpoint], FailSubscriptions);
+
+        private sealed class Watcher(IReadOnlyList<ServiceEndpoint> endpoints, bool fail) : Governance.Discovery.IServiceEndpointWatcher
+        {
+            public IReadOnlyList<ServiceEndpoint>? Current => endpoints;
+
+            public Microsoft.Extensions.Primitives.IChangeToken GetChangeToken() =>
+                fail ? throw new InvalidOperationException("change token failed") : Microsoft.Extensions.FileProviders.NullChangeToken.Singleton;
+
+            public ValueTask DisposeAsync() => ValueTask.CompletedTask;
         }
     }
 
