@@ -81,10 +81,10 @@ internal sealed partial class GovernanceHandler
         }
 
         TaskCompletionSource<HttpResponseMessage> promise;
-        if (endpoint is null || (!(endpoint.Breaker?.IsClosed ?? true) && !call.Service.Endpoints.IsPanic))
+        if (endpoint is null || (!(endpoint.Breaker?.IsClosed ?? true) && !SentDespiteCircuit(call.Service.Endpoints, endpoint)))
         {
-            // No endpoint, or the pick's circuit is not closed (and the service is not in panic mode, which sends to such
-            // endpoints as to any): the general attempt (inside the breaker), asynchronously.
+            // No endpoint, or the pick's circuit is not closed (and it is not an endpoint panic mode brought back, which is
+            // sent to as any): the general attempt (inside the breaker), asynchronously.
             var first = endpoint is null
                 ? new ValueTask<AttemptResult>(new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null))
                 : AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint);

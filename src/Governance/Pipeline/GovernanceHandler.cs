@@ -151,9 +151,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             bool answeredElsewhere;
             try
             {
-                // In panic mode every endpoint is used again, those whose circuit is open included: the breaker is not
+                // Panic mode uses a level's endpoints again, those whose circuit is open included: their breaker is not
                 // asked (it would turn them away), and it does not count what they answer (see RecordAsync).
-                if (wasClosed || call.Service.Endpoints.IsPanic)
+                if (wasClosed || SentDespiteCircuit(call.Service.Endpoints, endpoint))
                 {
                     // No breaker, or a closed one: send, then let the breaker count the outcome. Counting completes
                     // synchronously unless it trips the circuit.
@@ -234,6 +234,13 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             throw;
         }
     }
+
+    /// <summary>
+    /// Whether an endpoint whose circuit is not closed is sent to without asking its breaker: only one that is out of load
+    /// balancing (its circuit open) and a candidate because its level is in panic mode. One that is back in (half-open)
+    /// gets its single probe through the breaker, panic mode elsewhere or not.
+    /// </summary>
+    private static bool SentDespiteCircuit(EndpointSet set, EndpointState endpoint) => set.IsPanic && !endpoint.IsAvailable;
 
     private static bool AnyUntried(EndpointState[] candidates, List<EndpointState> tried)
     {

@@ -272,6 +272,111 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
     }
 
+    [Fact]
+    public async Task Pipeline_HalfOpenEndpointWhileAnotherZoneIsInPanic_StillGetsASingleProbe()
+    {
+        // Zone z1 (local): flaky and x; z2: r1..r5. flaky's circuit opens, then x and r2..r5 are taken out and
+        // flaky is readmitted half-open: z1 has 1 of 2 available (health 0.7, not in panic at 50%), z2 1 of 5 (0.28, in
+        // panic). The service is degraded and z2 is in panic, but flaky is back in load balancing: its circuit lets one
+        // probe through and turns the other calls away (they go elsewhere), instead of sending them all past the breaker.
+        var flaky = new Flaky();
+        flaky.Server = await LoopbackServer.StartAsync("flaky", flaky.Handle);
+        await using var flakyServer = flaky.Server;
+        await using var x = await LoopbackServer.StartAsync("x");
+        var remote = new List<LoopbackServer>();
+        try
+        {
+            for (var i = 1; i <= 5; i++)
+            {
+                remote.Add(await LoopbackServer.StartAsync($"r{i}"));
+            }
+
+            var policy = new PreferredPolicy { Preferred = flaky.Server.Port };
+            var time = new ObservedTimeProvider();
+            var settings = new Dictionary<string, string?>
+            {
+                ["Application:Zone"] = "z1",
+                [$"Services:{Faults.Service}:LoadBalancer:Policy"] = policy.Name,
+                [$"Services:{Faults.Service}:OutlierDetection:Enabled"] = "false",
+                [$"Services:{Faults.Service}:CircuitBreaker:MinimumThroughput"] = MinimumThroughput.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                [$"Services:{Faults.Service}:CircuitBreaker:BreakDuration"] = BreakDuration.ToString(),
+                [$"Services:{Faults.Service}:Retry:BaseDelay"] = "00:00:00",
+                [$"Services:{Faults.Service}:Retry:MaxDelay"] = "00:00:00",
+            };
+            var servers = new List<(LoopbackServer Server, string Zone)> { (flaky.Server, "z1"), (x, "z1") };
+            servers.AddRange(remote.Select(r => (r, "z2")));
+            for (var i = 0; i < servers.Count; i++)
+            {
+                settings[$"Services:{Faults.Service}:Endpoints:{i}:Address"] = servers[i].Server.Address.ToString();
+                settings[$"Services:{Faults.Service}:Endpoints:{i}:Zone"] = servers[i].Zone;
+            }
+
+            await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time).AddSingleton<Governance.LoadBalancing.ILoadBalancingPolicy>(policy));
+            var runtime = Faults.Runtime(governed);
+            var flakyState = Faults.State(governed, flaky.Server);
+            for (var i = 0; i < 40 && !Faults.Has(flakyState, EndpointConditions.CircuitOpen); i++)
+            {
+                Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+            }
+
+            Assert.True(Faults.Has(flakyState, EndpointConditions.CircuitOpen), $"circuit not open: {flakyState.Conditions}");
+            foreach (var down in new[] { x }.Concat(remote.Skip(1)))
+            {
+                // Out of load balancing as by an open circuit (health checks are off: a rebuild would clear that flag).
+                Faults.State(governed, down).Set(EndpointConditions.CircuitOpen, true);
+            }
+
+            await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
+            flaky.Hold = true;
+            time.Advance(BreakDuration); // readmitted half-open; the set is rebuilt with the conditions above
+            Assert.True(runtime.Endpoints.IsPanic, $"z2 is not in panic: the scenario does not hold: {string.Join(", ", runtime.Endpoints.All.Select(e => $"{e.Authority} {e.Endpoint.Zone} {e.Conditions}"))} share {runtime.Endpoints.LocalShare}");
+            Assert.True(flakyState.IsAvailable);
+
+            // The first call that reaches flaky is its probe, held there; every later call must be answered elsewhere.
+            var arrival = flaky.Held.NextArrivalAsync();
+            Task<CallResult>? probe = null;
+            for (var i = 0; i < 20 && probe is null; i++)
+            {
+                var call = Faults.TryGetAsync(governed);
+                if (await Task.WhenAny(call, arrival).WaitAsync(Faults.Guard) == arrival)
+                {
+                    probe = call;
+                }
+                else
+                {
+                    Assert.True((await call).Succeeded);
+                }
+            }
+
+            Assert.NotNull(probe);
+            try
+            {
+                for (var i = 0; i < 10; i++)
+                {
+                    // Bounded: a call sent past the breaker to flaky would be held there until the probe is released.
+                    var result = await Faults.TryGetAsync(governed).WaitAsync(TimeSpan.FromSeconds(10));
+                    Assert.True(result.Succeeded, result.ToString());
+                    Assert.NotEqual("flaky", result.Server);
+                }
+
+                Assert.Equal(1, flaky.Held.Count);
+            }
+            finally
+            {
+                flaky.Held.Release();
+            }
+
+            Assert.True((await probe.WaitAsync(Faults.Guard)).Succeeded);
+        }
+        finally
+        {
+            foreach (var server in remote)
+            {
+                await server.DisposeAsync();
+            }
+        }
+    }
+
     /// <summary>Picks the endpoint whose port is <see cref="Preferred"/> when it is a candidate, else the first.</summary>
     private sealed class PreferredPolicy : Governance.LoadBalancing.ILoadBalancingPolicy
     {
