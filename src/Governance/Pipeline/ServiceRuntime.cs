@@ -388,7 +388,26 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }, endpoint);
         if (marked)
         {
+            RefreshOrLog();
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Refresh"/> for a circuit transition, which Polly runs inside a call (the attempt that opened or closed
+    /// it): a rebuild that fails (a custom policy's picker) is logged (event 1101) and the current set kept, as after
+    /// a readmission timer; the call keeps its own outcome, whose response would otherwise be lost inside Polly.
+    /// </summary>
+    private void RefreshOrLog()
+    {
+        try
+        {
             Refresh();
+        }
+#pragma warning disable CA1031 // The service keeps its current endpoint set; the next change rebuilds it.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogRebuildFailed(_logger, Name, ex);
         }
     }
 
@@ -400,7 +419,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         GovernanceInstrumentation.CircuitEvent(span, endpoint, "closed");
         if (endpoint.Set(EndpointConditions.CircuitOpen, false))
         {
-            Refresh();
+            RefreshOrLog();
         }
     }
 

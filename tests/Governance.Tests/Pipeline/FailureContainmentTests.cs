@@ -79,6 +79,32 @@ public sealed class FailureContainmentTests
     }
 
     [Fact]
+    public async Task SendAsync_PickerRebuildThrowsAsACircuitOpens_LoggedAndTheCallKeepsItsAnswer()
+    {
+        // The fourth 503 opens the circuit (Polly runs the transition inside that call), and the custom policy throws on
+        // the rebuild it causes: logged (1101), the current endpoint set kept, and the call answered with its 503
+        // (inside Polly, a failure there would lose the response).
+        await using var bad = await Faults.StartStatusAsync("bad", 503);
+        var policy = new BrokenRebuildPolicy();
+        var logs = new CapturingLoggerProvider();
+        var settings = Governed.Service(Faults.Service, policy.Name, bad);
+        settings[$"Services:{Faults.Service}:Retry:MaxRetries"] = "0";
+        settings[$"Services:{Faults.Service}:OutlierDetection:Enabled"] = "false";
+        settings[$"Services:{Faults.Service}:CircuitBreaker:MinimumThroughput"] = "4";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy>(policy).AddLogging(l => l.AddProvider(logs)));
+
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard);
+            Assert.Equal(503, (int)response.StatusCode);
+        }
+
+        Assert.True(Faults.Has(Faults.State(governed, bad), EndpointConditions.CircuitOpen));
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.EndpointSetRebuildFailed);
+        Assert.Equal(LogLevel.Error, failed.Level);
+    }
+
+    [Fact]
     public async Task Reload_NewWatcherCannotBeSubscribedTo_RejectedAndTheLimiterInForceStillServes()
     {
         // A reload changes the rate limit (a new limiter) and gets a new discovery watcher whose change token throws. The
