@@ -23,12 +23,12 @@ internal sealed class EndpointSet
     private readonly EndpointGroup? _local;
     private readonly EndpointGroup? _remote;
 
-    private EndpointSet(EndpointState[] all, EndpointState[] candidates, bool isPanic, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason, bool isPending = false)
+    private EndpointSet(EndpointState[] all, EndpointState[] candidates, PanicLevel? panic, EndpointGroup? local, EndpointGroup? remote, double localShare, string emptyReason, bool isPending = false)
     {
         IsPending = isPending;
         All = all;
         Candidates = candidates;
-        IsPanic = isPanic;
+        Panic = panic;
         _local = local;
         _remote = remote;
         LocalShare = localShare;
@@ -41,7 +41,10 @@ internal sealed class EndpointSet
     public EndpointState[] Candidates { get; }
 
     /// <summary>Gets a value indicating whether a level that receives requests has too few endpoints available and uses all of them again (panic mode).</summary>
-    public bool IsPanic { get; }
+    public bool IsPanic => Panic is not null;
+
+    /// <summary>Gets which endpoints panic mode brought back, and how many of them are unavailable, for the log; <see langword="null"/> outside panic mode.</summary>
+    public PanicLevel? Panic { get; }
 
     /// <summary>Gets the share of requests that go to the local zone (1 when there is one level: zone-aware routing off, or every endpoint in one zone).</summary>
     public double LocalShare { get; }
@@ -52,7 +55,7 @@ internal sealed class EndpointSet
     public bool IsPending { get; }
 
     /// <summary>The set of a service whose discovery has not answered yet.</summary>
-    public static EndpointSet Pending(string reason) => new([], [], false, null, null, 0, reason, isPending: true);
+    public static EndpointSet Pending(string reason) => new([], [], null, null, null, 0, reason, isPending: true);
 
     public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {
@@ -71,73 +74,88 @@ internal sealed class EndpointSet
         if (localTotal == 0 || localTotal == all.Length)
         {
             // One level: zones are off, or every endpoint is in one zone (the local one, or only others).
-            var (members, isPanic) = Level(all, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
-            return members.Count == 0
-                ? new EndpointSet(all, [], isPanic, null, null, 0, reason)
-                : new EndpointSet(all, members.ToArray(), isPanic, EndpointGroup.Create(serviceName, members, policy, options), null, 1, reason);
+            var level = Level(all, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
+            var panic = level.IsPanic ? new PanicLevel("the service", all.Length - level.Available, all.Length) : (PanicLevel?)null;
+            return level.Members.Count == 0
+                ? new EndpointSet(all, [], panic, null, null, 0, reason)
+                : new EndpointSet(all, level.Members.ToArray(), panic, EndpointGroup.Create(serviceName, level.Members, policy, options), null, 1, reason);
         }
 
         // Two levels, the local zone first (Envoy's priority levels with its overprovisioning factor): each level's health
         // is min(1, 1.4 x available / all); while the two together reach 1, the local zone takes its health as its share,
         // the other zones the rest, and panic thresholds are disregarded. Below that the service is degraded: each level
         // takes its health's part of the sum, and a level whose available share is under PanicThreshold uses all its
-        // endpoints again (panic mode). With nothing available anywhere the local zone takes everything.
+        // endpoints again (panic mode). With nothing available anywhere the local zone takes everything. Whether the sum
+        // reaches 1 is decided in integers (health = 7 x available / (5 x all)): in floating point an exact 1 may fall short.
         var remoteTotal = all.Length - localTotal;
         var localAvailable = 0;
-        foreach (var state in all)
-        {
-            localAvailable += state.IsAvailable && IsLocal(state, localZone!) ? 1 : 0;
-        }
-
         var remoteAvailable = 0;
         foreach (var state in all)
         {
-            remoteAvailable += state.IsAvailable && !IsLocal(state, localZone!) ? 1 : 0;
+            if (state.IsAvailable && IsLocal(state, localZone!))
+            {
+                localAvailable++;
+            }
+            else if (state.IsAvailable)
+            {
+                remoteAvailable++;
+            }
         }
 
-        var localHealth = Math.Min(1.0, OverprovisioningFactor * localAvailable / localTotal);
-        var remoteHealth = Math.Min(1.0, OverprovisioningFactor * remoteAvailable / remoteTotal);
-        var degraded = localHealth + remoteHealth < 1.0;
+        var localFull = 7L * localAvailable >= 5L * localTotal;
+        var remoteFull = 7L * remoteAvailable >= 5L * remoteTotal;
+        var degraded = !localFull && !remoteFull && (7L * localAvailable * remoteTotal) + (7L * remoteAvailable * localTotal) < 5L * localTotal * remoteTotal;
+        var localHealth = localFull ? 1.0 : 7.0 * localAvailable / (5.0 * localTotal);
+        var remoteHealth = remoteFull ? 1.0 : 7.0 * remoteAvailable / (5.0 * remoteTotal);
         var share = !degraded ? localHealth
             : localHealth + remoteHealth > 0 ? localHealth / (localHealth + remoteHealth)
             : 1.0;
-        var (local, localPanic) = Level(all, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
-        var (remote, remotePanic) = Level(all, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
-        if (share > 0 && local.Count == 0)
+        var local = Level(all, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
+        var remote = Level(all, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
+        if (share > 0 && local.Members.Count == 0)
         {
             // Degraded with panic off (PanicThreshold 0): a level with nothing available takes nothing.
             share = 0;
         }
 
-        if (share < 1 && remote.Count == 0)
+        if (share < 1 && remote.Members.Count == 0)
         {
-            share = local.Count == 0 ? 0 : 1;
+            share = local.Members.Count == 0 ? 0 : 1;
         }
 
         var usesLocal = share > 0;
         var usesRemote = share < 1;
+        var localPanic = usesLocal && local.IsPanic;
+        var remotePanic = usesRemote && remote.IsPanic;
+        var panicLevel = (localPanic, remotePanic) switch
+        {
+            (true, true) => new PanicLevel("every zone", all.Length - localAvailable - remoteAvailable, all.Length),
+            (true, false) => new PanicLevel($"the local zone '{localZone}'", localTotal - localAvailable, localTotal),
+            (false, true) => new PanicLevel("the other zones", remoteTotal - remoteAvailable, remoteTotal),
+            _ => (PanicLevel?)null,
+        };
         var candidates = new List<EndpointState>(all.Length);
         if (usesLocal)
         {
-            candidates.AddRange(local);
+            candidates.AddRange(local.Members);
         }
 
         if (usesRemote)
         {
-            candidates.AddRange(remote);
+            candidates.AddRange(remote.Members);
         }
 
         if (candidates.Count == 0)
         {
-            return new EndpointSet(all, [], localPanic || remotePanic, null, null, 0, reason);
+            return new EndpointSet(all, [], panicLevel, null, null, 0, reason);
         }
 
         return new EndpointSet(
             all,
             candidates.ToArray(),
-            (usesLocal && localPanic) || (usesRemote && remotePanic),
-            usesLocal ? EndpointGroup.Create(serviceName, local, policy, options) : null,
-            usesRemote ? EndpointGroup.Create(serviceName, remote, policy, options) : null,
+            panicLevel,
+            usesLocal ? EndpointGroup.Create(serviceName, local.Members, policy, options) : null,
+            usesRemote ? EndpointGroup.Create(serviceName, remote.Members, policy, options) : null,
             share,
             reason);
     }
@@ -152,7 +170,7 @@ internal sealed class EndpointSet
     /// that is not administratively disabled, health signals (circuit, ejection, health checks) ignored, so that a bad
     /// signal or a correlated failure never takes the service to zero.
     /// </summary>
-    private static (List<EndpointState> Members, bool IsPanic) Level(EndpointState[] all, string? localZone, bool local, int total, int panicThreshold, bool forcePanicCheck)
+    private static (List<EndpointState> Members, bool IsPanic, int Available) Level(EndpointState[] all, string? localZone, bool local, int total, int panicThreshold, bool forcePanicCheck)
     {
         var members = new List<EndpointState>(total);
         foreach (var state in all)
@@ -163,7 +181,8 @@ internal sealed class EndpointSet
             }
         }
 
-        var isPanic = forcePanicCheck && total > 0 && (long)members.Count * 100 < (long)panicThreshold * total;
+        var available = members.Count;
+        var isPanic = forcePanicCheck && total > 0 && (long)available * 100 < (long)panicThreshold * total;
         if (isPanic)
         {
             members.Clear();
@@ -176,7 +195,7 @@ internal sealed class EndpointSet
             }
         }
 
-        return (members, isPanic);
+        return (members, isPanic, available);
     }
 
     public EndpointState? Pick(in PickContext context)
@@ -196,6 +215,9 @@ internal sealed class EndpointSet
         context.HashKey is { } key
             ? (MaglevLoadBalancingPolicy.Hash(key, seed: 2) >> 11) * (1.0 / (1UL << 53))
             : Random.Shared.NextDouble();
+
+    /// <summary>Which endpoints panic mode uses again (<paramref name="Scope"/>: the service, a zone level or both) and how many of them are unavailable.</summary>
+    internal sealed record PanicLevel(string Scope, int Unavailable, int Total);
 
     private sealed class EndpointGroup : IEndpointLoad
     {

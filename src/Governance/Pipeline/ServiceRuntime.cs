@@ -638,21 +638,10 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             LogEndpointsChanged(_logger, Name, state.Set.All.Length, string.Join(", ", Array.ConvertAll(state.Set.All, static s => s.Authority)));
         }
 
-        if (state.Set.IsPanic && !before.IsPanic)
+        if (state.Set.Panic is { } panic && panic.Scope != before.Panic?.Scope)
         {
-            LogPanic(_logger, Name, state.Set.All.Length - CountAvailable(state.Set), state.Set.All.Length);
+            LogPanic(_logger, Name, panic.Unavailable, panic.Total, panic.Scope);
         }
-    }
-
-    private static int CountAvailable(EndpointSet set)
-    {
-        var count = 0;
-        foreach (var state in set.All)
-        {
-            count += state.IsAvailable ? 1 : 0;
-        }
-
-        return count;
     }
 
     private static bool SameEndpoints(EndpointSet a, EndpointSet b)
@@ -809,8 +798,8 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     [LoggerMessage(GovernanceEventIds.CircuitClosed, LogLevel.Information, "Service {Service}: circuit of endpoint {Endpoint} closed")]
     private static partial void LogCircuitClosed(ILogger logger, string service, string endpoint);
 
-    [LoggerMessage(GovernanceEventIds.PanicMode, LogLevel.Warning, "Service {Service}: {Unavailable} of {Count} endpoints are unavailable, below the panic threshold: unavailable endpoints are used again (panic mode)")]
-    private static partial void LogPanic(ILogger logger, string service, int unavailable, int count);
+    [LoggerMessage(GovernanceEventIds.PanicMode, LogLevel.Warning, "Service {Service}: {Unavailable} of the {Count} endpoints of {Scope} are unavailable, below the panic threshold: they are used again (panic mode)")]
+    private static partial void LogPanic(ILogger logger, string service, int unavailable, int count, string scope);
 
     [LoggerMessage(GovernanceEventIds.HealthCheckFailed, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} failed its health checks and is out of load balancing")]
     private static partial void LogHealthFailed(ILogger logger, string service, string endpoint);

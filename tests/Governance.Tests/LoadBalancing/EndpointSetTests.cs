@@ -44,20 +44,24 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
     [Theory]
     // The audit's case: the local zone is down (3 of 5 endpoints out is panic for the service as a whole, 40% < 50%), the
     // other zone healthy: every request goes to the other zone, none to the failed local endpoints.
-    [InlineData(0, 3, 2, 2, 50, 0.0, false, 2)]
+    [InlineData(0, 3, 2, 2, 50, 0.0, null, 2)]
     // 1.4 x 1/4 + 1.4 x 1/2 = 1.05: enough together, no panic; the local zone keeps its overprovisioned share.
-    [InlineData(1, 4, 1, 2, 50, 0.35, false, 2)]
+    [InlineData(1, 4, 1, 2, 50, 0.35, null, 2)]
+    // Exactly 1 (0.7 + 0.3, which floating point makes 0.9999999999999999): not degraded, no panic.
+    [InlineData(1, 2, 3, 14, 50, 0.7, null, 4)]
     // Degraded (0.35 + 0 < 1): the local zone takes everything and, 25% available < 50%, uses all its endpoints again.
-    [InlineData(1, 4, 0, 2, 50, 1.0, true, 4)]
+    [InlineData(1, 4, 0, 2, 50, 1.0, "the local zone 'z1'", 4)]
     // Degraded (0.28 + 0.28): each zone takes its health's part of the sum; each is in panic (20% < 50%).
-    [InlineData(1, 5, 1, 5, 50, 0.5, true, 10)]
-    // The same with PanicThreshold 10: 20% available is not panic, only the two available endpoints are used.
-    [InlineData(1, 5, 1, 5, 10, 0.5, false, 2)]
+    [InlineData(1, 5, 1, 5, 50, 0.5, "every zone", 10)]
+    // Degraded (0.84 + 0.14): only the other zones are in panic (10%), the local zone (60%) uses its available six.
+    [InlineData(6, 10, 1, 10, 50, 0.857142857142857, "the other zones", 16)]
+    // The same as two rows up with PanicThreshold 10: 20% available is not panic, only the two available endpoints are used.
+    [InlineData(1, 5, 1, 5, 10, 0.5, null, 2)]
     // Nothing available: the local zone in panic (Envoy's first level).
-    [InlineData(0, 2, 0, 2, 50, 1.0, true, 2)]
+    [InlineData(0, 2, 0, 2, 50, 1.0, "the local zone 'z1'", 2)]
     // Nothing available and panic off: no candidate (the call is refused).
-    [InlineData(0, 2, 0, 2, 0, 0.0, false, 0)]
-    public void Create_ZonesAndPanicThreshold_EachZoneJudgedOnItsOwnHealth(int localAvailable, int localTotal, int remoteAvailable, int remoteTotal, int panicThreshold, double expectedShare, bool expectedPanic, int expectedCandidates)
+    [InlineData(0, 2, 0, 2, 0, 0.0, null, 0)]
+    public void Create_ZonesAndPanicThreshold_EachZoneJudgedOnItsOwnHealth(int localAvailable, int localTotal, int remoteAvailable, int remoteTotal, int panicThreshold, double expectedShare, string? expectedPanic, int expectedCandidates)
     {
         var states = new List<EndpointState>();
         for (var i = 0; i < localTotal; i++)
@@ -77,9 +81,12 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
         var set = EndpointSet.Create("catalog", [.. states], "z1", new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold);
 
         Assert.Equal(expectedShare, set.LocalShare, precision: 12);
-        Assert.Equal(expectedPanic, set.IsPanic);
+        Assert.Equal(expectedPanic, set.Panic?.Scope);
+        Assert.Equal(expectedPanic is not null, set.IsPanic);
         Assert.Equal(expectedCandidates, set.Candidates.Length);
-        var picks = Enumerable.Range(0, 2000).Select(_ => set.Pick(new PickContext(null))).ToList();
+
+        // Hash keys decide local or remote (deterministically, uniform over the keys).
+        var picks = Enumerable.Range(0, 2000).Select(i => set.Pick(new PickContext($"key-{i}"))).ToList();
         if (expectedCandidates == 0)
         {
             Assert.All(picks, Assert.Null);
@@ -87,7 +94,7 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
         }
 
         Assert.All(picks, p => Assert.Contains(p!, set.Candidates));
-        if (!expectedPanic)
+        if (expectedPanic is null)
         {
             // Outside panic mode only available endpoints are picked.
             Assert.All(picks, p => Assert.True(p!.IsAvailable));

@@ -126,7 +126,7 @@ public sealed class ServiceRuntimeTests(ITestOutputHelper output)
         var panic = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.PanicMode);
         output.WriteLine(panic.Message);
         Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, panic.Level);
-        Assert.Contains("3 of 4 endpoints are unavailable", panic.Message, StringComparison.Ordinal);
+        Assert.Contains("3 of the 4 endpoints of the service are unavailable", panic.Message, StringComparison.Ordinal);
     }
 
     [Fact]
