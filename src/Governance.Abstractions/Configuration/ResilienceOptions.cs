@@ -112,7 +112,9 @@ public sealed class OutlierDetectionOptions
 
     /// <summary>
     /// Gets or sets the panic threshold, 0 to 100: when fewer than this percentage of the endpoints are available, all
-    /// endpoints are used again, so that a bad health signal never takes the service to zero. 0 disables panic mode. Default: 50.
+    /// endpoints are used again, so that a bad health signal never takes the service to zero. With zone-aware routing it
+    /// is judged per zone level (the local zone, the others), and only while the two together are short of healthy
+    /// endpoints (Envoy's priority levels). 0 disables panic mode. Default: 50.
     /// </summary>
     public int? PanicThreshold { get; set; }
 }

@@ -25,13 +25,13 @@ internal sealed class GovernanceRegistration
     private readonly HashSet<Action<GovernanceOptions>> _codeConfigurations = [];
     private bool _governsAllClients;
 
-    /// <summary>Whether a service-collection overload named a configuration source.</summary>
+    /// <summary>Whether a configuration section was named: the parameterless service-collection overload's default section, or an <see cref="IConfiguration"/> overload's.</summary>
     private bool _hasNamedSource;
 
     /// <summary>
     /// What <see cref="AddProvisionalDefaultConfiguration"/> registered (the default section, for a client that opted in
-    /// before any source was named): withdrawn if a service-collection overload later names another source, so that the
-    /// result does not depend on the order of the calls.
+    /// before any section was named): withdrawn if an <see cref="IConfiguration"/> overload (on the service collection or
+    /// a client builder) later names another section, so that the result does not depend on the order of the calls.
     /// </summary>
     private ServiceDescriptor[]? _provisional;
 

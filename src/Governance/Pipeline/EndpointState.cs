@@ -124,7 +124,7 @@ internal sealed class EndpointState
     /// <summary>Gets or sets the endpoint's circuit breaker (with the settings it was built from), or <see langword="null"/> when breaking is off.</summary>
     public EndpointBreaker? Breaker { get; set; }
 
-    /// <summary>Gets or sets how many times outlier detection ejected the endpoint in a row (drives the ejection length).</summary>
+    /// <summary>Gets or sets the endpoint's ejection backoff n (Envoy's): its latest ejection lasted n x BaseEjectionTime (see ServiceRuntime.TryEject).</summary>
     public int EjectionCount { get; set; }
 
     /// <summary>Counts an attempt in flight (paired with one <see cref="OnRequestEnded"/>): see <see cref="ActiveRequests"/> for where.</summary>

@@ -191,10 +191,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             {
                 // Nothing was sent: another candidate takes the attempt while one is left that this call has not tried
                 // (the tried list may hold endpoints that have left the candidates since, such as one just ejected).
-                List<EndpointState> excluded = exclude is null ? [endpoint] : [.. exclude, endpoint];
-                if (AnyUntried(call.Service.Endpoints.Candidates, excluded))
+                if (AnyUntried(call.Service.Endpoints.Candidates, exclude, endpoint))
                 {
-                    exclude = excluded;
+                    exclude = exclude is null ? [endpoint] : [.. exclude, endpoint];
                     continue;
                 }
             }
@@ -242,11 +241,11 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// </summary>
     private static bool SentDespiteCircuit(EndpointSet set, EndpointState endpoint) => set.IsPanic && !endpoint.IsAvailable;
 
-    private static bool AnyUntried(EndpointState[] candidates, List<EndpointState> tried)
+    private static bool AnyUntried(EndpointState[] candidates, List<EndpointState>? tried, EndpointState last)
     {
         foreach (var candidate in candidates)
         {
-            if (!tried.Contains(candidate))
+            if (!ReferenceEquals(candidate, last) && (tried is null || !tried.Contains(candidate)))
             {
                 return true;
             }
@@ -517,6 +516,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     {
         Uri? final = null;
         HttpResponseMessage? response = null;
+        var answered = false;
         try
         {
             // The span starts here, inside the async method, so that Activity.Current changes stay inside this call, and
@@ -537,6 +537,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 final = sent.RequestUri;
                 response.RequestMessage = call.Request;
             }
+
+            answered = true;
         }
         catch (Exception ex) when (EndCall(call, null, ex))
         {
@@ -546,7 +548,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         finally
         {
             call.Request.RequestUri = Redirects.CallersUri(call, final ?? call.Request.RequestUri);
-            if (response is null)
+            if (!answered)
             {
                 // Failed: the filter above ended its span; the permit goes back now.
                 lease?.Dispose();

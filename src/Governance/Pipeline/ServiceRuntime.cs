@@ -488,6 +488,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             var readmittedAt = Volatile.Read(ref endpoint.LastReadmittedAt);
             var previous = readmittedAt == 0 ? 0 : Math.Max(0, endpoint.EjectionCount - (_time.GetElapsedTime(readmittedAt).Ticks / EjectionBackoffDecay.Ticks));
             var longest = (outlier.MaxEjectionTime.Ticks + outlier.BaseEjectionTime.Ticks - 1) / outlier.BaseEjectionTime.Ticks;
+            var backoffBefore = endpoint.EjectionCount;
             endpoint.EjectionCount = (int)Math.Min(previous + 1, longest);
             var ticks = Math.Min(outlier.BaseEjectionTime.Ticks * endpoint.EjectionCount, outlier.MaxEjectionTime.Ticks);
             duration = TimeSpan.FromTicks(ticks);
@@ -501,8 +502,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             catch
             {
                 // A picker that cannot be built (a custom policy's bug) fails the attempt that asked for the ejection;
-                // the endpoint must not stay out with no readmission scheduled.
+                // the endpoint must not stay out with no readmission scheduled, nor count an ejection that did not happen.
                 endpoint.Set(EndpointConditions.Ejected, false);
+                endpoint.EjectionCount = backoffBefore;
                 throw;
             }
         }
@@ -684,6 +686,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
             var states = new List<EndpointState>(endpoints.Count);
             var live = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+            HashSet<string>? duplicates = null;
             for (var i = 0; i < endpoints.Count; i++)
             {
                 var endpoint = endpoints[i];
@@ -691,7 +694,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 {
                     // A provider listed one address twice (static configuration and Consul never do): it is one endpoint,
                     // used once as first listed, or it would take twice its share and count twice towards every percentage.
-                    if (answered)
+                    if (answered && (duplicates ??= new HashSet<string>(StringComparer.OrdinalIgnoreCase)).Add(endpoint.Authority))
                     {
                         LogDuplicateEndpoint(_logger, settings.Name, settings.Discovery.Name, endpoint.Authority);
                     }
@@ -786,7 +789,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     [LoggerMessage(GovernanceEventIds.EndpointsChanged, LogLevel.Information, "Service {Service} now has {Count} endpoints: {Endpoints}")]
     private static partial void LogEndpointsChanged(ILogger logger, string service, int count, string endpoints);
 
-    [LoggerMessage(GovernanceEventIds.EndpointEjected, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} ejected for {Duration} (ejection {Count} in a row) after consecutive failures")]
+    [LoggerMessage(GovernanceEventIds.EndpointEjected, LogLevel.Warning, "Service {Service}: endpoint {Endpoint} ejected for {Duration} (backoff {Count} x the base ejection time, at most the maximum) after consecutive failures")]
     private static partial void LogEjected(ILogger logger, string service, string endpoint, TimeSpan duration, int count);
 
     [LoggerMessage(GovernanceEventIds.EndpointReadmitted, LogLevel.Information, "Service {Service}: endpoint {Endpoint} readmitted after ejection")]

@@ -229,6 +229,38 @@ public sealed class AddMeshGovernanceTests
         Assert.True(runtime.TryGetService("orders", out _));
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void AddMeshGovernance_ServiceCollectionCodeAndClientOptIn_ClientBindsTheDefaultSectionAndCodeAdjustsIt(bool codeFirst)
+    {
+        // Code on the service collection names no section: a client opted in with the parameterless overload binds the
+        // default one, and the code runs after it, in either order.
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(configuration);
+        Action<GovernanceOptions> code = o => o.Services["catalog"].LoadBalancer = new LoadBalancerOptions { Policy = "Random" };
+        if (codeFirst)
+        {
+            services.AddMeshGovernance(code);
+            services.AddHttpClient("named").AddMeshGovernance();
+        }
+        else
+        {
+            services.AddHttpClient("named").AddMeshGovernance();
+            services.AddMeshGovernance(code);
+        }
+
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var catalog), "the default section was not bound");
+        Assert.Equal("http://127.0.0.1:5001", Assert.Single(catalog.Endpoints.All).Authority);
+        Assert.Equal("Random", catalog.Settings.Policy.Name);
+    }
+
     [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {

@@ -50,8 +50,8 @@ public sealed class PendingDiscoveryTests
     [Fact]
     public async Task GetAsync_ProviderListsAnEndpointTwice_UsedOnceAndLoggedOnce()
     {
-        // A custom provider answers [a, a (weight 5), b]: a is one endpoint (first listed, weight 1), so RoundRobin gives a
-        // and b half each, not two thirds and one third; the duplicate is logged once per answer.
+        // A custom provider answers [a, a (weight 5), b, a]: a is one endpoint (first listed, weight 1), so RoundRobin gives a
+        // and b half each, not two thirds and one third; each duplicated address is logged once per answer.
         await using var a = await LoopbackServer.StartAsync("a");
         await using var b = await LoopbackServer.StartAsync("b");
         var provider = new ManualProvider();
@@ -59,7 +59,7 @@ public sealed class PendingDiscoveryTests
         await using var governed = Governed.Create(
             new Dictionary<string, string?> { ["Services:catalog:Discovery"] = "Manual", ["Services:catalog:LoadBalancer:Policy"] = "RoundRobin" },
             services => services.AddSingleton<IServiceDiscoveryProvider>(provider).AddLogging(l => l.AddProvider(logs)));
-        provider.Resolve([new ServiceEndpoint(a.Address), new ServiceEndpoint(a.Address, weight: 5), new ServiceEndpoint(b.Address)]);
+        provider.Resolve([new ServiceEndpoint(a.Address), new ServiceEndpoint(a.Address, weight: 5), new ServiceEndpoint(b.Address), new ServiceEndpoint(a.Address)]);
 
         for (var i = 0; i < 300; i++)
         {

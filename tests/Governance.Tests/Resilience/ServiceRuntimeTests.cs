@@ -79,8 +79,8 @@ public sealed class ServiceRuntimeTests(ITestOutputHelper output)
         var ejections = logs.Entries.Where(e => e.EventId.Id == GovernanceEventIds.EndpointEjected).Select(e => e.Message).ToArray();
         output.WriteLine(string.Join(Environment.NewLine, ejections));
         Assert.Equal(2, ejections.Length);
-        Assert.Contains($"ejected for {BaseEjection} (ejection 1 in a row)", ejections[0], StringComparison.Ordinal);
-        Assert.Contains($"ejected for {2 * BaseEjection} (ejection 2 in a row)", ejections[1], StringComparison.Ordinal);
+        Assert.Contains($"ejected for {BaseEjection} (backoff 1 x", ejections[0], StringComparison.Ordinal);
+        Assert.Contains($"ejected for {2 * BaseEjection} (backoff 2 x", ejections[1], StringComparison.Ordinal);
         Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.EndpointReadmitted));
     }
 
