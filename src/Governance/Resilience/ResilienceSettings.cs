@@ -143,15 +143,20 @@ internal sealed record ResilienceSettings(
         // The service's own keys turn the limit on even when Defaults turned it off; its own Enabled has the last word.
         if (rl?.Enabled ?? (IsSet(rl) || (drl?.Enabled ?? IsSet(drl))))
         {
-            var algorithm = (rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm).Trim();
+            // Only what the algorithm reads is kept (the rest is 0), its name in canonical case: a reload that edits a
+            // key the limiter ignores (a rate in Defaults, under a concurrency limit) compares equal and keeps the
+            // limiter, with its permits held and its window, instead of building a fresh one beside them.
+            var algorithm = Canonical((rl?.Algorithm ?? drl?.Algorithm ?? ResilienceConstants.RateLimitAlgorithm).Trim());
+            var isConcurrency = algorithm == "Concurrency";
+            var isWindow = algorithm is "FixedWindow" or "SlidingWindow";
             var permits = rl?.PermitsPerSecond ?? drl?.PermitsPerSecond ?? ResilienceConstants.PermitsPerSecond;
 
             // A concurrency limit is Burst alone: a rate (inherited from Defaults for another algorithm) never becomes one.
-            var isConcurrency = string.Equals(algorithm, "Concurrency", StringComparison.OrdinalIgnoreCase);
+            var burst = rl?.Burst ?? drl?.Burst ?? (isConcurrency ? ResilienceConstants.PermitsPerSecond : permits);
             rateLimit = new RateLimitSettings(
                 algorithm,
-                permits,
-                rl?.Burst ?? drl?.Burst ?? (isConcurrency ? ResilienceConstants.PermitsPerSecond : permits),
+                isConcurrency ? 0 : permits,
+                isWindow ? 0 : burst,
                 rl?.QueueLimit ?? drl?.QueueLimit ?? ResilienceConstants.QueueLimit);
         }
 
@@ -172,6 +177,20 @@ internal sealed record ResilienceSettings(
             health,
             rateLimit,
             hedging);
+    }
+
+    /// <summary>A known algorithm's name as <see cref="ResilienceConstants.RateLimitAlgorithms"/> spells it (validation allows no other).</summary>
+    private static string Canonical(string algorithm)
+    {
+        foreach (var known in ResilienceConstants.RateLimitAlgorithms)
+        {
+            if (string.Equals(known, algorithm, StringComparison.OrdinalIgnoreCase))
+            {
+                return known;
+            }
+        }
+
+        return algorithm;
     }
 
     private static bool IsSet(RateLimitOptions? options) =>

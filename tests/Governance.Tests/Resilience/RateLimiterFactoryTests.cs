@@ -12,6 +12,46 @@ namespace Governance.Tests.Resilience;
 /// </summary>
 public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
 {
+    [Fact]
+    public async Task Reload_EditsAKeyTheConcurrencyLimitIgnores_LimiterKeptWithItsPermitHeld()
+    {
+        // orders: Concurrency 1 under Defaults that set a rate (for other services). A reload edits only that rate: the
+        // limiter, whose one permit a call holds, stays in force, so a second call is still rejected (a fresh limiter
+        // beside the old one let two calls reach a backend limited to one).
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var arrived = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await LoopbackServer.StartAsync("a", async context =>
+        {
+            arrived.TrySetResult();
+            await gate.Task.WaitAsync(context.RequestAborted);
+        });
+        var settings = Governed.Service("orders", null, server);
+        settings["Defaults:RateLimit:PermitsPerSecond"] = "100";
+        settings["Services:orders:RateLimit:Algorithm"] = "Concurrency";
+        settings["Services:orders:RateLimit:Burst"] = "1";
+        await using var governed = Governed.Create(settings);
+        Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService("orders", out var runtime));
+        var limiter = runtime.Policy.Limiter;
+        var held = governed.Client.GetAsync("http://orders/");
+        try
+        {
+            Assert.Equal(0, limiter!.GetStatistics()!.CurrentAvailablePermits);
+            await arrived.Task.WaitAsync(Faults.Guard);
+            governed.Configuration["MeshGovernance:Defaults:RateLimit:PermitsPerSecond"] = "200";
+            governed.Configuration.Reload();
+
+            Assert.Same(limiter, runtime.Policy.Limiter);
+            await Assert.ThrowsAsync<RateLimitRejectedException>(() => governed.Client.GetAsync("http://orders/").WaitAsync(Faults.Guard));
+            Assert.Equal(1, server.RequestCount);
+        }
+        finally
+        {
+            gate.TrySetResult();
+        }
+
+        (await held.WaitAsync(Faults.Guard)).Dispose();
+    }
+
     [Theory]
     [InlineData(null, 100)] // no Burst anywhere: 100 in flight, not the 5,000 calls a second Defaults sets for other algorithms
     [InlineData("7", 7)]
