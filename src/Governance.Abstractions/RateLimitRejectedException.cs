@@ -54,7 +54,7 @@ public sealed class RateLimitRejectedException : GovernanceException
 
     /// <summary>
     /// Gets how long from now until the limiter expected a permit to be available, or <see langword="null"/> when it
-    /// gave no estimate (the concurrency limiter never does). Computed when read: it decreases as time passes, down to
+    /// gave no estimate (the concurrency and sliding-window limiters never do). Computed when read: it decreases as time passes, down to
     /// <see cref="TimeSpan.Zero"/>, never below.
     /// </summary>
     public TimeSpan? RetryAfter

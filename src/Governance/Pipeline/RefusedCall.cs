@@ -15,11 +15,12 @@ namespace Governance.Pipeline;
 /// </remarks>
 internal sealed class RefusedCall
 {
-    public RefusedCall(GovernanceException error, object? owner = null, long dueAt = 0)
+    public RefusedCall(GovernanceException error, object? owner = null, long dueAt = 0, long granted = 0)
     {
         Error = error;
         Owner = owner;
         DueAt = dueAt;
+        Granted = granted;
         Task = System.Threading.Tasks.Task.FromException<HttpResponseMessage>(error);
     }
 
@@ -33,4 +34,7 @@ internal sealed class RefusedCall
 
     /// <summary>Gets the timestamp (on the service's clock) at which a rate limiter expected a permit, or 0 when it gave no hint.</summary>
     public long DueAt { get; }
+
+    /// <summary>Gets how many permits the rate limiter had granted when this refusal was made (a later grant means it replenished since).</summary>
+    public long Granted { get; }
 }

@@ -97,14 +97,16 @@ internal sealed class ServicePolicy : IDisposable
     /// <param name="retryAfter">The limiter's hint for this call (its lease's <c>RetryAfter</c> metadata), if any.</param>
     /// <param name="hint">The hint the returned exception gives at this moment (for telemetry).</param>
     /// <remarks>
-    /// Without a hint (the concurrency limiter) one refusal serves this policy's whole life. With one (token bucket,
-    /// fixed and sliding window) the exception holds the due time, now + hint on the service's <see cref="Time"/>, and
-    /// counts down to it when read; it is shared until that time has passed or until the limiter gives a hint that
-    /// ends sooner. A later hint that ends after the shared due time does not replace it: System.Threading.RateLimiting
-    /// answers with whole replenishment periods counted from the moment of the rejection, whatever the phase of its
-    /// replenishment timer, so the first rejection's due time is already past the next replenishment and the count
-    /// down to it is the closer estimate. As with the limiter's own hint, nothing reserves the permit for the caller.
-    /// One clock read per rejection with a hint; none without.
+    /// Without a hint (the concurrency limiter and the sliding window) one refusal serves this policy's whole life. With
+    /// one (token bucket, fixed window) the exception holds the due time, now + hint on the service's <see cref="Time"/>, and
+    /// counts down to it when read; it is shared until that time has passed, until the limiter gives a hint that ends
+    /// sooner, or until the limiter has granted a permit since it was made. A later hint that ends after the shared due
+    /// time does not replace it otherwise: System.Threading.RateLimiting answers with whole replenishment periods counted
+    /// from the moment of the rejection, whatever the phase of its replenishment timer, so the first rejection's due time
+    /// is already past the next replenishment and the count down to it is the closer estimate, until that replenishment
+    /// happens (a permit granted since tells it did: the shared due time is then stale). As with the limiter's own hint,
+    /// nothing reserves the permit for the caller. Per rejection with a hint: one clock read and one read of the
+    /// limiter's statistics; none without. (The sliding window gives no hint.)
     /// </remarks>
     public RefusedCall Rejection(string serviceName, TimeSpan? retryAfter, out TimeSpan? hint)
     {
@@ -128,11 +130,12 @@ internal sealed class ServicePolicy : IDisposable
 
         var now = Time.GetTimestamp();
         var due = now + (long)(delay.Ticks * _timestampTicksPerTimeSpanTick);
+        var granted = Limiter?.GetStatistics()?.TotalSuccessfulLeases ?? 0;
         var refusal = Volatile.Read(ref _rejectedUntil);
-        if (refusal is null || now >= refusal.DueAt || due < refusal.DueAt)
+        if (refusal is null || now >= refusal.DueAt || due < refusal.DueAt || granted != refusal.Granted)
         {
             // Two racing callers may each build one; either is correct, the last one stays.
-            refusal = new RefusedCall(new RateLimitRejectedException(serviceName, delay, Time), dueAt: due);
+            refusal = new RefusedCall(new RateLimitRejectedException(serviceName, delay, Time), dueAt: due, granted: granted);
             Volatile.Write(ref _rejectedUntil, refusal);
         }
 

@@ -174,6 +174,36 @@ public sealed class RefusedCallTests(ITestOutputHelper output)
         Assert.Same(plain.Error, plain.Task.Exception!.InnerException);
     }
 
+    [Fact]
+    public async Task Rejection_LimiterGrantedAPermitSinceTheSharedOne_NewRefusalWithTheNewHint()
+    {
+        // A permit granted after the shared refusal was made means the limiter replenished: the shared due time is
+        // stale (a caller that waited for it would be rejected again), so the next rejection gets its own. The window is
+        // the limiter's real clock, but nothing here depends on when it turns.
+        const string Name = "refused-replenished";
+        await using var server = await LoopbackServer.StartAsync("a");
+        var time = new ObservedTimeProvider();
+        var settings = Governed.Service(Name, "RoundRobin", server);
+        settings[$"Services:{Name}:RateLimit:Algorithm"] = "FixedWindow";
+        settings[$"Services:{Name}:RateLimit:PermitsPerSecond"] = "1000";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time));
+        var policy = Runtime(governed, Name).Policy;
+
+        var first = policy.Rejection(Name, TimeSpan.FromSeconds(1), out _);
+        time.Advance(TimeSpan.FromMilliseconds(400));
+        Assert.Same(first, policy.Rejection(Name, TimeSpan.FromSeconds(1), out _));
+
+        using (var lease = policy.Limiter!.AttemptAcquire())
+        {
+            Assert.True(lease.IsAcquired);
+        }
+
+        var after = policy.Rejection(Name, TimeSpan.FromSeconds(1), out var hint);
+        Assert.NotSame(first, after);
+        Assert.Equal(TimeSpan.FromSeconds(1), hint);
+        Assert.Equal(TimeSpan.FromSeconds(1), ((RateLimitRejectedException)after.Error).RetryAfter);
+    }
+
     private static ServiceRuntime Runtime(Governed governed, string name)
     {
         Assert.True(governed.Services.GetRequiredService<GovernanceRuntime>().TryGetService(name, out var service));
