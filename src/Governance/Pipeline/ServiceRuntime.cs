@@ -635,7 +635,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             _resolved.TrySetResult();
         }
 
-        if (!SameEndpoints(before, state.Set) && _logger.IsEnabled(LogLevel.Information))
+        var changed = !SameEndpoints(before, state.Set);
+        if (changed)
+        {
+            // New endpoints get their first health probe now rather than at the next round.
+            _healthChecker?.OnEndpointsChanged();
+        }
+
+        if (changed && _logger.IsEnabled(LogLevel.Information))
         {
             LogEndpointsChanged(_logger, Name, state.Set.All.Length, string.Join(", ", Array.ConvertAll(state.Set.All, static s => s.Authority)));
         }

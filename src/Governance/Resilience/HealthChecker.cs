@@ -5,7 +5,8 @@ namespace Governance.Resilience;
 
 /// <summary>
 /// Active health checks of one service (<c>HealthCheck</c>), off the request path: every <c>Interval</c> (and once at
-/// start) each endpoint gets a GET of <c>Path</c>; <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or
+/// start) each endpoint gets a GET of <c>Path</c>, and an endpoint that appears between rounds (discovery's first answer,
+/// a scale-out, a reload) is probed as soon as it appears (Envoy's checker does the same), then with the rounds; <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or
 /// <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back. Probes
 /// use their own connection pool, never the governed pipeline, and combine with passive ejection and circuit breaking
 /// (an endpoint is used only when none of them excludes it).
@@ -20,6 +21,12 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     private readonly HttpClient _client;
     private readonly Dictionary<EndpointState, (int Failures, int Successes)> _counts = [];
     private readonly Task _loop;
+
+    /// <summary>1 when the endpoint set changed since the loop last looked (<see cref="OnEndpointsChanged"/>).</summary>
+    private int _changed;
+
+    /// <summary>The pause between rounds in progress, cancelled by <see cref="OnEndpointsChanged"/>; <see langword="null"/> outside it.</summary>
+    private CancellationTokenSource? _pause;
 
     public HealthChecker(ServiceRuntime service, HealthCheckSettings settings, TimeProvider time, ILogger logger)
     {
@@ -44,6 +51,23 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     /// </summary>
     internal Task Completion => _loop;
 
+    /// <summary>
+    /// The service's endpoints changed (called by the service, under its lock): endpoints that this checker has not
+    /// probed yet are probed now, without waiting for the next round; the others keep the rounds' cadence.
+    /// </summary>
+    public void OnEndpointsChanged()
+    {
+        Volatile.Write(ref _changed, 1);
+        try
+        {
+            Volatile.Read(ref _pause)?.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // The pause ended meanwhile: the loop sees the flag before its next pause.
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
@@ -63,42 +87,101 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     {
         while (!_stop.IsCancellationRequested)
         {
-            try
-            {
-                var endpoints = _service.Endpoints.All;
-                var probes = new Task<bool>[endpoints.Length];
-                for (var i = 0; i < endpoints.Length; i++)
-                {
-                    probes[i] = ProbeAsync(endpoints[i]);
-                }
-
-                for (var i = 0; i < endpoints.Length; i++)
-                {
-                    var healthy = await probes[i].ConfigureAwait(false);
-
-                    // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
-                    // checker, with the new settings, owns the endpoints' health from then on.
-                    if (_stop.IsCancellationRequested)
-                    {
-                        return;
-                    }
-
-                    Record(endpoints[i], healthy);
-                }
-            }
-            catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+            Volatile.Write(ref _changed, 0);
+            if (!await RoundAsync(onlyNew: false).ConfigureAwait(false))
             {
                 return;
             }
-#pragma warning disable CA1031 // A round that fails unexpectedly is logged; the checks go on with the next round.
-            catch (Exception ex)
-#pragma warning restore CA1031
+
+            // The pause until the next round; endpoints that appear meanwhile are probed at once, and the pause goes on.
+            var next = _time.GetTimestamp();
+            while (true)
             {
-                LogRoundFailed(_logger, _service.Name, ex);
+                var remaining = _settings.Interval - _time.GetElapsedTime(next);
+                if (remaining <= TimeSpan.Zero)
+                {
+                    break;
+                }
+
+                if (Interlocked.Exchange(ref _changed, 0) == 0)
+                {
+                    using var pause = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                    Volatile.Write(ref _pause, pause);
+                    try
+                    {
+                        // The flag is read again once the pause can be cancelled, so that no change is missed.
+                        if (Volatile.Read(ref _changed) == 0)
+                        {
+                            await Task.Delay(remaining, _time, pause.Token).ConfigureAwait(false);
+                            break;
+                        }
+                    }
+                    catch (OperationCanceledException) when (!_stop.IsCancellationRequested)
+                    {
+                        // Woken: the endpoints changed.
+                    }
+                    finally
+                    {
+                        Volatile.Write(ref _pause, null);
+                    }
+
+                    Volatile.Write(ref _changed, 0);
+                }
+
+                if (!await RoundAsync(onlyNew: true).ConfigureAwait(false))
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Probes every endpoint (or, with <paramref name="onlyNew"/>, those this checker has no count for) and applies the
+    /// results; <see langword="false"/> once the checker is stopped.
+    /// </summary>
+    private async Task<bool> RoundAsync(bool onlyNew)
+    {
+        try
+        {
+            var endpoints = _service.Endpoints.All;
+            if (onlyNew)
+            {
+                endpoints = Array.FindAll(endpoints, e => !_counts.ContainsKey(e));
             }
 
-            await Task.Delay(_settings.Interval, _time, _stop.Token).ConfigureAwait(false);
+            var probes = new Task<bool>[endpoints.Length];
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                probes[i] = ProbeAsync(endpoints[i]);
+            }
+
+            for (var i = 0; i < endpoints.Length; i++)
+            {
+                var healthy = await probes[i].ConfigureAwait(false);
+
+                // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
+                // checker, with the new settings, owns the endpoints' health from then on.
+                if (_stop.IsCancellationRequested)
+                {
+                    return false;
+                }
+
+                Record(endpoints[i], healthy);
+            }
         }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested)
+        {
+            return false;
+        }
+#pragma warning disable CA1031 // A round that fails unexpectedly is logged; the checks go on with the next round.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            LogRoundFailed(_logger, _service.Name, ex);
+        }
+
+        return !_stop.IsCancellationRequested;
     }
 
     private async Task<bool> ProbeAsync(EndpointState endpoint)

@@ -226,6 +226,48 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     private static HealthChecker? Checker(Governed governed) => Faults.Runtime(governed).HealthChecker;
 
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
+    [Fact]
+    public async Task OnEndpointsChanged_EndpointAddedBetweenRounds_ProbedAtOnceAndTheOthersKeepTheirRounds()
+    {
+        // A reload adds "sick" (its /health answers 503) right after the first round, and the fake clock does not move:
+        // sick is probed at once and taken out (UnhealthyThreshold 1), not an Interval later after serving traffic;
+        // a, already probed, waits for the next round.
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var a = new Backend("a");
+        var sick = new Backend("sick") { Healthy = false };
+        await using var serverA = await a.StartAsync();
+        await using var serverSick = await sick.StartAsync();
+        var settings = Faults.Settings(serverA)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
+            .With("HealthCheck:UnhealthyThreshold", 1);
+        await using var governed = Faults.Create(settings, time, logs);
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+        Assert.Equal(1, a.Probes);
+
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:1"] = serverSick.Address.ToString();
+        governed.Configuration.Reload();
+        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFailed).WaitAsync(Faults.Guard);
+
+        var sickState = Faults.State(governed, serverSick);
+        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"not out: {sickState.Conditions}");
+        Assert.Equal(1, sick.Probes);
+        Assert.Equal(1, a.Probes);
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(0, sick.Traffic);
+
+        // The rounds keep their cadence: the next one, an Interval after the first, probes both. (The pause the reload
+        // woke resumed with what was left of it, an Interval on this clock: the second timer of that length; the round
+        // after the advance arms the third.)
+        await time.WaitForTimersAsync(Interval, 2).WaitAsync(Faults.Guard);
+        time.Advance(Interval);
+        await time.WaitForTimersAsync(Interval, 3).WaitAsync(Faults.Guard);
+        Assert.Equal(2, a.Probes);
+        Assert.Equal(2, sick.Probes);
+    }
+
     private sealed class Backend(string name)
     {
         private volatile bool _healthy = true;
