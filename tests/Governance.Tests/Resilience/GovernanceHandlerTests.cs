@@ -102,6 +102,30 @@ public sealed class GovernanceHandlerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task SendAsync_HandlerCancelsOnItsOwnWithTimeLeft_CancellationSurfacesAsIsNotAsTheTotalTimeout()
+    {
+        // A handler below governance cancels the attempt by itself (no caller, no governance deadline, no inner timeout):
+        // the call ends with that cancellation, not with a CallTimeoutException that claims the 30 s total ran out.
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Faults.Settings(server), services => services.ConfigureHttpClientDefaults(b => b.ConfigurePrimaryHttpMessageHandler(
+            () => new CancelingHandler { InnerHandler = new SocketsHttpHandler() })));
+
+        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => governed.Client.GetAsync(Faults.Url).WaitAsync(Faults.Guard));
+
+        output.WriteLine(ex.ToString());
+        Assert.Equal(CancelingHandler.Message, ex.Message);
+        Assert.Equal(0, server.RequestCount);
+    }
+
+    private sealed class CancelingHandler : DelegatingHandler
+    {
+        public const string Message = "cancelled by a handler on its own";
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            Task.FromException<HttpResponseMessage>(new OperationCanceledException(Message));
+    }
+
+    [Fact]
     public async Task SendAsync_EndpointAbortsConnections_GetsRetriedElsewhereAndEndpointEjected()
     {
         // "cut" reads each request and drops the connection without an answer: a reset, retried for idempotent calls.
