@@ -62,6 +62,14 @@ internal sealed class EndpointSet
         string reason = emptyReason ?? (all.Length == 0
             ? "discovery returned no endpoints"
             : $"all {all.Length} endpoints are unavailable");
+        // Each endpoint's availability is read once: a condition that changes meanwhile (a circuit opening) waits for
+        // the rebuild that change causes, instead of being counted one way and picked the other.
+        var isAvailable = new bool[all.Length];
+        for (var i = 0; i < all.Length; i++)
+        {
+            isAvailable[i] = all[i].IsAvailable;
+        }
+
         var localTotal = 0;
         if (localZone is not null)
         {
@@ -74,7 +82,7 @@ internal sealed class EndpointSet
         if (localTotal == 0 || localTotal == all.Length)
         {
             // One level: zones are off, or every endpoint is in one zone (the local one, or only others).
-            var level = Level(all, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
+            var level = Level(all, isAvailable, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
             var panic = level.IsPanic ? new PanicLevel("the service", all.Length - level.Available, all.Length) : (PanicLevel?)null;
             return level.Members.Count == 0
                 ? new EndpointSet(all, [], panic, null, null, 0, reason)
@@ -90,13 +98,13 @@ internal sealed class EndpointSet
         var remoteTotal = all.Length - localTotal;
         var localAvailable = 0;
         var remoteAvailable = 0;
-        foreach (var state in all)
+        for (var i = 0; i < all.Length; i++)
         {
-            if (state.IsAvailable && IsLocal(state, localZone!))
+            if (isAvailable[i] && IsLocal(all[i], localZone!))
             {
                 localAvailable++;
             }
-            else if (state.IsAvailable)
+            else if (isAvailable[i])
             {
                 remoteAvailable++;
             }
@@ -110,8 +118,8 @@ internal sealed class EndpointSet
         var share = !degraded ? localHealth
             : localHealth + remoteHealth > 0 ? localHealth / (localHealth + remoteHealth)
             : 1.0;
-        var local = Level(all, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
-        var remote = Level(all, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
+        var local = Level(all, isAvailable, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
+        var remote = Level(all, isAvailable, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
         if (share > 0 && local.Members.Count == 0)
         {
             // Degraded with panic off (PanicThreshold 0): a level with nothing available takes nothing.
@@ -170,14 +178,14 @@ internal sealed class EndpointSet
     /// that is not administratively disabled, health signals (circuit, ejection, health checks) ignored, so that a bad
     /// signal or a correlated failure never takes the service to zero.
     /// </summary>
-    private static (List<EndpointState> Members, bool IsPanic, int Available) Level(EndpointState[] all, string? localZone, bool local, int total, int panicThreshold, bool forcePanicCheck)
+    private static (List<EndpointState> Members, bool IsPanic, int Available) Level(EndpointState[] all, bool[] isAvailable, string? localZone, bool local, int total, int panicThreshold, bool forcePanicCheck)
     {
         var members = new List<EndpointState>(total);
-        foreach (var state in all)
+        for (var i = 0; i < all.Length; i++)
         {
-            if (state.IsAvailable && (localZone is null || IsLocal(state, localZone) == local))
+            if (isAvailable[i] && (localZone is null || IsLocal(all[i], localZone) == local))
             {
-                members.Add(state);
+                members.Add(all[i]);
             }
         }
 

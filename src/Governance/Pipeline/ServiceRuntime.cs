@@ -200,25 +200,35 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         var watcher = settings.Discovery.Watch(settings.Name, settings.Options);
         try
         {
+            // Subscribed first, outside the lock and before Build touches any endpoint state (breakers, conditions): a
+            // watcher that cannot be subscribed to leaves everything as it was. Its notifications are ignored until it
+            // is in force (OnEndpointsChanged); one that comes before that is caught up with (CatchUp).
+            var seen = watcher.Current;
+            registration = Subscribe(watcher);
             lock (_gate)
             {
                 ObjectDisposedException.ThrowIf(_disposed, this);
                 oldPolicy = _state.Policy;
                 policy = ServicePolicy.Create(settings.Resilience, _time, oldPolicy);
-                var seen = watcher.Current;
                 var state = Build(settings, policy, watcher);
-                registration = Subscribe(watcher);
                 oldWatcher = _watcher;
                 oldRegistration = _watcherRegistration;
                 _watcher = watcher;
                 _watcherRegistration = registration;
                 published = true;
-                Publish(state);
-                CatchUp(watcher, seen);
-                if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
+                try
                 {
-                    _ = StopHealthChecksAsync();
-                    StartHealthChecks(settings);
+                    Publish(state);
+                    CatchUp(watcher, seen);
+                }
+                finally
+                {
+                    // The health checks follow the settings in force, even when publishing failed after putting them in force.
+                    if (_state.Settings.Resilience.HealthCheck != oldPolicy.Settings.HealthCheck)
+                    {
+                        _ = StopHealthChecksAsync();
+                        StartHealthChecks(_state.Settings);
+                    }
                 }
             }
         }

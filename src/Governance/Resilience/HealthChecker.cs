@@ -57,14 +57,26 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     /// </summary>
     public void OnEndpointsChanged()
     {
-        Volatile.Write(ref _changed, 1);
-        try
+        // Full fences on both sides (here and in the loop: flag, then pause; pause, then flag), so that either the loop
+        // sees the flag or this sees its pause. The pause is cancelled on the thread pool: cancelling it here would run
+        // the loop's next probes inline, on the publishing thread and under the service's lock.
+        Interlocked.Exchange(ref _changed, 1);
+        if (Interlocked.CompareExchange(ref _pause, null, null) is { } pause)
         {
-            Volatile.Read(ref _pause)?.Cancel();
-        }
-        catch (ObjectDisposedException)
-        {
-            // The pause ended meanwhile: the loop sees the flag before its next pause.
+            ThreadPool.UnsafeQueueUserWorkItem(
+                static p =>
+                {
+                    try
+                    {
+                        p.Cancel();
+                    }
+                    catch (ObjectDisposedException)
+                    {
+                        // The pause ended meanwhile: the loop sees the flag before its next pause.
+                    }
+                },
+                pause,
+                preferLocal: false);
         }
     }
 
@@ -87,7 +99,7 @@ internal sealed partial class HealthChecker : IAsyncDisposable
     {
         while (!_stop.IsCancellationRequested)
         {
-            Volatile.Write(ref _changed, 0);
+            Interlocked.Exchange(ref _changed, 0);
             if (!await RoundAsync(onlyNew: false).ConfigureAwait(false))
             {
                 return;
@@ -106,11 +118,11 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                 if (Interlocked.Exchange(ref _changed, 0) == 0)
                 {
                     using var pause = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                    Volatile.Write(ref _pause, pause);
+                    Interlocked.Exchange(ref _pause, pause);
                     try
                     {
                         // The flag is read again once the pause can be cancelled, so that no change is missed.
-                        if (Volatile.Read(ref _changed) == 0)
+                        if (Interlocked.CompareExchange(ref _changed, 0, 0) == 0)
                         {
                             await Task.Delay(remaining, _time, pause.Token).ConfigureAwait(false);
                             break;
@@ -122,10 +134,10 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                     }
                     finally
                     {
-                        Volatile.Write(ref _pause, null);
+                        Interlocked.Exchange(ref _pause, null);
                     }
 
-                    Volatile.Write(ref _changed, 0);
+                    Interlocked.Exchange(ref _changed, 0);
                 }
 
                 if (!await RoundAsync(onlyNew: true).ConfigureAwait(false))

@@ -135,6 +135,49 @@ public sealed class FailureContainmentTests
     }
 
     [Fact]
+    public async Task Reload_NewWatcherCannotBeSubscribedTo_OpenCircuitUntouchedAndReadmittedOnTime()
+    {
+        // bad's circuit is open when a reload edits the breaker and brings a watcher whose change token throws: the
+        // reload is rejected before any endpoint state changes, so bad stays out and its readmission brings it back
+        // (the rejected reload cleared its open mark without a rebuild, and the readmission then had nothing to clear).
+        await using var bad = await Faults.StartStatusAsync("bad", 503);
+        await using var good = await LoopbackServer.StartAsync("good");
+        var provider = new SwitchableProvider(new ServiceEndpoint(bad.Address), new ServiceEndpoint(good.Address));
+        var time = new ObservedTimeProvider();
+        var settings = new Dictionary<string, string?>
+        {
+            [$"Services:{Faults.Service}:Discovery"] = provider.Name,
+            [$"Services:{Faults.Service}:LoadBalancer:Policy"] = "RoundRobin",
+            [$"Services:{Faults.Service}:Retry:BaseDelay"] = "00:00:00",
+            [$"Services:{Faults.Service}:Retry:MaxDelay"] = "00:00:00",
+            [$"Services:{Faults.Service}:OutlierDetection:Enabled"] = "false",
+            [$"Services:{Faults.Service}:CircuitBreaker:MinimumThroughput"] = "4",
+            [$"Services:{Faults.Service}:CircuitBreaker:BreakDuration"] = "00:00:05",
+        };
+        await using var governed = Governed.Create(settings, services => services
+            .AddSingleton<Governance.Discovery.IServiceDiscoveryProvider>(provider)
+            .AddSingleton<TimeProvider>(time));
+        var badState = Faults.State(governed, bad);
+        for (var i = 0; i < 40 && !Faults.Has(badState, EndpointConditions.CircuitOpen); i++)
+        {
+            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
+        }
+
+        Assert.True(Faults.Has(badState, EndpointConditions.CircuitOpen));
+        await time.WaitForTimersAsync(TimeSpan.FromSeconds(5), 1).WaitAsync(Faults.Guard);
+
+        provider.FailSubscriptions = true;
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:CircuitBreaker:BreakDuration"] = "00:00:06";
+        governed.Configuration.Reload();
+
+        Assert.True(Faults.Has(badState, EndpointConditions.CircuitOpen), $"the rejected reload changed the endpoint: {badState.Conditions}");
+        Assert.Single(Faults.Runtime(governed).Endpoints.Candidates);
+        time.Advance(TimeSpan.FromSeconds(5));
+        Assert.False(Faults.Has(badState, EndpointConditions.CircuitOpen), "not readmitted after the break");
+        Assert.Equal(2, Faults.Runtime(governed).Endpoints.Candidates.Length);
+    }
+
+    [Fact]
     public async Task Readmission_PickerRebuildThrowsInTheTimer_LoggedInsteadOfEndingTheProcess()
     {
         // An ejection (the policy builds fine then), and its readmission timer fires while the policy fails to build: on
@@ -236,15 +279,15 @@ public sealed class FailureContainmentTests
         }
     }
 
-    /// <summary>A provider of one fixed endpoint whose watchers' change tokens throw once <see cref="FailSubscriptions"/> is set.</summary>
-    private sealed class SwitchableProvider(ServiceEndpoint endpoint) : Governance.Discovery.IServiceDiscoveryProvider
+    /// <summary>A provider of fixed endpoints whose watchers' change tokens throw once <see cref="FailSubscriptions"/> is set.</summary>
+    private sealed class SwitchableProvider(params ServiceEndpoint[] endpoints) : Governance.Discovery.IServiceDiscoveryProvider
     {
         public string Name => "Switchable";
 
         public bool FailSubscriptions { get; set; }
 
         public Governance.Discovery.IServiceEndpointWatcher Watch(string serviceName, Governance.Configuration.ServiceOptions options) =>
-            new Watcher([endpoint], FailSubscriptions);
+            new Watcher(endpoints, FailSubscriptions);
 
         private sealed class Watcher(IReadOnlyList<ServiceEndpoint> endpoints, bool fail) : Governance.Discovery.IServiceEndpointWatcher
         {

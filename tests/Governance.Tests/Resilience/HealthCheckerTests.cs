@@ -225,7 +225,6 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     /// <summary>The service's current health checker (null while checks are off).</summary>
     private static HealthChecker? Checker(Governed governed) => Faults.Runtime(governed).HealthChecker;
 
-    /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     [Fact]
     public async Task OnEndpointsChanged_EndpointAddedBetweenRounds_ProbedAtOnceAndTheOthersKeepTheirRounds()
     {
@@ -268,6 +267,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.Equal(2, sick.Probes);
     }
 
+    /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     private sealed class Backend(string name)
     {
         private volatile bool _healthy = true;
