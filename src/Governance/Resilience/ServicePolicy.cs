@@ -130,7 +130,7 @@ internal sealed class ServicePolicy : IDisposable
 
         var now = Time.GetTimestamp();
         var due = now + (long)(delay.Ticks * _timestampTicksPerTimeSpanTick);
-        var granted = Limiter?.GetStatistics()?.TotalSuccessfulLeases ?? 0;
+        var granted = Granted();
         var refusal = Volatile.Read(ref _rejectedUntil);
         if (refusal is null || now >= refusal.DueAt || due < refusal.DueAt || granted != refusal.Granted)
         {
@@ -141,6 +141,22 @@ internal sealed class ServicePolicy : IDisposable
 
         hint = TimeSpan.FromTicks((long)((refusal.DueAt - now) / _timestampTicksPerTimeSpanTick));
         return refusal;
+    }
+
+    /// <summary>
+    /// How many permits the limiter has granted so far (see <see cref="Rejection"/>); -1 once it is disposed (a shutdown
+    /// racing a rejection gets its refusal, not an ObjectDisposedException).
+    /// </summary>
+    private long Granted()
+    {
+        try
+        {
+            return Limiter?.GetStatistics()?.TotalSuccessfulLeases ?? 0;
+        }
+        catch (ObjectDisposedException)
+        {
+            return -1;
+        }
     }
 
     /// <summary>
