@@ -1,5 +1,5 @@
-using System.Runtime.ExceptionServices;
 using System.Diagnostics;
+using System.Runtime.ExceptionServices;
 using Governance.Discovery;
 using Governance.LoadBalancing;
 using Governance.Resilience;

@@ -6,8 +6,8 @@ namespace Governance.Resilience;
 /// <summary>
 /// Active health checks of one service (<c>HealthCheck</c>), off the request path: every <c>Interval</c> (and once at
 /// start) each endpoint gets a GET of <c>Path</c>, and an endpoint that appears between rounds (discovery's first answer,
-/// a scale-out, a reload) is probed as soon as it appears (Envoy's checker does the same), then with the rounds; <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or
-/// <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back. Probes
+/// a scale-out, a reload) is probed as soon as it appears (Envoy's checker does the same), then with the rounds;
+/// <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back. Probes
 /// use their own connection pool, never the governed pipeline, and combine with passive ejection and circuit breaking
 /// (an endpoint is used only when none of them excludes it).
 /// </summary>
