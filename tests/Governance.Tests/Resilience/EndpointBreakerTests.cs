@@ -241,12 +241,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
 
         // flaky's circuit opens (its 503s are retried on a or c), then it is readmitted and its probe held.
         policy.Preferred = flaky.Server.Port;
-        for (var i = 0; i < 40 && !Faults.Has(flakyState, EndpointConditions.CircuitOpen); i++)
-        {
-            Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
-        }
-
-        Assert.True(Faults.Has(flakyState, EndpointConditions.CircuitOpen), $"circuit not open: {flakyState.Conditions}");
+        await Faults.SendUntilAsync(governed, () => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
         await time.WaitForTimersAsync(BreakDuration, 1).WaitAsync(Faults.Guard);
         time.Advance(BreakDuration);
         flaky.Hold = true;
@@ -314,12 +309,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
             await using var governed = Governed.Create(settings, services => services.AddSingleton<TimeProvider>(time).AddSingleton<Governance.LoadBalancing.ILoadBalancingPolicy>(policy));
             var runtime = Faults.Runtime(governed);
             var flakyState = Faults.State(governed, flaky.Server);
-            for (var i = 0; i < 40 && !Faults.Has(flakyState, EndpointConditions.CircuitOpen); i++)
-            {
-                Assert.True((await Faults.TryGetAsync(governed)).Succeeded);
-            }
-
-            Assert.True(Faults.Has(flakyState, EndpointConditions.CircuitOpen), $"circuit not open: {flakyState.Conditions}");
+            await Faults.SendUntilAsync(governed, () => Faults.Has(flakyState, EndpointConditions.CircuitOpen));
             foreach (var down in new[] { x }.Concat(remote.Skip(1)))
             {
                 // Out of load balancing as by an open circuit (health checks are off: a rebuild would clear that flag).
@@ -607,21 +597,7 @@ public sealed class EndpointBreakerTests(ITestOutputHelper output)
         }
 
         /// <summary>Sends GETs one at a time (each must succeed) until <paramref name="condition"/> holds; returns how many.</summary>
-        public async Task<int> SendUntilAsync(Func<bool> condition)
-        {
-            for (var i = 1; i <= 40; i++)
-            {
-                var result = await Faults.TryGetAsync(Governed);
-                Assert.True(result.Succeeded, result.ToString());
-                if (condition())
-                {
-                    return i;
-                }
-            }
-
-            Assert.Fail("condition not reached within 40 GETs");
-            return 0;
-        }
+        public Task<int> SendUntilAsync(Func<bool> condition) => Faults.SendUntilAsync(Governed, condition);
 
         public async ValueTask DisposeAsync()
         {

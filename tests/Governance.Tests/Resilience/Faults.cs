@@ -136,6 +136,23 @@ internal static class Faults
         return results;
     }
 
+    /// <summary>Sends GETs one at a time (each must succeed) until <paramref name="condition"/> holds, at most 40; returns how many.</summary>
+    public static async Task<int> SendUntilAsync(Governed governed, Func<bool> condition)
+    {
+        for (var i = 1; i <= 40; i++)
+        {
+            var result = await TryGetAsync(governed);
+            Assert.True(result.Succeeded, result.ToString());
+            if (condition())
+            {
+                return i;
+            }
+        }
+
+        Assert.Fail("condition not reached within 40 GETs");
+        return 0;
+    }
+
     public static int Count(this IEnumerable<LogEntry> entries, int eventId) => entries.Count(e => e.EventId.Id == eventId);
 
     public static string Describe(IEnumerable<CallResult> results) =>

@@ -178,11 +178,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         // A concurrency limit of one permit: a call whose permit is not given back leaves every later call rejected.
         var service = hedged ? "throwing-start-hedged" : "throwing-start";
         await using var server = await LoopbackServer.StartAsync("a");
-        var settings = Governed.Service(service, null, server);
-        settings[$"Services:{service}:RateLimit:Algorithm"] = "Concurrency";
-        settings[$"Services:{service}:RateLimit:Burst"] = "1";
-        settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
-        await using var governed = Governed.Create(settings);
+        await using var governed = Governed.Create(OnePermit(service, server, hedged));
         var spanName = $"GET {service}";
         var stopped = 0;
         using (var throwing = new ActivityListener
@@ -227,11 +223,7 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
         // call can be admitted while this one is being recorded (inline and hedged calls alike).
         var service = hedged ? "span-then-permit-hedged" : "span-then-permit";
         await using var server = await LoopbackServer.StartAsync("a");
-        var settings = Governed.Service(service, null, server);
-        settings[$"Services:{service}:RateLimit:Algorithm"] = "Concurrency";
-        settings[$"Services:{service}:RateLimit:Burst"] = "1";
-        settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
-        await using var governed = Governed.Create(settings);
+        await using var governed = Governed.Create(OnePermit(service, server, hedged));
         Assert.True(governed.Services.GetRequiredService<Governance.Pipeline.GovernanceRuntime>().TryGetService(service, out var runtime));
         var limiter = runtime.Policy.Limiter!;
         var spanName = $"GET {service}";
@@ -398,6 +390,16 @@ public sealed class TelemetryTests(ITestOutputHelper output) : IDisposable
     /// One endpoint whose circuit opens after two outcomes of which half failed, with nothing else in the way: no retries,
     /// no outlier detection, no panic mode (which would send to the open circuit).
     /// </summary>
+    /// <summary><paramref name="service"/> over <paramref name="server"/> with a concurrency limit of one permit, hedged or not.</summary>
+    private static Dictionary<string, string?> OnePermit(string service, LoopbackServer server, bool hedged)
+    {
+        var settings = Governed.Service(service, null, server);
+        settings[$"Services:{service}:RateLimit:Algorithm"] = "Concurrency";
+        settings[$"Services:{service}:RateLimit:Burst"] = "1";
+        settings[$"Services:{service}:Hedging:Enabled"] = hedged ? "true" : "false";
+        return settings;
+    }
+
     private static Dictionary<string, string?> OneEndpointBreaker(string service, LoopbackServer server)
     {
         var settings = Governed.Service(service, null, server);
