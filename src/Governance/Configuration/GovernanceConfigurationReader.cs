@@ -33,6 +33,7 @@ internal static class GovernanceConfigurationReader
         }
 
         options.SetKeyPrefix(path.Length == 0 ? string.Empty : path + ":");
+        options.CountSource(found: section is IConfigurationSection read ? read.Exists() : section.GetChildren().Any());
         var found = new List<string>();
         var malformed = new List<string>();
         GovernanceConfigurationSchema.Root.Check(section, path, found, malformed);

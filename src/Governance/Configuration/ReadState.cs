@@ -22,6 +22,22 @@ internal static class ReadState
 
     public static void SetKeyPrefix(this GovernanceOptions options, string prefix) => States.GetOrCreateValue(options).KeyPrefix = prefix;
 
+    /// <summary>Counts a configuration source read into the options, and whether it had anything in it.</summary>
+    public static void CountSource(this GovernanceOptions options, bool found)
+    {
+        var state = States.GetOrCreateValue(options);
+        state.SourcesRead++;
+        state.SourcesFound += found ? 1 : 0;
+    }
+
+    /// <summary>
+    /// Gets a value indicating whether configuration sources were read into the options and none of them existed (no
+    /// <c>MeshGovernance</c> section: misspelled, or a file deleted or emptied by a failed parse); <see langword="false"/>
+    /// for options configured in code only.
+    /// </summary>
+    public static bool EverySourceMissing(this GovernanceOptions options) =>
+        States.TryGetValue(options, out var state) && state.SourcesRead > 0 && state.SourcesFound == 0;
+
     /// <summary>Gets a value indicating whether the endpoint was written as a bare address string (messages then name the item, not its <c>Address</c>).</summary>
     public static bool IsShorthand(this EndpointOptions endpoint) => Shorthands.TryGetValue(endpoint, out _);
 
@@ -34,5 +50,9 @@ internal static class ReadState
         public string KeyPrefix { get; set; } = GovernanceOptions.SectionName + ":";
 
         public List<string> Errors { get; } = [];
+
+        public int SourcesRead { get; set; }
+
+        public int SourcesFound { get; set; }
     }
 }

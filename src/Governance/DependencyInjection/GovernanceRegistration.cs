@@ -193,6 +193,8 @@ internal sealed class GovernanceRegistration
         {
             if (section is null)
             {
+                // No IConfiguration in the container: the default section cannot exist.
+                options.CountSource(found: false);
                 return;
             }
 

@@ -60,6 +60,11 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             throw new OptionsValidationException(Options.DefaultName, typeof(GovernanceOptions), errors);
         }
 
+        if (initial.EverySourceMissing())
+        {
+            LogSectionMissing(_logger, "no service is governed");
+        }
+
         lock (_applyGate)
         {
             Apply(initial);
@@ -153,6 +158,15 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             if (errors.Count > 0)
             {
                 LogReloadRejected(_logger, errors.Count, string.Join(Environment.NewLine, errors));
+                return;
+            }
+
+            if (options.EverySourceMissing() && _services.Count > 0)
+            {
+                // The section vanished (a file deleted, or emptied by a parse error that a later reload of another
+                // source brings in): far more likely a broken deployment than a wish to stop governing every service,
+                // which an explicit empty "Services" expresses. The last good configuration stays in force.
+                LogSectionMissing(_logger, "the change is rejected and the last good configuration stays in force");
                 return;
             }
 
@@ -302,6 +316,9 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             LogZoneUnmatched(_logger, $"{options.KeyPrefix()}Application:Zone", zone, string.Join(", ", zones));
         }
     }
+
+    [LoggerMessage(GovernanceEventIds.ConfigurationSectionMissing, LogLevel.Warning, "MeshGovernance configuration: no configured section exists (a misspelled section name, or a file deleted or that failed to parse): {Consequence}")]
+    private static partial void LogSectionMissing(ILogger logger, string consequence);
 
     [LoggerMessage(GovernanceEventIds.ConfigurationApplied, LogLevel.Information, "MeshGovernance configuration applied: {Count} services: {Services}")]
     private static partial void LogApplied(ILogger logger, int count, string services);

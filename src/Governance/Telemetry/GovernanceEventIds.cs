@@ -11,6 +11,7 @@ internal static class GovernanceEventIds
     public const int ConfigurationReloadRejected = 1001;
     public const int ApplicationZoneUnmatched = 1002;
     public const int ServiceStopFailed = 1003;
+    public const int ConfigurationSectionMissing = 1004;
 
     public const int EndpointsChanged = 1100;
     public const int EndpointSetRebuildFailed = 1101;

@@ -199,6 +199,77 @@ public sealed class ReloadTests
     }
 
     [Fact]
+    public async Task Reload_SectionVanishes_RejectedWithWarningAndLastGoodConfigurationStays()
+    {
+        // A deleted file (or one emptied by a parse error, which another source's reload then brings in) leaves no
+        // MeshGovernance section: that is not taken for "govern nothing"; an explicit empty Services is.
+        await using var a = await LoopbackServer.StartAsync("a");
+        var logs = new CapturingLoggerProvider();
+        var editable = new EditableConfiguration();
+        editable.Change("MeshGovernance:Services:catalog:Endpoints:0", a.Address.ToString());
+        await using var provider = BuildOver(editable, logs);
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+        using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
+
+        editable.Remove("MeshGovernance");
+
+        var missing = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
+        Assert.Equal(LogLevel.Warning, missing.Level);
+        Assert.Contains("last good configuration stays in force", missing.Message, StringComparison.Ordinal);
+        Assert.True(runtime.TryGetService("catalog", out _));
+        using (var response = await client.GetAsync("http://catalog/").WaitAsync(TimeSpan.FromSeconds(30)))
+        {
+            Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+        }
+
+        // An explicit empty Services does remove every service.
+        editable.Change("MeshGovernance:Services", string.Empty);
+        Assert.False(runtime.TryGetService("catalog", out _));
+        Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
+    }
+
+    [Fact]
+    public void Startup_SectionMisspelled_WarnsThatNoServiceIsGoverned()
+    {
+        var logs = new CapturingLoggerProvider();
+        var editable = new EditableConfiguration();
+        editable.Change("MeshGoverance:Services:catalog:Endpoints:0", "http://127.0.0.1:5001");
+        using var provider = BuildOver(editable, logs);
+
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        Assert.Empty(runtime.Services);
+        var missing = Assert.Single(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
+        Assert.Contains("no service is governed", missing.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Startup_ExplicitEmptyServicesInJson_NothingGovernedWithoutWarning()
+    {
+        // What README tells users to write to govern nothing: the section exists (its Services key does), so it is not
+        // taken for a missing one.
+        var logs = new CapturingLoggerProvider();
+        using var json = new MemoryStream("{ \"MeshGovernance\": { \"Services\": {} } }"u8.ToArray());
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddJsonStream(json).Build());
+        services.AddLogging(l => l.AddProvider(logs));
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+
+        Assert.Empty(provider.GetRequiredService<GovernanceRuntime>().Services);
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
+    }
+
+    private static ServiceProvider BuildOver(EditableConfiguration editable, CapturingLoggerProvider logs)
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().Add(editable).Build());
+        services.AddLogging(l => l.AddProvider(logs));
+        services.AddMeshGovernance();
+        return services.BuildServiceProvider();
+    }
+
+    [Fact]
     public async Task Reload_ConfigurationThatCannotBeRead_IsLoggedAndLastGoodConfigurationStays()
     {
         await using var a = await LoopbackServer.StartAsync("a");

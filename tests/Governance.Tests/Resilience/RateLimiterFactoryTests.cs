@@ -232,6 +232,9 @@ public sealed class RateLimiterFactoryTests(ITestOutputHelper output)
         {
             var editable = new EditableConfiguration();
             editable.Change(UnderSection(Faults.Settings(server).OnePermitOneWaiting()));
+
+            // The section stays once the service is gone (a section that vanishes altogether is rejected as a broken file).
+            editable.Change("MeshGovernance:Application:Name", "orders");
             await using var provider = Build(editable, new ObservedTimeProvider());
             using var client = provider.GetRequiredService<IHttpClientFactory>().CreateClient();
             var runtime = provider.GetRequiredService<Governance.Pipeline.GovernanceRuntime>();

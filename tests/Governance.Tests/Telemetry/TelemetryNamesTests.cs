@@ -50,6 +50,7 @@ public sealed class TelemetryNamesTests
             ["ConfigurationReloadRejected"] = 1001,
             ["ApplicationZoneUnmatched"] = 1002,
             ["ServiceStopFailed"] = 1003,
+            ["ConfigurationSectionMissing"] = 1004,
             ["EndpointsChanged"] = 1100,
             ["EndpointSetRebuildFailed"] = 1101,
             ["WatcherDisposeFailed"] = 1102,
