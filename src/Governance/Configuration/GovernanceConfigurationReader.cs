@@ -126,7 +126,15 @@ internal static class GovernanceConfigurationReader
 
     private static void ReadEndpoints(IConfigurationSection service, ServiceOptions options)
     {
-        var items = service.GetSection("Endpoints").GetChildren();
+        // A source that names the service without listing endpoints (a later section that only sets its retries) keeps
+        // what an earlier one listed, as for every other key.
+        var list = service.GetSection("Endpoints");
+        if (!list.Exists())
+        {
+            return;
+        }
+
+        var items = list.GetChildren();
         options.Endpoints.Clear();
         foreach (var item in items)
         {
@@ -222,6 +230,12 @@ internal sealed class GovernanceConfigurationSchema
                     if (!TimeSpan.TryParse(value, CultureInfo.InvariantCulture, out _))
                     {
                         errors.Add($"{path} '{value}' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250");
+                        malformed.Add(path);
+                    }
+                    else if (value.Count(':') > 2)
+                    {
+                        // TimeSpan reads '00:00:05:00' as days, hours, minutes and seconds (5 minutes): a shifted field.
+                        errors.Add($"{path} '{value}' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05, or d.hh:mm:ss for days): as written, .NET reads it as {TimeSpan.Parse(value, CultureInfo.InvariantCulture).ToString("c", CultureInfo.InvariantCulture)} (days, hours, minutes and seconds)");
                         malformed.Add(path);
                     }
                     else if (value.Count(':') < 2)

@@ -189,9 +189,20 @@ internal sealed partial class GovernanceOptionsValidator
                 "CONCURRENCY" => ("RateLimit:PermitsPerSecond", section.PermitsPerSecond, "it limits the calls in flight to Burst, whatever their rate"),
                 _ => (string.Empty, null, string.Empty),
             };
+            var ownValue = key switch
+            {
+                "RateLimit:Burst" => own?.Burst,
+                "RateLimit:PermitsPerSecond" => own?.PermitsPerSecond,
+                _ => null,
+            };
             if (algorithm.Own && value is { } unused)
             {
                 errors.Add(string.Create(CultureInfo.InvariantCulture, $"{(own is null ? defaultsPath : path)}:{key} '{unused}' is not used by {algorithm.Key} '{used.Algorithm}': {why}; remove it"));
+            }
+            else if (!isDefaultsPass && ownValue is { } ownUnused)
+            {
+                // The service's own key under an algorithm it inherits: its own choice, which it can remove.
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"{path}:{key} '{ownUnused}' is not used by {algorithm.Key} '{used.Algorithm}': {why}; remove it"));
             }
         }
 

@@ -76,6 +76,7 @@ public sealed class ResilienceValidationTests
     [InlineData("Retry:BaseDelay", "soon", "Retry:BaseDelay 'soon' is not a duration such as 00:00:05 (hh:mm:ss) or 00:00:00.250")]
     [InlineData("CircuitBreaker:BreakDuration", "5", "CircuitBreaker:BreakDuration '5' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05 or 00:00:00.250): as written, .NET reads it as 5.00:00:00 (days)")]
     [InlineData("HealthCheck:Interval", "00:30", "HealthCheck:Interval '00:30' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05 or 00:00:00.250): as written, .NET reads it as 00:30:00 (hours and minutes)")]
+    [InlineData("CircuitBreaker:BreakDuration", "00:00:05:00", "CircuitBreaker:BreakDuration '00:00:05:00' must give hours, minutes and seconds (hh:mm:ss, such as 00:00:05, or d.hh:mm:ss for days): as written, .NET reads it as 00:05:00 (days, hours, minutes and seconds)")]
     [InlineData("Retry:Jitter", "maybe", "Retry:Jitter 'maybe' is not true or false")]
     [InlineData("Retry:RetryOn:0", "4xx", "Retry:RetryOn:0 '4xx' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
     [InlineData("Retry:RetryOn:0", "700", "Retry:RetryOn:0 '700' is not a retry condition (5xx, gateway-error, connect-failure, reset, timeout, retriable-4xx, or a status code 400-599)")]
@@ -187,6 +188,22 @@ public sealed class ResilienceValidationTests
         });
 
         Assert.Equal($"{Service}:RateLimit:{key} '{value}' is not used by {Service}:RateLimit:Algorithm '{algorithm}': {why}; remove it", Assert.Single(failures));
+    }
+
+    [Theory]
+    [InlineData("Concurrency", "PermitsPerSecond", "50", "it limits the calls in flight to Burst, whatever their rate")]
+    [InlineData("FixedWindow", "Burst", "10", "its window admits PermitsPerSecond calls a second")]
+    public void Validate_ServicesOwnRateLimitKeyTheInheritedAlgorithmIgnores_IsRejected(string algorithm, string key, string value, string why)
+    {
+        // The algorithm comes from Defaults; the service's own key is its choice, which it can remove (it was silently
+        // ignored: a service asking for 50 calls a second under a Concurrency default got 100 in flight and no rate).
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Defaults:RateLimit:Algorithm"] = algorithm,
+            [$"{Service}:RateLimit:{key}"] = value,
+        });
+
+        Assert.Equal($"{Service}:RateLimit:{key} '{value}' is not used by MeshGovernance:Defaults:RateLimit:Algorithm '{algorithm}': {why}; remove it", Assert.Single(failures));
     }
 
     [Fact]

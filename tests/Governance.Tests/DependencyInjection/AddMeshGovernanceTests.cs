@@ -262,6 +262,25 @@ public sealed class AddMeshGovernanceTests
     }
 
     [Fact]
+    public void AddMeshGovernance_LaterSectionSetsOnlyRetries_KeepsTheEarlierSectionsEndpoints()
+    {
+        // B names catalog only to set its retries: A's endpoints stay (they were cleared, and startup failed blaming B).
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["A:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001",
+            ["B:Services:catalog:Retry:MaxRetries"] = "1",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration.GetSection("A"));
+        services.AddMeshGovernance(configuration.GetSection("B"));
+        using var provider = services.BuildServiceProvider();
+
+        Assert.True(provider.GetRequiredService<GovernanceRuntime>().TryGetService("catalog", out var catalog));
+        Assert.Equal("http://127.0.0.1:5001", Assert.Single(catalog.Endpoints.All).Authority);
+        Assert.Equal(1, catalog.Settings.Resilience.Retry.MaxRetries);
+    }
+
+    [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
