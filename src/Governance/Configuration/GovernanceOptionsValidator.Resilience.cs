@@ -137,11 +137,31 @@ internal sealed partial class GovernanceOptionsValidator
         // A value already reported out of range (by the range checks of this section or of Defaults) is not compared again.
         bool Reported(string key) => errors.Exists(e => e.StartsWith(key + " '", StringComparison.Ordinal));
 
-        void Conflict((string Key, bool Own) a, object aValue, string relation, (string Key, bool Own) b, object bValue, string? why = null)
+        // The pass over Defaults checks a feature's conflicts only when Defaults turn the feature on; one that a service
+        // turns on is checked in that service's pass even when both values come from Defaults (or built-in defaults).
+        ResilienceSettings? checkedByDefaults = null;
+        if (!isDefaultsPass)
         {
-            if ((a.Own || b.Own) && !Reported(a.Key) && !Reported(b.Key))
+            try
             {
-                errors.Add(string.Create(CultureInfo.InvariantCulture, $"{a.Key} '{aValue}' {relation} {b.Key} '{bValue}'{(why is null ? null : ": " + why)}"));
+                checkedByDefaults = ResilienceSettings.Create(new ServiceOptions(), defaults);
+            }
+            catch (ArgumentException)
+            {
+                // An unknown name under Defaults, reported by its range checks.
+            }
+        }
+
+        void Conflict((string Key, bool Own) a, object aValue, string relation, (string Key, bool Own) b, object bValue, string? why = null, bool onInDefaults = true)
+        {
+            var notCheckedInDefaults = checkedByDefaults is not null && !onInDefaults;
+            if ((a.Own || b.Own || notCheckedInDefaults) && !Reported(a.Key) && !Reported(b.Key))
+            {
+                var message = string.Create(CultureInfo.InvariantCulture, $"{a.Key} '{aValue}' {relation} {b.Key} '{bValue}'{(why is null ? null : ": " + why)}");
+                if (!errors.Contains(message))
+                {
+                    errors.Add(message);
+                }
             }
         }
 
@@ -150,7 +170,8 @@ internal sealed partial class GovernanceOptionsValidator
             Conflict(
                 From("Timeout:PerAttempt", service.Timeout?.PerAttempt, defaults.Timeout?.PerAttempt), settings.Timeout.PerAttempt,
                 "must not exceed",
-                From("Timeout:Total", service.Timeout?.Total, defaults.Timeout?.Total), settings.Timeout.Total);
+                From("Timeout:Total", service.Timeout?.Total, defaults.Timeout?.Total), settings.Timeout.Total,
+                onInDefaults: checkedByDefaults?.Timeout.Enabled ?? true);
         }
 
         if (settings.Retry.MaxDelay < settings.Retry.BaseDelay)
@@ -166,7 +187,8 @@ internal sealed partial class GovernanceOptionsValidator
             Conflict(
                 From("OutlierDetection:MaxEjectionTime", service.OutlierDetection?.MaxEjectionTime, defaults.OutlierDetection?.MaxEjectionTime), outlier.MaxEjectionTime,
                 "must not be shorter than",
-                From("OutlierDetection:BaseEjectionTime", service.OutlierDetection?.BaseEjectionTime, defaults.OutlierDetection?.BaseEjectionTime), outlier.BaseEjectionTime);
+                From("OutlierDetection:BaseEjectionTime", service.OutlierDetection?.BaseEjectionTime, defaults.OutlierDetection?.BaseEjectionTime), outlier.BaseEjectionTime,
+                onInDefaults: checkedByDefaults?.Outlier is not null || checkedByDefaults is null);
         }
 
         if (settings.HealthCheck is { } health && health.Timeout > health.Interval)
@@ -174,7 +196,8 @@ internal sealed partial class GovernanceOptionsValidator
             Conflict(
                 From("HealthCheck:Timeout", service.HealthCheck?.Timeout, defaults.HealthCheck?.Timeout), health.Timeout,
                 "must not exceed",
-                From("HealthCheck:Interval", service.HealthCheck?.Interval, defaults.HealthCheck?.Interval), health.Interval);
+                From("HealthCheck:Interval", service.HealthCheck?.Interval, defaults.HealthCheck?.Interval), health.Interval,
+                onInDefaults: checkedByDefaults?.HealthCheck is not null || checkedByDefaults is null);
         }
 
         if (settings.RateLimit is { } used && service.RateLimit is var own && (own ?? defaults.RateLimit) is { } section)
@@ -259,7 +282,8 @@ internal sealed partial class GovernanceOptionsValidator
                 From("RateLimit:Burst", service.RateLimit?.Burst, defaults.RateLimit?.Burst), limit.Burst,
                 "is too small for",
                 From("RateLimit:PermitsPerSecond", service.RateLimit?.PermitsPerSecond, defaults.RateLimit?.PermitsPerSecond), limit.PermitsPerSecond,
-                string.Create(CultureInfo.InvariantCulture, $"a token bucket refills at most once a millisecond and never above its Burst, so Burst must be at least {RateLimiterFactory.MinimumBurst(limit.PermitsPerSecond)} (PermitsPerSecond / 1000, rounded up)"));
+                string.Create(CultureInfo.InvariantCulture, $"a token bucket refills at most once a millisecond and never above its Burst, so Burst must be at least {RateLimiterFactory.MinimumBurst(limit.PermitsPerSecond)} (PermitsPerSecond / 1000, rounded up)"),
+                onInDefaults: checkedByDefaults is null || (checkedByDefaults.RateLimit is { } inDefaults && RateLimiterFactory.UsesBucket(inDefaults)));
         }
     }
 

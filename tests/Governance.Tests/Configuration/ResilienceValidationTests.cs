@@ -207,6 +207,28 @@ public sealed class ResilienceValidationTests
     }
 
     [Fact]
+    public void Validate_ConflictBetweenDefaultsValuesOfAFeatureOnlyTheServiceTurnsOn_IsReported()
+    {
+        // Defaults leave health checks and timeouts off, so the pass over Defaults cannot check their values; the service
+        // turns them on, and the conflicts of what it inherits are its pass's to report (they went into force unchecked).
+        var failures = Validate(new()
+        {
+            ["MeshGovernance:Defaults:HealthCheck:Timeout"] = "00:00:20",
+            ["MeshGovernance:Defaults:Timeout:Enabled"] = "false",
+            ["MeshGovernance:Defaults:Timeout:Total"] = "00:00:05",
+            [$"{Service}:HealthCheck:Path"] = "/health",
+            [$"{Service}:Timeout:Enabled"] = "true",
+        });
+
+        Assert.Equal(
+            [
+                $"{Service}:Timeout:PerAttempt (default) '00:00:10' must not exceed MeshGovernance:Defaults:Timeout:Total '00:00:05'",
+                $"MeshGovernance:Defaults:HealthCheck:Timeout '00:00:20' must not exceed {Service}:HealthCheck:Interval (default) '00:00:10'",
+            ],
+            failures);
+    }
+
+    [Fact]
     public void Validate_KeysOfFeaturesSwitchedOnNowhere_AreRejectedAsHavingNoEffect()
     {
         var failures = Validate(new()
