@@ -46,6 +46,11 @@ internal sealed partial class GovernanceOptionsValidator
             {
                 errors.Add($"{path}: '{name}' is not a valid service name: it is used as the host of request URIs (http://{name}/...), so it must be a DNS name of letters, digits, '-' and '.'");
             }
+            else if (!System.Text.Ascii.IsValid(name))
+            {
+                // Requests may write an internationalized host in either form; the service is keyed by the ASCII one.
+                errors.Add($"{path}: '{name}' is not a valid service name: write an internationalized name in its ASCII (punycode) form, '{new System.Globalization.IdnMapping().GetAscii(name)}' (requests may use either form)");
+            }
 
             if (service is null)
             {

@@ -39,7 +39,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var logical = request.RequestUri;
-        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical.Host, out var service))
+        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical, out var service))
         {
             return base.SendAsync(request, cancellationToken);
         }
@@ -104,7 +104,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     protected override HttpResponseMessage Send(HttpRequestMessage request, CancellationToken cancellationToken)
     {
         var logical = request.RequestUri;
-        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical.Host, out _))
+        if (logical is null || !logical.IsAbsoluteUri || !_runtime.TryGetService(logical, out _))
         {
             return base.Send(request, cancellationToken);
         }

@@ -280,6 +280,37 @@ public sealed class AddMeshGovernanceTests
         Assert.Equal(1, catalog.Settings.Resilience.Retry.MaxRetries);
     }
 
+    [Theory]
+    [InlineData("http://xn--bcher-kva/")]
+    [InlineData("http://bücher/")]
+    public async Task GetAsync_InternationalizedServiceName_GovernedWhicheverFormTheRequestWrites(string url)
+    {
+        // The service is configured in its ASCII (punycode) form; a request may write the host either way, as
+        // SocketsHttpHandler treats both as one host (the Unicode form went to DNS).
+        await using var server = await LoopbackServer.StartAsync("a");
+        await using var governed = Governed.Create(Governed.Service("xn--bcher-kva", null, server));
+
+        using var response = await governed.Client.GetAsync(url).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal("a", Assert.Single(response.Headers.GetValues("x-server")));
+    }
+
+    [Fact]
+    public void AddMeshGovernance_ServiceNameInUnicode_RejectedNamingItsAsciiForm()
+    {
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["MeshGovernance:Services:bücher:Endpoints:0"] = "http://127.0.0.1:5001",
+        }).Build());
+        services.AddMeshGovernance();
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal("MeshGovernance:Services:bücher: 'bücher' is not a valid service name: write an internationalized name in its ASCII (punycode) form, 'xn--bcher-kva' (requests may use either form)", Assert.Single(ex.Failures));
+    }
+
     [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {
