@@ -67,61 +67,8 @@ internal sealed partial class GovernanceOptionsValidator
             errors.Add($"{root}Defaults:LoadBalancer:HashHeader is required when {root}Defaults:LoadBalancer:Policy is ConsistentHash and a service sets no HashHeader of its own (service{(inheritHashPolicy.Count == 1 ? string.Empty : "s")} {string.Join(", ", inheritHashPolicy)}): name the request header that carries the affinity key, for example x-user-id");
         }
 
-        DefaultsWithNoEffect(options, defaults, $"{root}Defaults", errors);
         ValidateConsul(options, errors);
         return errors;
-    }
-
-    /// <summary>
-    /// Hedging or health-check keys under Defaults when no service, nor Defaults, turns the feature on (the same keys under
-    /// a service are reported by its pass): they do nothing anywhere, which is almost never what was meant.
-    /// </summary>
-    private static void DefaultsWithNoEffect(GovernanceOptions options, ServiceOptions defaults, string defaultsPath, List<string> errors)
-    {
-        var hedgingOn = defaults.Hedging?.Enabled is not null;
-        var checksOn = defaults.HealthCheck?.Path is not null;
-        foreach (var service in options.Services.Values)
-        {
-            hedgingOn |= service?.Hedging?.Enabled is not null;
-            checksOn |= service?.HealthCheck?.Path is not null;
-        }
-
-        if (!hedgingOn && defaults.Hedging is { } hedging)
-        {
-            Report($"{defaultsPath}:Hedging", "hedging is off unless Hedging:Enabled is true (the default is false) under Defaults or a service; set it", [hedging.Delay is null ? null : "Delay", hedging.MaxHedgedAttempts is null ? null : "MaxHedgedAttempts"]);
-        }
-
-        if (!checksOn && defaults.HealthCheck is { } checks)
-        {
-            Report(
-                $"{defaultsPath}:HealthCheck",
-                "active health checks are off unless HealthCheck:Path is set under Defaults or a service; set it, for example to /health",
-                [
-                    checks.Interval is null ? null : "Interval",
-                    checks.Timeout is null ? null : "Timeout",
-                    checks.UnhealthyThreshold is null ? null : "UnhealthyThreshold",
-                    checks.HealthyThreshold is null ? null : "HealthyThreshold",
-                    checks.Protocol is null ? null : "Protocol",
-                ]);
-        }
-
-        void Report(string section, string why, ReadOnlySpan<string?> set)
-        {
-            var keys = new List<string>(set.Length);
-            foreach (var key in set)
-            {
-                // A value already reported out of range is not reported again.
-                if (key is not null && !errors.Exists(e => e.StartsWith($"{section}:{key} '", StringComparison.Ordinal)))
-                {
-                    keys.Add(key);
-                }
-            }
-
-            if (keys.Count > 0)
-            {
-                errors.Add($"{section}:{string.Join(", ", keys)} {(keys.Count == 1 ? "has" : "have")} no effect: {why}, or remove {(keys.Count == 1 ? "it" : "them")}");
-            }
-        }
     }
 
     private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors, List<string> inheritHashPolicy)

@@ -229,30 +229,6 @@ public sealed class ResilienceValidationTests
     }
 
     [Fact]
-    public void Validate_DefaultsKeysOfFeaturesSwitchedOnNowhere_AreRejectedAsHavingNoEffect()
-    {
-        var failures = Validate(new()
-        {
-            ["MeshGovernance:Defaults:Hedging:Delay"] = "00:00:00.050",
-            ["MeshGovernance:Defaults:HealthCheck:Interval"] = "00:00:05",
-        });
-
-        Assert.Equal(
-            [
-                "MeshGovernance:Defaults:Hedging:Delay has no effect: hedging is off unless Hedging:Enabled is true (the default is false) under Defaults or a service; set it, or remove it",
-                "MeshGovernance:Defaults:HealthCheck:Interval has no effect: active health checks are off unless HealthCheck:Path is set under Defaults or a service; set it, for example to /health, or remove it",
-            ],
-            failures);
-
-        // A service that turns the feature on gives the Defaults keys an effect.
-        Assert.Empty(TryValidate(new()
-        {
-            ["MeshGovernance:Defaults:Hedging:Delay"] = "00:00:00.050",
-            [$"{Service}:Hedging:Enabled"] = "true",
-        }));
-    }
-
-    [Fact]
     public void Validate_KeysOfFeaturesSwitchedOnNowhere_AreRejectedAsHavingNoEffect()
     {
         var failures = Validate(new()
