@@ -128,8 +128,9 @@ internal static class GovernanceConfigurationReader
     {
         // A source that names the service without listing endpoints (a later section that only sets its retries) keeps
         // what an earlier one listed, as for every other key.
+        // An empty list in JSON ("Endpoints": []) is a key with no value and no children: present, so it still replaces.
         var list = service.GetSection("Endpoints");
-        if (!list.Exists())
+        if (!list.Exists() && !service.GetChildren().Any(c => string.Equals(c.Key, "Endpoints", StringComparison.OrdinalIgnoreCase)))
         {
             return;
         }

@@ -49,7 +49,7 @@ internal sealed partial class GovernanceOptionsValidator
             else if (!System.Text.Ascii.IsValid(name))
             {
                 // Requests may write an internationalized host in either form; the service is keyed by the ASCII one.
-                errors.Add($"{path}: '{name}' is not a valid service name: write an internationalized name in its ASCII (punycode) form, '{new System.Globalization.IdnMapping().GetAscii(name)}' (requests may use either form)");
+                errors.Add($"{path}: '{name}' is not a valid service name: {AsciiForm(name)}");
             }
 
             if (service is null)
@@ -69,6 +69,19 @@ internal sealed partial class GovernanceOptionsValidator
 
         ValidateConsul(options, errors);
         return errors;
+    }
+
+    /// <summary>What to write instead of a non-ASCII service name: its ASCII (punycode) form, when it has one.</summary>
+    private static string AsciiForm(string name)
+    {
+        try
+        {
+            return $"write an internationalized name in its ASCII (punycode) form, '{new System.Globalization.IdnMapping().GetAscii(name)}' (requests may use either form)";
+        }
+        catch (ArgumentException)
+        {
+            return "it has no ASCII (punycode) form; service names are DNS names of letters, digits, '-' and '.'";
+        }
     }
 
     private void ValidateService(string name, ServiceOptions service, ServiceOptions defaults, string path, string defaultsPath, List<string> errors, List<string> inheritHashPolicy)

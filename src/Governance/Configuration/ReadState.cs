@@ -38,6 +38,10 @@ internal static class ReadState
     public static bool EverySourceMissing(this GovernanceOptions options) =>
         States.TryGetValue(options, out var state) && state.SourcesRead > 0 && state.SourcesFound == 0;
 
+    /// <summary>Gets a value indicating whether at least one configuration source read into the options existed.</summary>
+    public static bool AnySourceFound(this GovernanceOptions options) =>
+        States.TryGetValue(options, out var state) && state.SourcesFound > 0;
+
     /// <summary>Gets a value indicating whether the endpoint was written as a bare address string (messages then name the item, not its <c>Address</c>).</summary>
     public static bool IsShorthand(this EndpointOptions endpoint) => Shorthands.TryGetValue(endpoint, out _);
 

@@ -32,6 +32,9 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     private readonly IDisposable? _subscription;
     private volatile FrozenDictionary<string, ServiceRuntime> _services = FrozenDictionary<string, ServiceRuntime>.Empty;
     private GovernanceOptions? _seen;
+
+    /// <summary>Whether a configured section existed in the configuration in force (one that vanishes since is rejected).</summary>
+    private bool _sectionFound;
     private bool _disposed;
 
     public GovernanceRuntime(
@@ -60,7 +63,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             throw new OptionsValidationException(Options.DefaultName, typeof(GovernanceOptions), errors);
         }
 
-        if (initial.EverySourceMissing())
+        if (initial.EverySourceMissing() && initial.Services.Count == 0)
         {
             LogSectionMissing(_logger, "no service is governed");
         }
@@ -68,6 +71,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
         lock (_applyGate)
         {
             Apply(initial);
+            _sectionFound = initial.AnySourceFound();
             _seen = initial;
 
             // Subscribed under the gate: a change from now on is applied after this one; a change since the first read
@@ -169,7 +173,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
                 return;
             }
 
-            if (options.EverySourceMissing() && _services.Count > 0)
+            if (options.EverySourceMissing() && _sectionFound)
             {
                 // The section vanished (a file deleted, or emptied by a parse error that a later reload of another
                 // source brings in): far more likely a broken deployment than a wish to stop governing every service,
@@ -179,6 +183,7 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
             }
 
             Apply(options);
+            _sectionFound = options.AnySourceFound();
         }
 #pragma warning disable CA1031 // A reload runs on the configuration's change callback: never let it tear that down.
         catch (Exception ex)

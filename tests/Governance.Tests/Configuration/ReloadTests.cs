@@ -260,6 +260,29 @@ public sealed class ReloadTests
         Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
     }
 
+    [Fact]
+    public void Reload_CodeConfigurationWithoutAnySection_NoWarningAndNothingRejected()
+    {
+        // Services configured in code beside a parameterless AddMeshGovernance whose section does not exist: they are
+        // governed (no "nothing is governed" warning), and a reload of the configuration is not taken for a section
+        // that vanished (there never was one).
+        var logs = new CapturingLoggerProvider();
+        var editable = new EditableConfiguration();
+        editable.Change("Other:Key", "1");
+        var services = new ServiceCollection();
+        services.AddSingleton<IConfiguration>(new ConfigurationBuilder().Add(editable).Build());
+        services.AddLogging(l => l.AddProvider(logs));
+        services.AddMeshGovernance();
+        services.AddMeshGovernance(o => o.Services["catalog"] = new ServiceOptions { Endpoints = { new EndpointOptions { Address = "http://127.0.0.1:5001" } } });
+        using var provider = services.BuildServiceProvider();
+        var runtime = provider.GetRequiredService<GovernanceRuntime>();
+
+        editable.Change("Other:Key", "2");
+
+        Assert.True(runtime.TryGetService("catalog", out _));
+        Assert.DoesNotContain(logs.Entries, e => e.EventId.Id == GovernanceEventIds.ConfigurationSectionMissing);
+    }
+
     private static ServiceProvider BuildOver(EditableConfiguration editable, CapturingLoggerProvider logs)
     {
         var services = new ServiceCollection();

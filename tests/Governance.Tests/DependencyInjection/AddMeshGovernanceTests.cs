@@ -312,6 +312,23 @@ public sealed class AddMeshGovernanceTests
     }
 
     [Fact]
+    public void AddMeshGovernance_LaterJsonSectionWithEmptyEndpoints_ReplacesTheEarlierList()
+    {
+        // "Endpoints": [] in JSON is a key with no value and no children: still a list the later section sets (empty,
+        // which validation then reports), not an absent key that would keep the earlier section's endpoints.
+        using var json = new MemoryStream("{ \"A\": { \"Services\": { \"catalog\": { \"Endpoints\": [ \"http://127.0.0.1:5001\" ] } } }, \"B\": { \"Services\": { \"catalog\": { \"Endpoints\": [] } } } }"u8.ToArray());
+        var configuration = new ConfigurationBuilder().AddJsonStream(json).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration.GetSection("A"));
+        services.AddMeshGovernance(configuration.GetSection("B"));
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Contains(ex.Failures, f => f.Contains("Services:catalog:Endpoints must list at least one endpoint", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
