@@ -95,9 +95,11 @@ internal sealed partial class GovernanceRuntime : IAsyncDisposable, IDisposable
     /// The service a request's URI names: by its host as written, or, for an internationalized host written in Unicode,
     /// by its ASCII (punycode) form, the only form service names take (validation).
     /// </summary>
-    public bool TryGetService(Uri logical, [NotNullWhen(true)] out ServiceRuntime? service) =>
-        _services.TryGetValue(logical.Host, out service)
-        || (!System.Text.Ascii.IsValid(logical.Host) && _services.TryGetValue(logical.IdnHost, out service));
+    public bool TryGetService(Uri logical, [NotNullWhen(true)] out ServiceRuntime? service)
+    {
+        var host = logical.Host;
+        return _services.TryGetValue(host, out service) || (!System.Text.Ascii.IsValid(host) && _services.TryGetValue(logical.IdnHost, out service));
+    }
 
     public void Dispose() => DisposeAsync().AsTask().GetAwaiter().GetResult();
 
