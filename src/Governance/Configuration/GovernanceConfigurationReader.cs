@@ -59,8 +59,11 @@ internal static class GovernanceConfigurationReader
         ClearListsSetBy(section, options);
         section.Bind(options);
         ReadEndpoints(section.GetSection("Defaults"), options.Defaults);
+        var prefix = options.KeyPrefix();
         foreach (var service in section.GetSection("Services").GetChildren())
         {
+            // Messages about this service name its keys under this source (the last one that names it).
+            options.SetServiceKeyPrefix(service.Key, prefix);
             if (options.Services.TryGetValue(service.Key, out var serviceOptions))
             {
                 ReadEndpoints(service, serviceOptions);

@@ -61,7 +61,7 @@ internal sealed partial class GovernanceOptionsValidator
                 continue;
             }
 
-            var servicePath = $"{root}Services:{name}";
+            var servicePath = $"{options.ServiceKeyPrefix(name)}Services:{name}";
             ValidateTags(service.Tags, $"{servicePath}:Tags", errors);
             var discovery = service.Discovery ?? defaults.Discovery;
             if (discovery is null || string.Equals(discovery, ServiceDiscoveryNames.Static, StringComparison.OrdinalIgnoreCase))

@@ -41,7 +41,7 @@ internal sealed partial class GovernanceOptionsValidator
         var inheritHashPolicy = new List<string>();
         foreach (var (name, service) in options.Services)
         {
-            var path = $"{root}Services:{name}";
+            var path = $"{options.ServiceKeyPrefix(name)}Services:{name}";
             if (Uri.CheckHostName(name) != UriHostNameType.Dns || name.Contains('.', StringComparison.Ordinal) && name.EndsWith('.'))
             {
                 errors.Add($"{path}: '{name}' is not a valid service name: it is used as the host of request URIs (http://{name}/...), so it must be a DNS name of letters, digits, '-' and '.'");

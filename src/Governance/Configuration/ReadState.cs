@@ -22,6 +22,17 @@ internal static class ReadState
 
     public static void SetKeyPrefix(this GovernanceOptions options, string prefix) => States.GetOrCreateValue(options).KeyPrefix = prefix;
 
+    /// <summary>
+    /// Gets the key prefix of the source that last named <paramref name="service"/> (several sections may be registered),
+    /// or <see cref="KeyPrefix"/> when no source did (a service configured in code).
+    /// </summary>
+    public static string ServiceKeyPrefix(this GovernanceOptions options, string service) =>
+        States.TryGetValue(options, out var state) && state.ServicePrefixes.TryGetValue(service, out var prefix) ? prefix : options.KeyPrefix();
+
+    /// <summary>Records that the source with <paramref name="prefix"/> names <paramref name="service"/>.</summary>
+    public static void SetServiceKeyPrefix(this GovernanceOptions options, string service, string prefix) =>
+        States.GetOrCreateValue(options).ServicePrefixes[service] = prefix;
+
     /// <summary>Counts a configuration source read into the options, and whether it had anything in it.</summary>
     public static void CountSource(this GovernanceOptions options, bool found)
     {
@@ -54,6 +65,8 @@ internal static class ReadState
         public string KeyPrefix { get; set; } = GovernanceOptions.SectionName + ":";
 
         public List<string> Errors { get; } = [];
+
+        public Dictionary<string, string> ServicePrefixes { get; } = new(StringComparer.OrdinalIgnoreCase);
 
         public int SourcesRead { get; set; }
 

@@ -329,6 +329,27 @@ public sealed class AddMeshGovernanceTests
     }
 
     [Fact]
+    public void AddMeshGovernance_TwoSections_EachServicesMessageNamesItsOwnSection()
+    {
+        // orders comes from A, catalog from B: an error about orders names A's key (it named B:Services:orders..., a key
+        // that does not exist).
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["A:Services:orders:Endpoints:0:Address"] = "http://127.0.0.1:5001",
+            ["A:Services:orders:Endpoints:0:Weight"] = "0",
+            ["B:Services:catalog:Endpoints:0"] = "http://127.0.0.1:5002",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddMeshGovernance(configuration.GetSection("A"));
+        services.AddMeshGovernance(configuration.GetSection("B"));
+        using var provider = services.BuildServiceProvider();
+
+        var ex = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => provider.GetRequiredService<GovernanceRuntime>());
+
+        Assert.Equal("A:Services:orders:Endpoints:0:Weight '0' must be between 1 and 65535", Assert.Single(ex.Failures));
+    }
+
+    [Fact]
     public void AddMeshGovernance_WholeConfiguration_ReadsItsMeshGovernanceSection()
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
