@@ -70,12 +70,18 @@ internal sealed class EndpointSet
             isAvailable[i] = all[i].IsAvailable;
         }
 
-        var localTotal = 0;
-        if (localZone is not null)
+        // Endpoints of the local zone, and how many of them and of the others are available (zone-aware routing only).
+        int localTotal = 0, localAvailable = 0, remoteAvailable = 0;
+        for (var i = 0; localZone is not null && i < all.Length; i++)
         {
-            foreach (var state in all)
+            if (IsLocal(all[i], localZone))
             {
-                localTotal += IsLocal(state, localZone) ? 1 : 0;
+                localTotal++;
+                localAvailable += isAvailable[i] ? 1 : 0;
+            }
+            else
+            {
+                remoteAvailable += isAvailable[i] ? 1 : 0;
             }
         }
 
@@ -96,20 +102,6 @@ internal sealed class EndpointSet
         // endpoints again (panic mode). With nothing available anywhere the local zone takes everything. Whether the sum
         // reaches 1 is decided in integers (health = 7 x available / (5 x all)): in floating point an exact 1 may fall short.
         var remoteTotal = all.Length - localTotal;
-        var localAvailable = 0;
-        var remoteAvailable = 0;
-        for (var i = 0; i < all.Length; i++)
-        {
-            if (isAvailable[i] && IsLocal(all[i], localZone!))
-            {
-                localAvailable++;
-            }
-            else if (isAvailable[i])
-            {
-                remoteAvailable++;
-            }
-        }
-
         var localFull = 7L * localAvailable >= 5L * localTotal;
         var remoteFull = 7L * remoteAvailable >= 5L * remoteTotal;
         var degraded = !localFull && !remoteFull && (7L * localAvailable * remoteTotal) + (7L * remoteAvailable * localTotal) < 5L * localTotal * remoteTotal;

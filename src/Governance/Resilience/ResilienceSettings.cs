@@ -180,18 +180,8 @@ internal sealed record ResilienceSettings(
     }
 
     /// <summary>A known algorithm's name as <see cref="ResilienceConstants.RateLimitAlgorithms"/> spells it (validation allows no other).</summary>
-    private static string Canonical(string algorithm)
-    {
-        foreach (var known in ResilienceConstants.RateLimitAlgorithms)
-        {
-            if (string.Equals(known, algorithm, StringComparison.OrdinalIgnoreCase))
-            {
-                return known;
-            }
-        }
-
-        return algorithm;
-    }
+    private static string Canonical(string algorithm) =>
+        Array.Find(ResilienceConstants.RateLimitAlgorithms, known => string.Equals(known, algorithm, StringComparison.OrdinalIgnoreCase)) ?? algorithm;
 
     private static bool IsSet(RateLimitOptions? options) =>
         options is not null && (options.Algorithm is not null || options.PermitsPerSecond is not null || options.Burst is not null || options.QueueLimit is not null);
