@@ -55,7 +55,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         _spanNames[methods.Length] = $"HTTP {Name}";
-        _watcher = settings.Discovery.Watch(settings.Name, settings.Options);
+        _watcher = settings.WatchEndpoints();
         ServicePolicy? policy = null;
         try
         {
@@ -197,7 +197,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         IDisposable? registration = null;
         var published = false;
         ExceptionDispatchInfo? failure = null;
-        var watcher = settings.Discovery.Watch(settings.Name, settings.Options);
+        var watcher = settings.WatchEndpoints();
         try
         {
             // Subscribed first, outside the lock and before Build touches any endpoint state (breakers, conditions): a

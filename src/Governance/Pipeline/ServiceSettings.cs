@@ -8,8 +8,12 @@ namespace Governance.Pipeline;
 /// <summary>One service's effective settings: its own keys over <c>Defaults</c> over the built-in defaults.</summary>
 internal sealed class ServiceSettings
 {
-    private ServiceSettings(string name, ServiceOptions options, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone, ResilienceSettings resilience, TimeSpan? initialResolutionTimeout)
+    /// <summary>The whole configuration these settings were read from (validated with them).</summary>
+    private readonly GovernanceOptions _root;
+
+    private ServiceSettings(string name, ServiceOptions options, GovernanceOptions root, IServiceDiscoveryProvider discovery, ILoadBalancingPolicy policy, LoadBalancerOptions loadBalancer, string? localZone, ResilienceSettings resilience, TimeSpan? initialResolutionTimeout)
     {
+        _root = root;
         InitialResolutionTimeout = initialResolutionTimeout;
         Resilience = resilience;
         Name = name;
@@ -49,6 +53,13 @@ internal sealed class ServiceSettings
 
     private TimeSpan? InitialResolutionTimeout { get; }
 
+    /// <summary>
+    /// Starts watching the service's endpoints. The built-in Consul provider is given the configuration these settings
+    /// come from, not the one the options monitor holds by then (which a reload may have replaced meanwhile).
+    /// </summary>
+    public IServiceEndpointWatcher WatchEndpoints() =>
+        Discovery is Governance.Discovery.Consul.ConsulServiceDiscoveryProvider consul ? consul.Watch(Name, Options, _root) : Discovery.Watch(Name, Options);
+
     /// <summary>Merges a validated service's options with the defaults.</summary>
     public static ServiceSettings Create(
         string name,
@@ -83,6 +94,7 @@ internal sealed class ServiceSettings
         return new ServiceSettings(
             name,
             merged,
+            root,
             discovery.Get(discoveryName),
             policies.Get(loadBalancer.Policy),
             loadBalancer,

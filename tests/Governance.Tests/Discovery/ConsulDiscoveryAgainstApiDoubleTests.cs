@@ -259,6 +259,32 @@ public sealed class ConsulDiscoveryAgainstApiDoubleTests
     }
 
     [Fact]
+    public async Task Watch_DuringApply_QueriesTheConfigurationBeingAppliedNotTheMonitorsNewerOne()
+    {
+        // A reload can land while the runtime applies the previous one: the monitor then already holds the newer
+        // configuration (perhaps one that validation will reject). The watch follows what is being applied.
+        await using var newerAgent = await ConsulApiDouble.StartAsync();
+        await using var appliedAgent = await ConsulApiDouble.StartAsync();
+        newerAgent.Register(new ConsulInstance("elsewhere", "catalog", "10.0.0.11", 8080));
+        appliedAgent.Register(new ConsulInstance("applied", "catalog", "10.0.0.12", 8080));
+        await using var services = Build(Settings(newerAgent), new FakeTimeProvider());
+        var applied = new Governance.Configuration.GovernanceOptions { Consul = { Address = appliedAgent.Address.ToString() } };
+        var service = new Governance.Configuration.ServiceOptions { Discovery = "Consul" };
+        applied.Services.Add("catalog", service);
+        var settings = ServiceSettings.Create(
+            "catalog",
+            service,
+            applied,
+            services.GetRequiredService<Governance.LoadBalancing.LoadBalancingPolicyRegistry>(),
+            services.GetRequiredService<Governance.Discovery.ServiceDiscoveryProviderRegistry>());
+
+        await using var watcher = settings.WatchEndpoints();
+        var endpoints = await EndpointsAsync(watcher, e => e.Count > 0);
+
+        Assert.Equal("http://10.0.0.12:8080", Assert.Single(endpoints).Authority);
+    }
+
+    [Fact]
     public async Task Watch_Token_SentInHeaderNeverInQuery()
     {
         const string Token = "3f1c5a2e-5b7d-4c8e-9a1b-2d3e4f5a6b7c";

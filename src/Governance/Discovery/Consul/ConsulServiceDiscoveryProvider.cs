@@ -35,11 +35,19 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
 
     public string Name => ServiceDiscoveryNames.Consul;
 
-    public IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options)
+    /// <summary>Watches a service as the configuration the options monitor holds now describes it (a caller outside the runtime).</summary>
+    public IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options) => Watch(serviceName, options, _options.CurrentValue);
+
+    /// <summary>
+    /// Watches a service as <paramref name="root"/> describes it: the configuration the runtime is applying, whose Consul
+    /// connection, datacenter and <c>Defaults</c> were validated with the service's options. The monitor may already hold
+    /// a newer configuration (a reload landing meanwhile, perhaps one that validation will reject).
+    /// </summary>
+    internal IServiceEndpointWatcher Watch(string serviceName, ServiceOptions options, GovernanceOptions root)
     {
         ArgumentNullException.ThrowIfNull(serviceName);
         ArgumentNullException.ThrowIfNull(options);
-        var root = _options.CurrentValue;
+        ArgumentNullException.ThrowIfNull(root);
         var connection = ConsulConnection.Create(root.Consul, root.KeyPrefix())
             ?? throw new InvalidOperationException($"Service '{serviceName}' uses Consul discovery but {root.KeyPrefix()}Consul:Address is not set");
         var query = CreateQuery(serviceName, options, root);
@@ -99,7 +107,7 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
 
     /// <summary>
     /// The query of a service: its own <c>Tags</c> and <c>OnlyPassing</c> over those of <c>Defaults</c>. The runtime's
-    /// merged options may not carry these keys, so the current configuration fills what they lack.
+    /// merged options may not carry these keys, so the configuration being applied fills what they lack.
     /// </summary>
     internal static ConsulHealthQuery CreateQuery(string serviceName, ServiceOptions options, GovernanceOptions root)
     {
@@ -136,7 +144,7 @@ internal sealed class ConsulServiceDiscoveryProvider : IServiceDiscoveryProvider
         await watch.DisposeAsync().ConfigureAwait(false);
     }
 
-    /// <summary>What <see cref="Watch"/> returns: a reference to a shared loop.</summary>
+    /// <summary>What <see cref="Watch(string, ServiceOptions, GovernanceOptions)"/> returns: a reference to a shared loop.</summary>
     internal sealed class Watcher(ConsulServiceDiscoveryProvider provider, ConsulHealthWatch watch) : IServiceEndpointWatcher, IReportsDiscoveryError
     {
         private int _disposed;
