@@ -42,6 +42,7 @@ internal sealed class EndpointState
     private IsolatedCounter _inFlight;
 
     private int _conditions;
+    private bool _awaitingFirstHealthCheck;
     private int _consecutive5xx;
     private int _consecutiveGatewayFailures;
     private RewriteEntry? _lastRewrite;
@@ -120,6 +121,17 @@ internal sealed class EndpointState
 
     /// <summary>Gets a value indicating whether the endpoint may take new requests.</summary>
     public bool IsAvailable => Volatile.Read(ref _conditions) == 0;
+
+    /// <summary>
+    /// Gets or sets a value indicating whether the endpoint appeared after the service's health checks had begun and has
+    /// not been probed yet (Envoy's pending first check): it is out of load balancing (<see cref="EndpointConditions.FailedHealthCheck"/>)
+    /// until its first probe, whose result alone decides, whatever <c>HealthyThreshold</c> says. Written under the service's lock.
+    /// </summary>
+    public bool AwaitingFirstHealthCheck
+    {
+        get => Volatile.Read(ref _awaitingFirstHealthCheck);
+        set => Volatile.Write(ref _awaitingFirstHealthCheck, value);
+    }
 
     /// <summary>Gets or sets the endpoint's circuit breaker (with the settings it was built from), or <see langword="null"/> when breaking is off.</summary>
     public EndpointBreaker? Breaker { get; set; }

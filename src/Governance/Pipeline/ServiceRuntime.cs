@@ -38,6 +38,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private volatile TaskCompletionSource _resolved = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _watcherRegistration;
     private HealthChecker? _healthChecker;
+
+    /// <summary>
+    /// Whether health checks have probed this service's endpoints (a round that probed at least one finished) since they
+    /// were turned on: from then on an endpoint that appears waits for its first probe before it takes traffic
+    /// (<see cref="EndpointState.AwaitingFirstHealthCheck"/>). Those known before (at start, or discovery's first answer)
+    /// take traffic at once. Under <see cref="_gate"/>.
+    /// </summary>
+    private bool _healthChecked;
     private bool _disposed;
     private RefusedCall? _noEndpoint;
 
@@ -441,6 +449,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     internal void OnHealthChanged(HealthChecker checker, EndpointState endpoint, bool healthy)
     {
         bool changed;
+        bool first;
         lock (_gate)
         {
             if (_disposed || !ReferenceEquals(checker, _healthChecker))
@@ -448,10 +457,16 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 return;
             }
 
+            first = endpoint.AwaitingFirstHealthCheck;
+            endpoint.AwaitingFirstHealthCheck = false;
             changed = endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy);
         }
 
-        if (healthy)
+        if (healthy && first)
+        {
+            LogHealthFirstPassed(_logger, Name, endpoint.Authority);
+        }
+        else if (healthy)
         {
             LogHealthRecovered(_logger, Name, endpoint.Authority);
         }
@@ -463,6 +478,21 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         if (changed)
         {
             Refresh();
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="checker"/> finished a round that probed at least one endpoint: endpoints that appear from now on
+    /// wait for their first probe.
+    /// </summary>
+    internal void OnHealthRoundCompleted(HealthChecker checker)
+    {
+        lock (_gate)
+        {
+            if (!_disposed && ReferenceEquals(checker, _healthChecker))
+            {
+                _healthChecked = true;
+            }
         }
     }
 
@@ -561,12 +591,17 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     private void StartHealthChecks(ServiceSettings settings)
     {
-        if (settings.Resilience.HealthCheck is { } health)
+        // Under the lock: a result the new checker reports is applied only once it is the checker in force. A checker that
+        // replaces another (new settings) keeps the service's checked state; checks turned off forget it.
+        lock (_gate)
         {
-            // Under the lock: a result the new checker reports is applied only once it is the checker in force.
-            lock (_gate)
+            if (settings.Resilience.HealthCheck is { } health)
             {
                 _healthChecker = new HealthChecker(this, health, _time, _logger);
+            }
+            else
+            {
+                _healthChecked = false;
             }
         }
     }
@@ -723,6 +758,15 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 {
                     state = new EndpointState(endpoint);
                     _states[endpoint.Authority] = state;
+                    if (resilience.HealthCheck is not null && _healthChecked)
+                    {
+                        // A newcomer (a scale-out, a reload, an instance back after leaving) takes traffic once its first
+                        // probe, made at once (HealthChecker.OnEndpointsChanged), passes: as Envoy holds a host added
+                        // after its health checks began. Until then it counts as unhealthy, panic mode included.
+                        state.AwaitingFirstHealthCheck = true;
+                        state.Set(EndpointConditions.FailedHealthCheck, true);
+                        LogAwaitingFirstHealthCheck(_logger, settings.Name, state.Authority);
+                    }
                 }
 
                 state.Endpoint = endpoint;
@@ -734,6 +778,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
                 if (resilience.HealthCheck is null)
                 {
+                    state.AwaitingFirstHealthCheck = false;
                     state.Set(EndpointConditions.FailedHealthCheck, false);
                 }
 
@@ -826,6 +871,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     [LoggerMessage(GovernanceEventIds.HealthCheckRecovered, LogLevel.Information, "Service {Service}: endpoint {Endpoint} passes its health checks again")]
     private static partial void LogHealthRecovered(ILogger logger, string service, string endpoint);
+
+    [LoggerMessage(GovernanceEventIds.HealthCheckAwaited, LogLevel.Information, "Service {Service}: new endpoint {Endpoint} takes traffic once its first health check passes")]
+    private static partial void LogAwaitingFirstHealthCheck(ILogger logger, string service, string endpoint);
+
+    [LoggerMessage(GovernanceEventIds.HealthCheckFirstPassed, LogLevel.Information, "Service {Service}: new endpoint {Endpoint} passed its first health check and takes traffic")]
+    private static partial void LogHealthFirstPassed(ILogger logger, string service, string endpoint);
 
     private sealed record ServiceState(ServiceSettings Settings, ServicePolicy Policy, EndpointSet Set);
 

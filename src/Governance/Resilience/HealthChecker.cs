@@ -7,7 +7,9 @@ namespace Governance.Resilience;
 /// Active health checks of one service (<c>HealthCheck</c>), off the request path: every <c>Interval</c> (and once at
 /// start) each endpoint gets a GET of <c>Path</c>, and an endpoint that appears between rounds (discovery's first answer,
 /// a scale-out, a reload) is probed as soon as it appears (Envoy's checker does the same), then with the rounds;
-/// <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back. Probes
+/// <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back.
+/// An endpoint that appears once a round has probed the service waits out of load balancing for its first probe, which
+/// decides alone (<see cref="EndpointState.AwaitingFirstHealthCheck"/>). Probes
 /// use their own connection pool, never the governed pipeline, and combine with passive ejection and circuit breaking
 /// (an endpoint is used only when none of them excludes it).
 /// </summary>
@@ -181,6 +183,11 @@ internal sealed partial class HealthChecker : IAsyncDisposable
 
                 Record(endpoints[i], healthy);
             }
+
+            if (endpoints.Length > 0)
+            {
+                _service.OnHealthRoundCompleted(this);
+            }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
         {
@@ -241,7 +248,12 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         counts = healthy ? (0, counts.Successes + 1) : (counts.Failures + 1, 0);
         _counts[endpoint] = counts;
         var flagged = (endpoint.Conditions & EndpointConditions.FailedHealthCheck) != 0;
-        if (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
+        if (endpoint.AwaitingFirstHealthCheck)
+        {
+            // A newcomer held out until now: its first probe decides alone (Envoy's first check bypasses the thresholds).
+            _service.OnHealthChanged(this, endpoint, healthy);
+        }
+        else if (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
         {
             _service.OnHealthChanged(this, endpoint, healthy: false);
         }

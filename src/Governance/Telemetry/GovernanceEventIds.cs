@@ -37,6 +37,8 @@ internal static class GovernanceEventIds
     public const int HealthCheckRecovered = 1306;
     public const int HealthCheckProbeFailed = 1307;
     public const int HealthCheckRoundFailed = 1308;
+    public const int HealthCheckAwaited = 1309;
+    public const int HealthCheckFirstPassed = 1310;
 
     public const int Registered = 1600;
     public const int RegistrationFailed = 1601;

@@ -267,6 +267,97 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.Equal(2, sick.Probes);
     }
 
+    [Fact]
+    public async Task NewEndpointsAfterTheChecksBegan_HeldOutUntilTheirFirstProbeWhichDecidesAlone()
+    {
+        // a and b are known at start and take traffic at once. After the first round a reload adds "sick" (its /health
+        // answers 503, its traffic 200) and "fresh" (healthy), and the clock does not move: both are out from the moment
+        // they appear; fresh comes in on its first probe although HealthyThreshold is 3, sick never gets a request
+        // although one failed probe is below UnhealthyThreshold 2. (2 of 4 available is not under PanicThreshold 50.)
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var a = new Backend("a");
+        var b = new Backend("b");
+        var sick = new Backend("sick") { Healthy = false };
+        var fresh = new Backend("fresh");
+        await using var serverA = await a.StartAsync();
+        await using var serverB = await b.StartAsync();
+        await using var serverSick = await sick.StartAsync();
+        await using var serverFresh = await fresh.StartAsync();
+        var settings = Faults.Settings(serverA, serverB)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
+            .With("HealthCheck:UnhealthyThreshold", 2)
+            .With("HealthCheck:HealthyThreshold", 3);
+        await using var governed = Faults.Create(settings, time, logs);
+        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+
+        var endpointsKey = $"MeshGovernance:Services:{Faults.Service}:Endpoints";
+        governed.Configuration[$"{endpointsKey}:2"] = serverSick.Address.ToString();
+        governed.Configuration[$"{endpointsKey}:3"] = serverFresh.Address.ToString();
+        governed.Configuration.Reload();
+        var sickState = Faults.State(governed, serverSick);
+        var freshState = Faults.State(governed, serverFresh);
+        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in before its first probe: {sickState.Conditions}");
+        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.HealthCheckAwaited));
+        Assert.All(await Faults.SendManyAsync(governed, 40, 4), r => Assert.True(r.Succeeded, r.ToString()));
+
+        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFirstPassed).WaitAsync(Faults.Guard);
+        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFailed).WaitAsync(Faults.Guard);
+        Assert.Equal(EndpointConditions.None, freshState.Conditions);
+        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in after one failed probe: {sickState.Conditions}");
+        Assert.Equal(1, fresh.Probes);
+        Assert.Equal(1, sick.Probes);
+        Assert.Equal(1, a.Probes);
+        var trafficBefore = fresh.Traffic;
+        var after = await Faults.SendManyAsync(governed, 60, 4);
+        output.WriteLine($"after the first probes: 60 GETs -> {Faults.Describe(after)}; fresh {fresh.Traffic - trafficBefore}, sick {sick.Traffic}");
+        Assert.All(after, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.True(fresh.Traffic > trafficBefore, "fresh took no traffic after passing its first probe");
+        Assert.Equal(0, sick.Traffic);
+
+        // Having failed its first probe, sick needs HealthyThreshold (3) good probes, as any unhealthy endpoint.
+        sick.Healthy = true;
+        for (var round = 2; round <= 4; round++)
+        {
+            Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in before 3 good probes: {sickState.Conditions}");
+            await time.WaitForTimersAsync(Interval, round).WaitAsync(Faults.Guard);
+            time.Advance(Interval);
+        }
+
+        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckRecovered).WaitAsync(Faults.Guard);
+        Assert.Equal(EndpointConditions.None, sickState.Conditions);
+        Assert.Equal(4, sick.Probes);
+    }
+
+    [Fact]
+    public async Task Reload_HealthChecksOffWhileANewcomerWaits_ItTakesTrafficAtOnce()
+    {
+        var time = new ObservedTimeProvider();
+        var a = new Backend("a");
+        var late = new Backend("late") { Healthy = false };
+        await using var serverA = await a.StartAsync();
+        await using var serverLate = await late.StartAsync();
+        var settings = Faults.Settings(serverA)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("OutlierDetection:PanicThreshold", 0);
+        await using var governed = Faults.Create(settings, time);
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:1"] = serverLate.Address.ToString();
+        governed.Configuration.Reload();
+        var lateState = Faults.State(governed, serverLate);
+        Assert.True(Faults.Has(lateState, EndpointConditions.FailedHealthCheck), $"late in before its first probe: {lateState.Conditions}");
+
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:HealthCheck:Path"] = string.Empty;
+        governed.Configuration.Reload();
+
+        Assert.Equal(EndpointConditions.None, lateState.Conditions);
+        Assert.False(lateState.AwaitingFirstHealthCheck);
+    }
+
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
     private sealed class Backend(string name)
     {

@@ -71,6 +71,8 @@ public sealed class TelemetryNamesTests
             ["HealthCheckRecovered"] = 1306,
             ["HealthCheckProbeFailed"] = 1307,
             ["HealthCheckRoundFailed"] = 1308,
+            ["HealthCheckAwaited"] = 1309,
+            ["HealthCheckFirstPassed"] = 1310,
             ["Registered"] = 1600,
             ["RegistrationFailed"] = 1601,
             ["RegistrationLost"] = 1602,
