@@ -9,11 +9,16 @@ namespace Governance.LoadBalancing;
 /// own permutation, derived from stable hashes of its <c>scheme://host:port</c>, so every client process with the same
 /// endpoints builds the same table whatever order discovery lists them in. A pick hashes the key (XxHash3 of its UTF-16
 /// code units) and reads one slot: O(1), no allocation. Removing one of N endpoints remaps its own keys plus a small
-/// extra share of others (measured in the tests). Requests without a key are spread by weighted random.
+/// extra share of others (measured in the tests). A retry that must avoid the endpoints a call tried hashes the key again
+/// with the attempt (<see cref="PickContext.Attempt"/>), as Envoy's Maglev does. Requests without a key are spread by
+/// weighted random.
 /// </summary>
 internal sealed class MaglevLoadBalancingPolicy : ILoadBalancingPolicy
 {
     internal const int TableSize = 65537;
+
+    /// <summary>The hash seeds of a retry's picks start here (seed 0 is a key's first pick; 2 the zone spill point).</summary>
+    private const long RetrySeed = 0x5EED_0000;
 
     public string Name => LoadBalancingPolicyNames.ConsistentHash;
 
@@ -97,7 +102,10 @@ internal sealed class MaglevLoadBalancingPolicy : ILoadBalancingPolicy
                 return fallback.Sample();
             }
 
-            return table[(int)(Hash(key) % TableSize)];
+            // A retry's pick after the key's endpoint (and any alternate before) was tried: the key hashed again with
+            // the attempt, so that its retries go to the same alternates, each as likely as its share of the table.
+            var hash = context.Attempt == 0 ? Hash(key) : Hash(key, RetrySeed + context.Attempt);
+            return table[(int)(hash % TableSize)];
         }
     }
 }

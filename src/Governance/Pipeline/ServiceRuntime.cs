@@ -121,10 +121,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             return picked;
         }
 
-        // A retry: ask the policy again a few times, then take the first untried candidate, else repeat an endpoint.
-        for (var i = 0; i < 3; i++)
+        // A retry: ask the policy again a few times, telling it how many picks came before (a hashing policy rehashes
+        // the key with it, so a key's retries go to the same alternates, by weight), then take the first untried
+        // candidate, else repeat an endpoint.
+        for (var attempt = 1; attempt <= 4; attempt++)
         {
-            var again = state.Set.Pick(context);
+            var again = state.Set.Pick(new PickContext(context.HashKey, attempt));
             if (again is not null && !tried.Contains(again))
             {
                 return again;

@@ -131,6 +131,43 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Pick_RetryAttempt_SameAlternateForAKeyEveryTimeAndAlternatesByWeight()
+    {
+        // A retry asks again with Attempt 1, 2, ...: the key is hashed again with the attempt, so a key's alternates are
+        // fixed (cache affinity survives a failure) and fall on the table's shares (weights 2:1:1 -> 50/25/25 %),
+        // independent of the first pick.
+        ServiceEndpoint[] endpoints =
+        [
+            new(new Uri("http://10.0.0.1:8080"), 2),
+            new(new Uri("http://10.0.0.2:8080"), 1),
+            new(new Uri("http://10.0.0.3:8080"), 1),
+        ];
+        var picker = Picker(endpoints);
+        var alternates = new int[3];
+        var differs = 0;
+        for (var k = 0; k < 20_000; k++)
+        {
+            var key = $"user-{k}";
+            var first = picker.Pick(new PickContext(key));
+            var retry = picker.Pick(new PickContext(key, attempt: 1));
+            Assert.Equal(retry, picker.Pick(new PickContext(key, attempt: 1)));
+            Assert.Equal(first, picker.Pick(new PickContext(key, attempt: 0)));
+            alternates[retry]++;
+            differs += retry == first ? 0 : 1;
+        }
+
+        output.WriteLine($"attempt 1 over 20,000 keys: {string.Join(", ", alternates.Select(c => $"{c / 200.0:F2} %"))}; differs from the first pick for {differs / 200.0:F2} %");
+
+        // Binomial over 20,000 keys: sigma at most 0.36 points; ±2 points is 5.6 sigma. Independent of the first pick,
+        // the two differ for 1 - (0.5^2 + 2 x 0.25^2) = 62.5 % of keys (sigma 0.34 points); the same hash would give 0 %.
+        Assert.InRange(alternates[0] / 20_000.0, 0.48, 0.52);
+        Assert.InRange(alternates[1] / 20_000.0, 0.23, 0.27);
+        Assert.InRange(alternates[2] / 20_000.0, 0.23, 0.27);
+        Assert.InRange(differs / 20_000.0, 0.605, 0.645);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new PickContext("k", attempt: -1));
+    }
+
+    [Fact]
     public async Task Pick_SameKey_AlwaysSameEndpoint()
     {
         await using var servers = await ServerGroup.StartAsync("a", "b", "c");
@@ -150,6 +187,43 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
 
         // Keys spread over every endpoint: 1/3 expected, sigma over 200 keys 3.3 points; at least 10% is 7 sigma below.
         Assert.All(keysPerServer.Values, c => Assert.True(c >= 20, $"an endpoint owns only {c} of 200 keys"));
+    }
+
+    [Fact]
+    public async Task Retry_KeysOfAnEndpointAnswering503_EachRetriedOnOneAlternateEveryTime()
+    {
+        // "down" answers 503 to everything; ejection and breaking are off so that it keeps its keys. Every call of a key
+        // that hashes to it is retried, and the retry of one key goes to the same alternate every time (its cache stays
+        // warm) instead of to any endpoint left.
+        var servers = await Task.WhenAll(
+            LoopbackServer.StartAsync("down", c => { c.Response.StatusCode = 503; return Task.CompletedTask; }),
+            LoopbackServer.StartAsync("a"),
+            LoopbackServer.StartAsync("b"),
+            LoopbackServer.StartAsync("c")).WaitAsync(Traffic.Guard);
+        await using var group = new AsyncDisposables(servers);
+        var settings = Traffic.Settings("ConsistentHash", servers);
+        foreach (var (key, value) in new[]
+        {
+            ("OutlierDetection:Enabled", "false"), ("CircuitBreaker:Enabled", "false"), ("Retry:BaseDelay", "00:00:00"),
+            ("Retry:Backoff", "Constant"), ("Retry:Jitter", "false"), ("Retry:Budget:RetryPercent", "100"),
+        })
+        {
+            settings[$"Services:{Traffic.Service}:{key}"] = value;
+        }
+
+        await using var governed = Governed.Create(settings);
+
+        // 60 keys x 5 calls each, shuffled, 8 in flight: every call succeeds (an answer from down would fail it).
+        var keys = Enumerable.Range(0, 300).Select(i => $"user-{i % 60}").ToArray();
+        new Random(11).Shuffle(keys);
+        var answeredBy = await Traffic.SendParallelAsync(governed, keys.Length, concurrency: 8, key: i => keys[i]);
+
+        var perKey = keys.Zip(answeredBy).GroupBy(p => p.First).ToDictionary(g => g.Key, g => g.Select(p => p.Second).Distinct().ToArray());
+        var retriedKeys = servers[0].RequestCount / 5;
+        output.WriteLine($"down received {servers[0].RequestCount} requests ({retriedKeys} keys x 5); answers: {Traffic.Describe(Traffic.Count(answeredBy, servers))}");
+        Assert.True(retriedKeys >= 3, $"only {retriedKeys} of 60 keys hash to down: the test shows nothing");
+        Assert.Equal(0, servers[0].RequestCount % 5);
+        Assert.All(perKey, p => Assert.True(p.Value.Length == 1, $"key {p.Key} was answered by {string.Join(", ", p.Value)}"));
     }
 
     [Fact]
@@ -248,4 +322,15 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
 
     private static string[] Authorities(int[] table, ServiceEndpoint[] endpoints) =>
         Array.ConvertAll(table, i => endpoints[i].Authority);
+
+    private sealed class AsyncDisposables(IAsyncDisposable[] items) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var item in items)
+            {
+                await item.DisposeAsync();
+            }
+        }
+    }
 }
