@@ -124,7 +124,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         // A retry: ask the policy again a few times, telling it how many picks came before (a hashing policy rehashes
         // the key with it, so a key's retries go to the same alternates, by weight), then take the first untried
         // candidate, else repeat an endpoint.
-        for (var attempt = 1; attempt <= 4; attempt++)
+        for (var attempt = 1; attempt <= 8; attempt++)
         {
             var again = state.Set.Pick(new PickContext(context.HashKey, attempt));
             if (again is not null && !tried.Contains(again))
@@ -133,9 +133,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
         }
 
-        // Start the scan at a random point so that retries of a hashed key do not all land on the first candidate.
+        // Start the scan at a point of the key's (so that a key still keeps one alternate, and keys do not all land on the
+        // first candidate), or at random without a key.
         var candidates = state.Set.Candidates;
-        var start = candidates.Length == 0 ? 0 : Random.Shared.Next(candidates.Length);
+        var start = candidates.Length == 0 ? 0
+            : context.HashKey is { } key ? (int)(MaglevLoadBalancingPolicy.Hash(key, seed: 3) % (ulong)candidates.Length)
+            : Random.Shared.Next(candidates.Length);
         for (var i = 0; i < candidates.Length; i++)
         {
             var candidate = candidates[(start + i) % candidates.Length];
