@@ -336,7 +336,7 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             return true;
         }
 
-        return !Redirects.Followed(call.Request, attempt.Physical) && AttemptClassifier.MaySendAgain(call.Request, call.Policy.Retry);
+        return !Redirects.Followed(call, attempt.Physical) && AttemptClassifier.MaySendAgain(call.Request, call.Policy.Retry);
     }
 
     private static bool MayHedge(GovernedCall call) =>

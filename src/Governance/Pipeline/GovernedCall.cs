@@ -21,6 +21,7 @@ internal readonly struct GovernedCall
         Request = request;
         Logical = logical;
         CallerToken = callerToken;
+        Method = request.Method;
         StartedAt = policy.Time.GetTimestamp();
         ArrivedAt = arrivedAt ?? StartedAt;
     }
@@ -34,6 +35,7 @@ internal readonly struct GovernedCall
         Request = request;
         Logical = call.Logical;
         CallerToken = call.CallerToken;
+        Method = call.Method;
         StartedAt = call.StartedAt;
         ArrivedAt = call.ArrivedAt;
     }
@@ -47,6 +49,9 @@ internal readonly struct GovernedCall
     public Uri Logical { get; }
 
     public CancellationToken CallerToken { get; }
+
+    /// <summary>Gets the caller's method, as the call began: a redirect the primary handler follows may change the request's.</summary>
+    public HttpMethod Method { get; }
 
     /// <summary>Gets when the call started (a timestamp of the service's clock): its total timeout runs from here.</summary>
     public long StartedAt { get; }

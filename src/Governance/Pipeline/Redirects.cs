@@ -52,13 +52,30 @@ internal static class Redirects
     }
 
     /// <summary>
-    /// Whether the primary handler followed a redirect during an attempt sent with <paramref name="physical"/> (none when
-    /// nothing was sent): the request no longer holds that very URI. The redirect follower changed the request on its way (it
-    /// drops <c>Authorization</c>, and turns a POST answered 301/302, or anything answered 303, into a GET without
-    /// body), so such a call is never retried: a retry would send a request the caller did not write. Called only once an
-    /// attempt failed in a retryable way.
+    /// Whether the primary handler followed a redirect during an attempt of <paramref name="call"/> sent with
+    /// <paramref name="physical"/> (none when nothing was sent): the request holds another URI now, and either its method
+    /// is no longer the caller's or that URI is not <paramref name="physical"/>'s resource (another scheme, host, port or
+    /// path). The redirect follower changed the request on its way (it drops <c>Authorization</c>, and turns a POST
+    /// answered 301/302, or anything answered 303, into a GET without body), so such a call is never retried: a retry
+    /// would send a request the caller did not write. A URI that differs from <paramref name="physical"/> in its query
+    /// alone is taken for a handler between governance and the primary handler that rewrites every attempt's URI (one
+    /// that appends an <c>api-version</c> or a key): a retry is rewritten the same way, so the call stays retryable. (A
+    /// redirect on the endpoint to the same path with another query is taken for such a rewrite too.) Called only once
+    /// an attempt failed in a retryable way.
     /// </summary>
-    public static bool Followed(HttpRequestMessage request, Uri? physical) => physical is not null && !ReferenceEquals(request.RequestUri, physical);
+    public static bool Followed(in GovernedCall call, Uri? physical)
+    {
+        var request = call.Request;
+        if (physical is null || ReferenceEquals(request.RequestUri, physical))
+        {
+            return false;
+        }
+
+        return request.Method != call.Method
+            || request.RequestUri is not { IsAbsoluteUri: true } final
+            || !string.Equals(final.GetLeftPart(UriPartial.Authority), physical.GetLeftPart(UriPartial.Authority), StringComparison.OrdinalIgnoreCase)
+            || !string.Equals(final.AbsolutePath, physical.AbsolutePath, StringComparison.Ordinal);
+    }
 
     /// <summary>
     /// Whether an attempt sent to <paramref name="endpoint"/> with <paramref name="physical"/> ended on another host or

@@ -66,7 +66,7 @@ internal sealed class RetryState
         // The retry phase may have begun with an open circuit's refusal, which lets any request go elsewhere once.
         var failure = AttemptClassifier.Classify(outcome, policy.Retry);
         if (!AttemptClassifier.IsRetryable(failure, policy.Retry)
-            || ((failure & AttemptFailure.CircuitOpen) == 0 && (Redirects.Followed(Call.Request, _lastPhysical) || !AttemptClassifier.MaySendAgain(Call.Request, policy.Retry))))
+            || ((failure & AttemptFailure.CircuitOpen) == 0 && (Redirects.Followed(Call, _lastPhysical) || !AttemptClassifier.MaySendAgain(Call.Request, policy.Retry))))
         {
             return false;
         }

@@ -3,6 +3,7 @@ using Governance.Pipeline;
 using Governance.Tests.Infrastructure;
 using Governance.Tests.Resilience;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Governance.Tests.Pipeline;
@@ -113,6 +114,78 @@ public sealed class RedirectTests(ITestOutputHelper output)
         Assert.Equal(2, authorized.Count);
         Assert.EndsWith("/a Bearer t", authorized.First(), StringComparison.Ordinal);
         Assert.Equal($"http://{Faults.Service}/b", request.RequestUri!.OriginalString);
+    }
+
+    [Fact]
+    public async Task PostAsync_RedirectedBy303ToItsOwnUriThenServerError_NotRetriedAsTheGetTheRedirectMadeOfIt()
+    {
+        // The redirect keeps the URI's path and query: only the method tells that the request changed.
+        var received = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        Func<HttpContext, Task> Handler(string name) => context =>
+        {
+            received.Enqueue($"{name} {context.Request.Method} {context.Request.Path}");
+            context.Response.StatusCode = HttpMethods.IsPost(context.Request.Method) ? StatusCodes.Status303SeeOther : StatusCodes.Status503ServiceUnavailable;
+            context.Response.Headers.Location = "/orders";
+            return Task.CompletedTask;
+        };
+        await using var e1 = await LoopbackServer.StartAsync("e1", Handler("e1"));
+        await using var e2 = await LoopbackServer.StartAsync("e2", Handler("e2"));
+        await using var governed = Faults.Create(Faults.Settings(e1, e2).With("Retry:RetryNonIdempotent", true), new ObservedTimeProvider());
+
+        using var response = await governed.Client.PostAsync($"http://{Faults.Service}/orders", new StringContent("order")).WaitAsync(Faults.Guard);
+
+        output.WriteLine($"{(int)response.StatusCode}; requests: {string.Join(", ", received)}");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(2, received.Count);
+        Assert.Single(received, r => r.EndsWith(" POST /orders", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task SendAsync_HandlerBelowGovernanceRewritesEachAttemptsQuery_NotTakenForARedirectAndRetried()
+    {
+        // A handler of the client's own (inside governance, as every AddHttpMessageHandler is) gives each attempt a new URI
+        // with an api-version: no redirect was followed, so a failed attempt is retried on the other endpoint, and the
+        // retry is rewritten the same way. Taking it for a redirect turned every retry off.
+        var received = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        Func<HttpContext, Task> Handler(string name, int status) => context =>
+        {
+            received.Enqueue($"{name} {context.Request.Path}{context.Request.QueryString}");
+            context.Response.StatusCode = status;
+            return context.Response.WriteAsync(name);
+        };
+        await using var down = await LoopbackServer.StartAsync("down", Handler("down", StatusCodes.Status503ServiceUnavailable));
+        await using var up = await LoopbackServer.StartAsync("up", Handler("up", StatusCodes.Status200OK));
+        await using var governed = Governed.Create(
+            Faults.Settings(down, up).With("OutlierDetection:Enabled", false).With("CircuitBreaker:Enabled", false),
+            services =>
+            {
+                services.AddSingleton<TimeProvider>(new ObservedTimeProvider());
+                services.ConfigureHttpClientDefaults(b => b.AddHttpMessageHandler(() => new ApiVersionAppender()));
+            });
+
+        for (var i = 0; i < 6; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{Faults.Service}/items?id={i}");
+            using var response = await governed.Client.SendAsync(request).WaitAsync(Faults.Guard);
+
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal($"http://{Faults.Service}/items?id={i}&api-version=2", request.RequestUri!.OriginalString);
+        }
+
+        output.WriteLine($"requests: {string.Join(", ", received)}");
+        Assert.InRange(received.Count(r => r.StartsWith("down ", StringComparison.Ordinal)), 1, 6);
+        Assert.Equal(6, received.Count(r => r.StartsWith("up ", StringComparison.Ordinal)));
+        Assert.All(received, r => Assert.EndsWith("&api-version=2", r, StringComparison.Ordinal));
+    }
+
+    /// <summary>Gives every request a new URI with <c>api-version=2</c> appended to its query.</summary>
+    private sealed class ApiVersionAppender : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.RequestUri = new Uri(request.RequestUri + "&api-version=2");
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 
     [Fact]
