@@ -51,30 +51,76 @@ internal sealed class EndpointSet
 
     public string EmptyReason { get; }
 
-    /// <summary>Gets a value indicating whether discovery has not answered yet (the first request waits for it).</summary>
+    /// <summary>
+    /// Gets a value indicating whether discovery has not answered yet, or every endpoint waits for its first health check
+    /// (<see cref="AwaitsHealthChecks"/>): the first requests wait for an endpoint.
+    /// </summary>
     public bool IsPending { get; }
+
+    /// <summary>Gets a value indicating whether the set is pending because every endpoint waits for its first health check.</summary>
+    public bool AwaitsHealthChecks { get; private init; }
 
     /// <summary>The set of a service whose discovery has not answered yet.</summary>
     public static EndpointSet Pending(string reason) => new([], [], null, null, null, 0, reason, isPending: true);
 
     public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {
-        string reason = emptyReason ?? (all.Length == 0
-            ? "discovery returned no endpoints"
-            : $"all {all.Length} endpoints are unavailable");
-        // Each endpoint's availability is read once: a condition that changes meanwhile (a circuit opening) waits for
-        // the rebuild that change causes, instead of being counted one way and picked the other.
-        var isAvailable = new bool[all.Length];
+        // Each endpoint's conditions are read once: a condition that changes meanwhile (a circuit opening) waits for the
+        // rebuild that change causes, instead of being counted one way and picked the other. An endpoint waiting for its
+        // first health check is left out of everything below, as if discovery had not listed it yet (Envoy's excluded
+        // hosts): neither a candidate, nor counted by panic mode or zone-aware routing, so a scale-out never looks like
+        // an outage; the set keeps it in All, for the health checker and the metrics.
+        var conditions = new EndpointConditions[all.Length];
+        var counted = all;
+        var waiting = 0;
         for (var i = 0; i < all.Length; i++)
         {
-            isAvailable[i] = all[i].IsAvailable;
+            conditions[i] = all[i].Conditions;
+            waiting += (conditions[i] & EndpointConditions.AwaitingHealthCheck) != 0 ? 1 : 0;
         }
 
+        var isAvailable = new bool[all.Length - waiting];
+        if (waiting > 0)
+        {
+            if (waiting == all.Length)
+            {
+                // Every endpoint is new and unprobed (start, discovery's first answer, every address replaced): calls wait
+                // for the first probe to pass, as they wait for discovery's first answer, rather than fail or go blind.
+                return new EndpointSet(all, [], null, null, null, 0, $"none of its {all.Length} endpoints has answered its first health check yet", isPending: true) { AwaitsHealthChecks = true };
+            }
+
+            counted = new EndpointState[all.Length - waiting];
+            for (int i = 0, j = 0; i < all.Length; i++)
+            {
+                if ((conditions[i] & EndpointConditions.AwaitingHealthCheck) == 0)
+                {
+                    isAvailable[j] = conditions[i] == EndpointConditions.None;
+                    counted[j++] = all[i];
+                }
+            }
+        }
+        else
+        {
+            for (var i = 0; i < all.Length; i++)
+            {
+                isAvailable[i] = conditions[i] == EndpointConditions.None;
+            }
+        }
+
+        string reason = emptyReason ?? (all.Length == 0
+            ? "discovery returned no endpoints"
+            : $"all {counted.Length} endpoints are unavailable{(waiting > 0 ? $" ({waiting} more wait for their first health check)" : string.Empty)}");
+        return Create(serviceName, all, counted, isAvailable, localZone, policy, options, panicThreshold, reason);
+    }
+
+    /// <summary>The set over <paramref name="all"/> whose levels, panic mode and candidates are those of <paramref name="counted"/> (availability in <paramref name="isAvailable"/>).</summary>
+    private static EndpointSet Create(string serviceName, EndpointState[] all, EndpointState[] counted, bool[] isAvailable, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold, string reason)
+    {
         // Endpoints of the local zone, and how many of them and of the others are available (zone-aware routing only).
         int localTotal = 0, localAvailable = 0, remoteAvailable = 0;
-        for (var i = 0; localZone is not null && i < all.Length; i++)
+        for (var i = 0; localZone is not null && i < counted.Length; i++)
         {
-            if (IsLocal(all[i], localZone))
+            if (IsLocal(counted[i], localZone))
             {
                 localTotal++;
                 localAvailable += isAvailable[i] ? 1 : 0;
@@ -85,11 +131,11 @@ internal sealed class EndpointSet
             }
         }
 
-        if (localTotal == 0 || localTotal == all.Length)
+        if (localTotal == 0 || localTotal == counted.Length)
         {
             // One level: zones are off, or every endpoint is in one zone (the local one, or only others).
-            var level = Level(all, isAvailable, localZone: null, local: false, all.Length, panicThreshold, forcePanicCheck: true);
-            var panic = level.IsPanic ? new PanicLevel("the service", all.Length - level.Available, all.Length) : (PanicLevel?)null;
+            var level = Level(counted, isAvailable, localZone: null, local: false, counted.Length, panicThreshold, forcePanicCheck: true);
+            var panic = level.IsPanic ? new PanicLevel("the service", counted.Length - level.Available, counted.Length) : (PanicLevel?)null;
             return level.Members.Count == 0
                 ? new EndpointSet(all, [], panic, null, null, 0, reason)
                 : new EndpointSet(all, level.Members.ToArray(), panic, EndpointGroup.Create(serviceName, level.Members, policy, options), null, 1, reason);
@@ -101,7 +147,7 @@ internal sealed class EndpointSet
         // takes its health's part of the sum, and a level whose available share is under PanicThreshold uses all its
         // endpoints again (panic mode). With nothing available anywhere the local zone takes everything. Whether the sum
         // reaches 1 is decided in integers (health = 7 x available / (5 x all)): in floating point an exact 1 may fall short.
-        var remoteTotal = all.Length - localTotal;
+        var remoteTotal = counted.Length - localTotal;
         var localFull = 7L * localAvailable >= 5L * localTotal;
         var remoteFull = 7L * remoteAvailable >= 5L * remoteTotal;
         var degraded = !localFull && !remoteFull && (7L * localAvailable * remoteTotal) + (7L * remoteAvailable * localTotal) < 5L * localTotal * remoteTotal;
@@ -110,8 +156,8 @@ internal sealed class EndpointSet
         var share = !degraded ? localHealth
             : localHealth + remoteHealth > 0 ? localHealth / (localHealth + remoteHealth)
             : 1.0;
-        var local = Level(all, isAvailable, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
-        var remote = Level(all, isAvailable, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
+        var local = Level(counted, isAvailable, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
+        var remote = Level(counted, isAvailable, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
         if (share > 0 && local.Members.Count == 0)
         {
             // Degraded with panic off (PanicThreshold 0): a level with nothing available takes nothing.
@@ -129,12 +175,12 @@ internal sealed class EndpointSet
         var remotePanic = usesRemote && remote.IsPanic;
         var panicLevel = (localPanic, remotePanic) switch
         {
-            (true, true) => new PanicLevel("every zone", all.Length - localAvailable - remoteAvailable, all.Length),
+            (true, true) => new PanicLevel("every zone", counted.Length - localAvailable - remoteAvailable, counted.Length),
             (true, false) => new PanicLevel($"the local zone '{localZone}'", localTotal - localAvailable, localTotal),
             (false, true) => new PanicLevel("the other zones", remoteTotal - remoteAvailable, remoteTotal),
             _ => (PanicLevel?)null,
         };
-        var candidates = new List<EndpointState>(all.Length);
+        var candidates = new List<EndpointState>(counted.Length);
         if (usesLocal)
         {
             candidates.AddRange(local.Members);

@@ -20,6 +20,12 @@ internal enum EndpointConditions
 
     /// <summary>Failed active health checks.</summary>
     FailedHealthCheck = 8,
+
+    /// <summary>
+    /// New while active health checks are on, and not probed yet: out of load balancing, and out of what panic mode and
+    /// zone-aware routing count, until its first probe decides (Envoy's hosts excluded until their first check).
+    /// </summary>
+    AwaitingHealthCheck = 16,
 }
 
 /// <summary>
@@ -42,7 +48,6 @@ internal sealed class EndpointState
     private IsolatedCounter _inFlight;
 
     private int _conditions;
-    private bool _awaitingFirstHealthCheck;
     private int _consecutive5xx;
     private int _consecutiveGatewayFailures;
     private RewriteEntry? _lastRewrite;
@@ -122,16 +127,8 @@ internal sealed class EndpointState
     /// <summary>Gets a value indicating whether the endpoint may take new requests.</summary>
     public bool IsAvailable => Volatile.Read(ref _conditions) == 0;
 
-    /// <summary>
-    /// Gets or sets a value indicating whether the endpoint appeared after the service's health checks had begun and has
-    /// not been probed yet (Envoy's pending first check): it is out of load balancing (<see cref="EndpointConditions.FailedHealthCheck"/>)
-    /// until its first probe, whose result alone decides, whatever <c>HealthyThreshold</c> says. Written under the service's lock.
-    /// </summary>
-    public bool AwaitingFirstHealthCheck
-    {
-        get => Volatile.Read(ref _awaitingFirstHealthCheck);
-        set => Volatile.Write(ref _awaitingFirstHealthCheck, value);
-    }
+    /// <summary>Gets a value indicating whether the endpoint waits for its first health check (<see cref="EndpointConditions.AwaitingHealthCheck"/>).</summary>
+    public bool AwaitingFirstHealthCheck => (Conditions & EndpointConditions.AwaitingHealthCheck) != 0;
 
     /// <summary>Gets or sets the endpoint's circuit breaker (with the settings it was built from), or <see langword="null"/> when breaking is off.</summary>
     public EndpointBreaker? Breaker { get; set; }

@@ -466,7 +466,11 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         if (!resolved)
         {
             var cause = service.DiscoveryError is { } error ? $"; its last error: {error}" : string.Empty;
-            var refused = new NoAvailableEndpointException(service.Name, $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}{cause}");
+            var refused = new NoAvailableEndpointException(
+                service.Name,
+                service.Endpoints is { AwaitsHealthChecks: true } waiting
+                    ? $"{waiting.EmptyReason} (waited {timeout})"
+                    : $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}{cause}");
             service.Instrumentation.RecordWaitEnded(service, service.Policy, request, arrivedAt, refused);
             throw refused;
         }

@@ -38,14 +38,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private volatile TaskCompletionSource _resolved = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private IDisposable? _watcherRegistration;
     private HealthChecker? _healthChecker;
-
-    /// <summary>
-    /// Whether health checks have probed this service's endpoints (a round that probed at least one finished) since they
-    /// were turned on: from then on an endpoint that appears waits for its first probe before it takes traffic
-    /// (<see cref="EndpointState.AwaitingFirstHealthCheck"/>). Those known before (at start, or discovery's first answer)
-    /// take traffic at once. Under <see cref="_gate"/>.
-    /// </summary>
-    private bool _healthChecked;
     private bool _disposed;
     private RefusedCall? _noEndpoint;
 
@@ -462,9 +454,21 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 return;
             }
 
+            // A newcomer's first probe decides alone; either way it is counted from now on (panic mode, zones), so the
+            // set is rebuilt even when its availability did not change (a failed first probe).
             first = endpoint.AwaitingFirstHealthCheck;
-            endpoint.AwaitingFirstHealthCheck = false;
             changed = endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy);
+            if (first)
+            {
+                endpoint.Set(EndpointConditions.AwaitingHealthCheck, false);
+                changed = true;
+            }
+        }
+
+        // The set first, then the log: whoever reads the log sees the endpoint where it says.
+        if (changed)
+        {
+            Refresh();
         }
 
         if (healthy && first)
@@ -478,26 +482,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         else
         {
             LogHealthFailed(_logger, Name, endpoint.Authority);
-        }
-
-        if (changed)
-        {
-            Refresh();
-        }
-    }
-
-    /// <summary>
-    /// <paramref name="checker"/> finished a round that probed at least one endpoint: endpoints that appear from now on
-    /// wait for their first probe.
-    /// </summary>
-    internal void OnHealthRoundCompleted(HealthChecker checker)
-    {
-        lock (_gate)
-        {
-            if (!_disposed && ReferenceEquals(checker, _healthChecker))
-            {
-                _healthChecked = true;
-            }
         }
     }
 
@@ -596,17 +580,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
     private void StartHealthChecks(ServiceSettings settings)
     {
-        // Under the lock: a result the new checker reports is applied only once it is the checker in force. A checker that
-        // replaces another (new settings) keeps the service's checked state; checks turned off forget it.
-        lock (_gate)
+        if (settings.Resilience.HealthCheck is { } health)
         {
-            if (settings.Resilience.HealthCheck is { } health)
+            // Under the lock: a result the new checker reports is applied only once it is the checker in force.
+            lock (_gate)
             {
                 _healthChecker = new HealthChecker(this, health, _time, _logger);
-            }
-            else
-            {
-                _healthChecked = false;
             }
         }
     }
@@ -763,13 +742,12 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 {
                     state = new EndpointState(endpoint);
                     _states[endpoint.Authority] = state;
-                    if (resilience.HealthCheck is not null && _healthChecked)
+                    if (resilience.HealthCheck is not null)
                     {
-                        // A newcomer (a scale-out, a reload, an instance back after leaving) takes traffic once its first
-                        // probe, made at once (HealthChecker.OnEndpointsChanged), passes: as Envoy holds a host added
-                        // after its health checks began. Until then it counts as unhealthy, panic mode included.
-                        state.AwaitingFirstHealthCheck = true;
-                        state.Set(EndpointConditions.FailedHealthCheck, true);
+                        // With active health checks, an endpoint takes traffic once its first probe, made at once, passes
+                        // (Envoy marks every new host so): at start, in discovery's first answer, after a scale-out or a
+                        // reload. Until then it is left out as if not yet discovered (EndpointSet.Create).
+                        state.Set(EndpointConditions.AwaitingHealthCheck, true);
                         LogAwaitingFirstHealthCheck(_logger, settings.Name, state.Authority);
                     }
                 }
@@ -783,7 +761,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
                 if (resilience.HealthCheck is null)
                 {
-                    state.AwaitingFirstHealthCheck = false;
+                    state.Set(EndpointConditions.AwaitingHealthCheck, false);
                     state.Set(EndpointConditions.FailedHealthCheck, false);
                 }
 
@@ -877,10 +855,10 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     [LoggerMessage(GovernanceEventIds.HealthCheckRecovered, LogLevel.Information, "Service {Service}: endpoint {Endpoint} passes its health checks again")]
     private static partial void LogHealthRecovered(ILogger logger, string service, string endpoint);
 
-    [LoggerMessage(GovernanceEventIds.HealthCheckAwaited, LogLevel.Information, "Service {Service}: new endpoint {Endpoint} takes traffic once its first health check passes")]
+    [LoggerMessage(GovernanceEventIds.HealthCheckAwaited, LogLevel.Debug, "Service {Service}: new endpoint {Endpoint} takes traffic once its first health check passes")]
     private static partial void LogAwaitingFirstHealthCheck(ILogger logger, string service, string endpoint);
 
-    [LoggerMessage(GovernanceEventIds.HealthCheckFirstPassed, LogLevel.Information, "Service {Service}: new endpoint {Endpoint} passed its first health check and takes traffic")]
+    [LoggerMessage(GovernanceEventIds.HealthCheckFirstPassed, LogLevel.Debug, "Service {Service}: new endpoint {Endpoint} passed its first health check and takes traffic")]
     private static partial void LogHealthFirstPassed(ILogger logger, string service, string endpoint);
 
     private sealed record ServiceState(ServiceSettings Settings, ServicePolicy Policy, EndpointSet Set);

@@ -8,8 +8,8 @@ namespace Governance.Resilience;
 /// start) each endpoint gets a GET of <c>Path</c>, and an endpoint that appears between rounds (discovery's first answer,
 /// a scale-out, a reload) is probed as soon as it appears (Envoy's checker does the same), then with the rounds;
 /// <c>UnhealthyThreshold</c> consecutive failures (non-2xx, error or <c>Timeout</c>) take it out of load balancing and <c>HealthyThreshold</c> consecutive successes bring it back.
-/// An endpoint that appears once a round has probed the service waits out of load balancing for its first probe, which
-/// decides alone (<see cref="EndpointState.AwaitingFirstHealthCheck"/>). Probes
+/// Every new endpoint waits out of load balancing for its first probe, which decides alone
+/// (<see cref="EndpointConditions.AwaitingHealthCheck"/>); results are applied as probes end. Probes
 /// use their own connection pool, never the governed pipeline, and combine with passive ejection and circuit breaking
 /// (an endpoint is used only when none of them excludes it).
 /// </summary>
@@ -164,15 +164,17 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                 endpoints = Array.FindAll(endpoints, e => !_counts.ContainsKey(e));
             }
 
-            var probes = new Task<bool>[endpoints.Length];
+            var probes = new Task<(EndpointState Endpoint, bool Healthy)>[endpoints.Length];
             for (var i = 0; i < endpoints.Length; i++)
             {
                 probes[i] = ProbeAsync(endpoints[i]);
             }
 
-            for (var i = 0; i < endpoints.Length; i++)
+            // Each result is applied as soon as its probe ends, so that an endpoint whose probe hangs until its Timeout
+            // delays nobody else's (a newcomer waits out of load balancing for its first result).
+            await foreach (var probe in Task.WhenEach(probes).ConfigureAwait(false))
             {
-                var healthy = await probes[i].ConfigureAwait(false);
+                var (endpoint, healthy) = await probe.ConfigureAwait(false);
 
                 // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
                 // checker, with the new settings, owns the endpoints' health from then on.
@@ -181,12 +183,7 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                     return false;
                 }
 
-                Record(endpoints[i], healthy);
-            }
-
-            if (endpoints.Length > 0)
-            {
-                _service.OnHealthRoundCompleted(this);
+                Record(endpoint, healthy);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -203,7 +200,9 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         return !_stop.IsCancellationRequested;
     }
 
-    private async Task<bool> ProbeAsync(EndpointState endpoint)
+    private async Task<(EndpointState Endpoint, bool Healthy)> ProbeAsync(EndpointState endpoint) => (endpoint, await IsHealthyAsync(endpoint).ConfigureAwait(false));
+
+    private async Task<bool> IsHealthyAsync(EndpointState endpoint)
     {
         using var timeout = new CancellationTokenSource(_settings.Timeout, _time);
         using var stop = _stop.Token.UnsafeRegister(static s => ((CancellationTokenSource)s!).Cancel(), timeout);

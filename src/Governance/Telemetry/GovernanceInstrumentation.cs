@@ -534,7 +534,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
         foreach (var service in services)
         {
-            int available = 0, ejected = 0, open = 0, unhealthy = 0, disabled = 0;
+            int available = 0, ejected = 0, open = 0, unhealthy = 0, disabled = 0, pending = 0;
             foreach (var endpoint in service.Endpoints.All)
             {
                 var conditions = endpoint.Conditions;
@@ -543,6 +543,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
                 open += (conditions & EndpointConditions.CircuitOpen) != 0 ? 1 : 0;
                 unhealthy += (conditions & EndpointConditions.FailedHealthCheck) != 0 ? 1 : 0;
                 disabled += (conditions & EndpointConditions.Disabled) != 0 ? 1 : 0;
+                pending += (conditions & EndpointConditions.AwaitingHealthCheck) != 0 ? 1 : 0;
             }
 
             yield return Measure(service.Name, "available", available);
@@ -550,6 +551,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
             yield return Measure(service.Name, "circuit_open", open);
             yield return Measure(service.Name, "unhealthy", unhealthy);
             yield return Measure(service.Name, "disabled", disabled);
+            yield return Measure(service.Name, "pending", pending);
         }
 
         static Measurement<int> Measure(string service, string state, int value) =>

@@ -104,6 +104,64 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
         Assert.InRange(local, expectedShare - 0.05, expectedShare + 0.05);
     }
 
+    [Theory]
+    // 2 local endpoints serving, 3 new local ones waiting for their first probe, 2 remote: counted, 2 of 2 local are
+    // available, so everything stays local (counting the newcomers as unavailable: 1.4 x 2/5 = 0.56, 44% to the others).
+    [InlineData("z1", 2, 3, 1.0, null, 2)]
+    // One level: 1 serving and 1 sick endpoint, 4 new ones waiting: 1 of 2 counted is not under 50% (counting them, 1 of
+    // 6 would be panic mode, sending calls to the sick endpoint and to the unprobed ones).
+    [InlineData(null, 1, 4, 1.0, null, 1)]
+    public void Create_EndpointsAwaitingTheirFirstHealthCheck_LeftOutOfPanicModeAndZoneShares(string? zone, int serving, int waiting, double expectedShare, string? expectedPanic, int expectedCandidates)
+    {
+        var states = new List<EndpointState>();
+        for (var i = 0; i < serving + waiting; i++)
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i + 1}:8080"), zone: "z1"));
+            state.Set(EndpointConditions.AwaitingHealthCheck, i >= serving);
+            states.Add(state);
+        }
+
+        var sick = new EndpointState(new ServiceEndpoint(new Uri("http://10.0.3.1:8080"), zone: "z3"));
+        if (zone is null)
+        {
+            sick.Set(EndpointConditions.FailedHealthCheck, true);
+            states.Add(sick);
+        }
+        else
+        {
+            states.Add(new EndpointState(new ServiceEndpoint(new Uri("http://10.0.2.1:8080"), zone: "z2")));
+            states.Add(new EndpointState(new ServiceEndpoint(new Uri("http://10.0.2.2:8080"), zone: "z2")));
+        }
+
+        var set = EndpointSet.Create("catalog", [.. states], zone, new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold: 50);
+
+        Assert.Equal(expectedShare, set.LocalShare, precision: 12);
+        Assert.Equal(expectedPanic, set.Panic?.Scope);
+        Assert.Equal(expectedCandidates, set.Candidates.Length);
+        Assert.All(set.Candidates, c => Assert.Equal(EndpointConditions.None, c.Conditions));
+        Assert.Equal(states.Count, set.All.Length);
+        Assert.False(set.IsPending);
+    }
+
+    [Fact]
+    public void Create_EveryEndpointAwaitingItsFirstHealthCheck_PendingLikeDiscoverysFirstAnswer()
+    {
+        var states = Enumerable.Range(1, 3).Select(i =>
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i}:8080")));
+            state.Set(EndpointConditions.AwaitingHealthCheck, true);
+            return state;
+        }).ToArray();
+
+        var set = EndpointSet.Create("catalog", states, null, new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold: 50);
+
+        Assert.True(set.IsPending);
+        Assert.True(set.AwaitsHealthChecks);
+        Assert.Empty(set.Candidates);
+        Assert.Equal(3, set.All.Length);
+        Assert.Contains("first health check", set.EmptyReason, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Create_NoApplicationZone_EverythingIsLocal()
     {

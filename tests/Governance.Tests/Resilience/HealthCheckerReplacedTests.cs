@@ -27,6 +27,10 @@ public sealed class HealthCheckerReplacedTests
         var old = service.HealthChecker;
         Assert.NotNull(old);
 
+        // The first round, which lets a and b in (each new endpoint waits for its first probe), ends with the pause.
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+        Assert.Equal(2, service.Endpoints.Candidates.Length);
+
         var prefix = $"MeshGovernance:Services:{Faults.Service}:HealthCheck:";
         if (replaced)
         {

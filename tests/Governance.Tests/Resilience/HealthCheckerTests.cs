@@ -268,22 +268,25 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task NewEndpointsAfterTheChecksBegan_HeldOutUntilTheirFirstProbeWhichDecidesAlone()
+    public async Task NewEndpoints_OutUntilTheirFirstProbeWhichDecidesAlone_AndNotCountedByPanicMode()
     {
-        // a and b are known at start and take traffic at once. After the first round a reload adds "sick" (its /health
-        // answers 503, its traffic 200) and "fresh" (healthy), and the clock does not move: both are out from the moment
-        // they appear; fresh comes in on its first probe although HealthyThreshold is 3, sick never gets a request
-        // although one failed probe is below UnhealthyThreshold 2. (2 of 4 available is not under PanicThreshold 50.)
+        // a and b serve. A reload adds "sick" (its /health answers 503, its traffic 200) and three healthy ones, and the
+        // clock does not move: all four are out from the moment they appear, without panic mode (counted as unavailable,
+        // 2 of 6 would be under PanicThreshold 50 and bring everything back, sick included). The healthy ones come in on
+        // their first probe although HealthyThreshold is 3; sick never gets a request although one failed probe is below
+        // UnhealthyThreshold 2, and later needs HealthyThreshold good probes as any unhealthy endpoint.
         var time = new ObservedTimeProvider();
         var logs = new CapturingLoggerProvider();
         var a = new Backend("a");
         var b = new Backend("b");
         var sick = new Backend("sick") { Healthy = false };
-        var fresh = new Backend("fresh");
+        Backend[] fresh = [new("fresh1"), new("fresh2"), new("fresh3")];
         await using var serverA = await a.StartAsync();
         await using var serverB = await b.StartAsync();
         await using var serverSick = await sick.StartAsync();
-        await using var serverFresh = await fresh.StartAsync();
+        await using var fresh1 = await fresh[0].StartAsync();
+        await using var fresh2 = await fresh[1].StartAsync();
+        await using var fresh3 = await fresh[2].StartAsync();
         var settings = Faults.Settings(serverA, serverB)
             .With("HealthCheck:Path", "/health")
             .With("HealthCheck:Interval", Interval)
@@ -291,34 +294,37 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
             .With("HealthCheck:UnhealthyThreshold", 2)
             .With("HealthCheck:HealthyThreshold", 3);
         await using var governed = Faults.Create(settings, time, logs);
-        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+        Assert.All(Faults.Runtime(governed).Endpoints.All, s => Assert.Equal(EndpointConditions.None, s.Conditions));
 
         var endpointsKey = $"MeshGovernance:Services:{Faults.Service}:Endpoints";
-        governed.Configuration[$"{endpointsKey}:2"] = serverSick.Address.ToString();
-        governed.Configuration[$"{endpointsKey}:3"] = serverFresh.Address.ToString();
+        LoopbackServer[] added = [serverSick, fresh1, fresh2, fresh3];
+        for (var i = 0; i < added.Length; i++)
+        {
+            governed.Configuration[$"{endpointsKey}:{i + 2}"] = added[i].Address.ToString();
+        }
+
         governed.Configuration.Reload();
         var sickState = Faults.State(governed, serverSick);
-        var freshState = Faults.State(governed, serverFresh);
-        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in before its first probe: {sickState.Conditions}");
-        Assert.Equal(2, logs.Entries.Count(GovernanceEventIds.HealthCheckAwaited));
+        var freshStates = Array.ConvertAll([fresh1, fresh2, fresh3], s => Faults.State(governed, s));
+        Assert.True(Faults.Has(sickState, EndpointConditions.AwaitingHealthCheck) || Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in before its first probe: {sickState.Conditions}");
         Assert.All(await Faults.SendManyAsync(governed, 40, 4), r => Assert.True(r.Succeeded, r.ToString()));
 
-        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFirstPassed).WaitAsync(Faults.Guard);
+        // a and b passed their first probes at start: five in all.
+        await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFirstPassed && logs.Entries.Count(GovernanceEventIds.HealthCheckFirstPassed) == 5).WaitAsync(Faults.Guard);
         await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFailed).WaitAsync(Faults.Guard);
-        Assert.Equal(EndpointConditions.None, freshState.Conditions);
-        Assert.True(Faults.Has(sickState, EndpointConditions.FailedHealthCheck), $"sick in after one failed probe: {sickState.Conditions}");
-        Assert.Equal(1, fresh.Probes);
+        Assert.All(freshStates, s => Assert.Equal(EndpointConditions.None, s.Conditions));
+        Assert.Equal(EndpointConditions.FailedHealthCheck, sickState.Conditions);
         Assert.Equal(1, sick.Probes);
+        Assert.All(fresh, f => Assert.Equal(1, f.Probes));
         Assert.Equal(1, a.Probes);
-        var trafficBefore = fresh.Traffic;
-        var after = await Faults.SendManyAsync(governed, 60, 4);
-        output.WriteLine($"after the first probes: 60 GETs -> {Faults.Describe(after)}; fresh {fresh.Traffic - trafficBefore}, sick {sick.Traffic}");
+        var after = await Faults.SendManyAsync(governed, 100, 4);
+        output.WriteLine($"after the first probes: 100 GETs -> {Faults.Describe(after)}; fresh {string.Join("/", fresh.Select(f => f.Traffic))}, sick {sick.Traffic}");
         Assert.All(after, r => Assert.True(r.Succeeded, r.ToString()));
-        Assert.True(fresh.Traffic > trafficBefore, "fresh took no traffic after passing its first probe");
+        Assert.True(fresh.Sum(f => f.Traffic) > 0, "the newcomers took no traffic after passing their first probe");
         Assert.Equal(0, sick.Traffic);
+        Assert.Equal(0, logs.Entries.Count(GovernanceEventIds.PanicMode));
 
-        // Having failed its first probe, sick needs HealthyThreshold (3) good probes, as any unhealthy endpoint.
         sick.Healthy = true;
         for (var round = 2; round <= 4; round++)
         {
@@ -333,29 +339,107 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public async Task Reload_HealthChecksOffWhileANewcomerWaits_ItTakesTrafficAtOnce()
+    public async Task Start_ASickEndpoint_NeverTakesTrafficAndCallsWaitForTheFirstProbes()
     {
+        // Every endpoint is new at start: the first calls wait for the first probes (no Interval passes) and the one whose
+        // /health fails never gets a request, without waiting for UnhealthyThreshold failed rounds.
         var time = new ObservedTimeProvider();
         var a = new Backend("a");
-        var late = new Backend("late") { Healthy = false };
+        var sick = new Backend("sick") { Healthy = false };
         await using var serverA = await a.StartAsync();
-        await using var serverLate = await late.StartAsync();
-        var settings = Faults.Settings(serverA)
+        await using var serverSick = await sick.StartAsync();
+        var settings = Faults.Settings(serverA, serverSick)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("HealthCheck:UnhealthyThreshold", 2);
+        await using var governed = Faults.Create(settings, time);
+
+        var results = await Faults.SendManyAsync(governed, 40, 4);
+
+        output.WriteLine($"40 GETs from start -> {Faults.Describe(results)}; a {a.Traffic}, sick {sick.Traffic}; probes a={a.Probes} sick={sick.Probes}");
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(0, sick.Traffic);
+        Assert.Equal(40, a.Traffic);
+        Assert.Equal(EndpointConditions.FailedHealthCheck, Faults.State(governed, serverSick).Conditions);
+    }
+
+    [Fact]
+    public async Task Start_OneProbeHangs_TheOthersResultsApplyWithoutWaitingForIt()
+    {
+        // "stuck" is listed first and its /health never answers (its probe's Timeout is on the fake clock): a's result is
+        // applied as soon as its probe ends, so calls flow to a while stuck still waits for its first result.
+        var time = new ObservedTimeProvider();
+        var stuck = new Backend("stuck") { HealthHangs = true };
+        var a = new Backend("a");
+        await using var serverStuck = await stuck.StartAsync();
+        await using var serverA = await a.StartAsync();
+        var settings = Faults.Settings(serverStuck, serverA)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval);
+        await using var governed = Faults.Create(settings, time);
+
+        var results = await Faults.SendManyAsync(governed, 10, 2);
+
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(10, a.Traffic);
+        Assert.Equal(EndpointConditions.AwaitingHealthCheck, Faults.State(governed, serverStuck).Conditions);
+    }
+
+    [Fact]
+    public async Task Reload_EveryAddressReplacedWithPanicOff_CallsWaitForTheNewEndpointsFirstProbe()
+    {
+        // A blue/green switch: the only endpoint is replaced by a new one. With PanicThreshold 0 nothing may take traffic
+        // unprobed, and no call fails meanwhile: they wait, as for discovery's first answer.
+        var time = new ObservedTimeProvider();
+        var blue = new Backend("blue");
+        var green = new Backend("green");
+        await using var serverBlue = await blue.StartAsync();
+        await using var serverGreen = await green.StartAsync();
+        var settings = Faults.Settings(serverBlue)
             .With("HealthCheck:Path", "/health")
             .With("HealthCheck:Interval", Interval)
             .With("OutlierDetection:PanicThreshold", 0);
         await using var governed = Faults.Create(settings, time);
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+
+        governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:0"] = serverGreen.Address.ToString();
+        governed.Configuration.Reload();
+        var results = await Faults.SendManyAsync(governed, 20, 4);
+
+        output.WriteLine($"20 GETs after the switch -> {Faults.Describe(results)}; green probes {green.Probes}");
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(20, green.Traffic);
+        Assert.Equal(1, green.Probes);
+    }
+
+    [Fact]
+    public async Task Reload_HealthChecksOffWhileANewcomerWaits_ItTakesTrafficAtOnce()
+    {
+        // "late" answers traffic but its /health hangs, so it waits for its first probe for as long as the test wants (the
+        // probe's Timeout is on the fake clock). Turning the checks off lets it in.
+        var time = new ObservedTimeProvider();
+        var a = new Backend("a");
+        var late = new Backend("late") { HealthHangs = true };
+        await using var serverA = await a.StartAsync();
+        await using var serverLate = await late.StartAsync();
+        var settings = Faults.Settings(serverA)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval);
+        await using var governed = Faults.Create(settings, time);
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
         governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:1"] = serverLate.Address.ToString();
         governed.Configuration.Reload();
         var lateState = Faults.State(governed, serverLate);
-        Assert.True(Faults.Has(lateState, EndpointConditions.FailedHealthCheck), $"late in before its first probe: {lateState.Conditions}");
+        Assert.Equal(EndpointConditions.AwaitingHealthCheck, lateState.Conditions);
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(0, late.Traffic);
 
         governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:HealthCheck:Path"] = string.Empty;
         governed.Configuration.Reload();
 
         Assert.Equal(EndpointConditions.None, lateState.Conditions);
-        Assert.False(lateState.AwaitingFirstHealthCheck);
+        Assert.All(await Faults.SendSequentialAsync(governed, 10), r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(5, late.Traffic);
     }
 
     /// <summary>Answers <c>/health</c> with 200 or 503 (per <see cref="Healthy"/>) and everything else with its name, counting both.</summary>
@@ -381,6 +465,9 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
 
         public int Probes => Volatile.Read(ref _probes);
 
+        /// <summary>Gets or sets a value indicating whether <c>/health</c> never answers (until the client gives up).</summary>
+        public bool HealthHangs { get; set; }
+
         public int Traffic => Volatile.Read(ref _traffic);
 
         public int Port { get; private set; }
@@ -392,6 +479,11 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
                 if (context.Request.Path == "/health")
                 {
                     Interlocked.Increment(ref _probes);
+                    if (HealthHangs)
+                    {
+                        return Task.Delay(Timeout.Infinite, context.RequestAborted);
+                    }
+
                     context.Response.StatusCode = _healthy ? 200 : 503;
                     return Task.CompletedTask;
                 }
