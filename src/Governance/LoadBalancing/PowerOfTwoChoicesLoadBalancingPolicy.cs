@@ -6,8 +6,10 @@ namespace Governance.LoadBalancing;
 /// flight this is exactly weighted random; under load, equally fast endpoints hold requests in proportion to the traffic
 /// they get, so comparing in-flight counts per unit of weight keeps the split at the weights (comparing raw counts would
 /// pull it towards equal shares: 3:1 weights served about 53:47 with 64 requests in flight), and a slow or stuck endpoint
-/// accumulates in-flight requests and loses the comparisons. O(1), lock-free, no allocation, and free of the herd effect
-/// of always choosing the global minimum.
+/// accumulates in-flight requests and loses the comparisons. When one of two candidates of unequal weights is idle (it
+/// would win whatever the weights, so a light endpoint would take about one request in flight whenever compared), they
+/// share the pick in proportion to weight / (in flight + 1), Envoy's effective weight. O(1), lock-free, no allocation,
+/// and free of the herd effect of always choosing the global minimum.
 /// </summary>
 internal sealed class PowerOfTwoChoicesLoadBalancingPolicy : ILoadBalancingPolicy
 {
@@ -58,11 +60,25 @@ internal sealed class PowerOfTwoChoicesLoadBalancingPolicy : ILoadBalancingPolic
 
             var activeA = load.GetActiveRequests(a);
             var activeB = load.GetActiveRequests(b);
+            if (weights is null)
+            {
+                return activeB < activeA ? b : a;
+            }
+
+            long weightA = weights[a], weightB = weights[b];
+            if (weightA != weightB && (activeA == 0 || activeB == 0))
+            {
+                // One of two unequal endpoints is idle: per unit of weight it would always win, so a light endpoint would
+                // take about one request in flight whenever it is compared (a weight-1 canary beside weight 99: a quarter
+                // of the calls with four in flight). The two share the pick in proportion to weight / (in flight + 1)
+                // instead (Envoy's effective weight for unequal weights), which keeps the weights with little in flight.
+                var effectiveA = weightA * (activeB + 1);
+                var effectiveB = weightB * (activeA + 1);
+                return Random.Shared.NextInt64(effectiveA + effectiveB) < effectiveA ? a : b;
+            }
 
             // b wins when activeB / weightB < activeA / weightA, compared without division (weights are at least 1).
-            return weights is null
-                ? activeB < activeA ? b : a
-                : (long)activeB * weights[a] < (long)activeA * weights[b] ? b : a;
+            return activeB * weightA < activeA * weightB ? b : a;
         }
     }
 }
