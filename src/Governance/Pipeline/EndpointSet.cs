@@ -13,7 +13,8 @@ namespace Governance.Pipeline;
 /// in others, each level's health is min(1, 1.4 x available / all of that level). While the two add up to at least 1 the
 /// local zone takes its health as its share of the requests and the other zones the rest (at least 71.4% (1 / 1.4) of
 /// the local endpoints available keeps every request local), and panic thresholds are disregarded; below 1 each level
-/// takes its health's part of the sum and a level under the panic threshold uses all its endpoints again. With one level
+/// takes its health's part of the sum and a level under the panic threshold uses all its endpoints again (every level in
+/// panic: each takes its share of the endpoints, Envoy's total panic). With one level
 /// (no zone set, or every endpoint in one zone) the panic threshold applies to the whole service.
 /// </remarks>
 internal sealed class EndpointSet
@@ -158,6 +159,12 @@ internal sealed class EndpointSet
             : 1.0;
         var local = Level(counted, isAvailable, localZone, local: true, localTotal, panicThreshold, forcePanicCheck: degraded);
         var remote = Level(counted, isAvailable, localZone, local: false, remoteTotal, panicThreshold, forcePanicCheck: degraded);
+        if (degraded && local.IsPanic && remote.IsPanic)
+        {
+            // Every level in panic (nothing available anywhere included): the load goes by each level's endpoint count,
+            // as Envoy's total panic does, not by health (a nearly dead local zone would take most of it).
+            share = (double)localTotal / counted.Length;
+        }
         if (share > 0 && local.Members.Count == 0)
         {
             // Degraded with panic off (PanicThreshold 0): a level with nothing available takes nothing.

@@ -49,16 +49,19 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
     [InlineData(1, 4, 1, 2, 50, 0.35, null, 2)]
     // Exactly 1 (0.7 + 0.3, which floating point makes 0.9999999999999999): not degraded, no panic.
     [InlineData(1, 2, 3, 14, 50, 0.7, null, 4)]
-    // Degraded (0.35 + 0 < 1): the local zone takes everything and, 25% available < 50%, uses all its endpoints again.
-    [InlineData(1, 4, 0, 2, 50, 1.0, "the local zone 'z1'", 4)]
+    // Degraded (0.35 + 0 < 1) and both zones in panic (25% and 0% < 50%): Envoy's total panic, the load by endpoint
+    // counts (4 of 6 local), every endpoint used again (by health the local zone would take everything).
+    [InlineData(1, 4, 0, 2, 50, 0.6666666666666666, "every zone", 6)]
+    // The audit's case: 1 of 10 local and 5 of 90 remote available: both in panic, 10% local (by health it was 64%).
+    [InlineData(1, 10, 5, 90, 50, 0.1, "every zone", 100)]
     // Degraded (0.28 + 0.28): each zone takes its health's part of the sum; each is in panic (20% < 50%).
     [InlineData(1, 5, 1, 5, 50, 0.5, "every zone", 10)]
     // Degraded (0.84 + 0.14): only the other zones are in panic (10%), the local zone (60%) uses its available six.
     [InlineData(6, 10, 1, 10, 50, 0.857142857142857, "the other zones", 16)]
     // The same as two rows up with PanicThreshold 10: 20% available is not panic, only the two available endpoints are used.
     [InlineData(1, 5, 1, 5, 10, 0.5, null, 2)]
-    // Nothing available: the local zone in panic (Envoy's first level).
-    [InlineData(0, 2, 0, 2, 50, 1.0, "the local zone 'z1'", 2)]
+    // Nothing available: every zone in panic, each by its endpoint count (Envoy's total panic).
+    [InlineData(0, 2, 0, 2, 50, 0.5, "every zone", 4)]
     // Nothing available and panic off: no candidate (the call is refused).
     [InlineData(0, 2, 0, 2, 0, 0.0, null, 0)]
     public void Create_ZonesAndPanicThreshold_EachZoneJudgedOnItsOwnHealth(int localAvailable, int localTotal, int remoteAvailable, int remoteTotal, int panicThreshold, double expectedShare, string? expectedPanic, int expectedCandidates)
