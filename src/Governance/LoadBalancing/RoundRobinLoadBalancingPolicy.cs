@@ -5,9 +5,9 @@ namespace Governance.LoadBalancing;
 /// a a a a a b c, and after any number of picks every endpoint is within one pick of its weighted share. The schedule
 /// (one period of the sequence, sum of weights / their gcd) is computed once per endpoint set; a pick is then one atomic
 /// increment and an array read. Each picker starts at a random point of the schedule so that many clients do not all
-/// begin on the same endpoint. Schedules longer than <see cref="MaxScheduleLength"/> slots (or than the build budget for
-/// very many endpoints) are built from weights scaled down proportionally (largest remainder, every endpoint keeps at
-/// least one slot).
+/// begin on the same endpoint. Schedules longer than <see cref="MaxScheduleLength"/> slots (or, above 1,024 endpoints,
+/// than 2^26 / endpoints, the build budget) are built from weights scaled down by one factor (equal weights keep equal
+/// slots, every endpoint at least one: with few slots per endpoint small weights get more than their share).
 /// </summary>
 internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
 {
@@ -70,26 +70,55 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
         return schedule;
     }
 
+    /// <summary>
+    /// Scales <paramref name="weights"/> (reduced, summing to <paramref name="total"/>) into at most <paramref name="length"/>
+    /// slots: one factor for every weight, so that endpoints of equal weight keep equal slots (and a larger weight never
+    /// gets fewer), every endpoint at least one; then the slots left go, a whole weight class at a time, to the classes
+    /// whose exact share lost most. Returns the schedule's length.
+    /// </summary>
     private static long Scale(long[] weights, long total, int length)
     {
-        var scaledTotal = 0L;
-        var remainders = new (double Remainder, int Index)[weights.Length];
-        for (var i = 0; i < weights.Length; i++)
+        var original = (long[])weights.Clone();
+        var factor = (double)length / total;
+        long scaledTotal;
+        while (true)
         {
-            var exact = (double)weights[i] * length / total;
-            var floor = Math.Max(1L, (long)exact);
-            remainders[i] = (exact - floor, i);
-            weights[i] = floor;
-            scaledTotal += floor;
+            scaledTotal = 0;
+            for (var i = 0; i < weights.Length; i++)
+            {
+                weights[i] = Math.Max(1L, (long)(original[i] * factor));
+                scaledTotal += weights[i];
+            }
+
+            if (scaledTotal <= length)
+            {
+                break;
+            }
+
+            // The one-slot floor of small weights went over: shrink the factor (all ones fit, as length >= n).
+            factor *= 0.999 * length / scaledTotal;
         }
 
-        Array.Sort(remainders, static (x, y) => y.Remainder.CompareTo(x.Remainder));
-        for (var k = 0; k < remainders.Length && scaledTotal < length; k++)
+        // Weight classes: (remainder lost to the floor, weight, size), largest remainder first.
+        var classes = new Dictionary<long, (double Remainder, int Size)>();
+        for (var i = 0; i < weights.Length; i++)
         {
-            if (remainders[k].Remainder > 0)
+            var remainder = (original[i] * factor) - weights[i];
+            classes[original[i]] = (remainder, classes.TryGetValue(original[i], out var c) ? c.Size + 1 : 1);
+        }
+
+        var order = new List<KeyValuePair<long, (double Remainder, int Size)>>(classes);
+        order.Sort(static (x, y) => y.Value.Remainder.CompareTo(x.Value.Remainder) is var byRemainder && byRemainder != 0 ? byRemainder : y.Key.CompareTo(x.Key));
+        foreach (var (weight, (remainder, size)) in order)
+        {
+            if (remainder > 0 && scaledTotal + size <= length)
             {
-                weights[remainders[k].Index]++;
-                scaledTotal++;
+                for (var i = 0; i < weights.Length; i++)
+                {
+                    weights[i] += original[i] == weight ? 1 : 0;
+                }
+
+                scaledTotal += size;
             }
         }
 

@@ -87,6 +87,37 @@ public sealed class RoundRobinLoadBalancingPolicyTests(ITestOutputHelper output)
         }
     }
 
+    [Theory]
+    // 5,000 endpoints (the schedule is capped at 2^26 / 5,000 = 13,421 slots), Consul's Passing 10 and one Warning 1: the
+    // 4,999 of weight 10 must get the same slots (largest remainder one endpoint at a time gave 3 to two thirds, 2 to the rest).
+    [InlineData(4999, 10, 1, 1)]
+    // 100 endpoints of weight 1,000 and 100 of 999 (200,... reduced total above 65,536 slots).
+    [InlineData(100, 1000, 100, 999)]
+    public void BuildSchedule_ScaledDown_EqualWeightsKeepEqualSlotsAndLargerNeverFewer(int heavyCount, int heavyWeight, int lightCount, int lightWeight)
+    {
+        var endpoints = new List<ServiceEndpoint>();
+        for (var i = 0; i < heavyCount + lightCount; i++)
+        {
+            endpoints.Add(new ServiceEndpoint(new Uri($"http://10.{i / 65536}.{i / 256 % 256}.{i % 256}:8080"), i < heavyCount ? heavyWeight : lightWeight));
+        }
+
+        var schedule = RoundRobinLoadBalancingPolicy.BuildSchedule(endpoints);
+
+        var counts = new int[endpoints.Count];
+        foreach (var index in schedule)
+        {
+            counts[index]++;
+        }
+
+        var heavy = counts[..heavyCount].Distinct().ToArray();
+        var light = counts[heavyCount..].Distinct().ToArray();
+        output.WriteLine($"{schedule.Length} slots: weight {heavyWeight} -> {string.Join("/", heavy)} slots, weight {lightWeight} -> {string.Join("/", light)}");
+        Assert.True(schedule.Length <= Math.Min(RoundRobinLoadBalancingPolicy.MaxScheduleLength, (1 << 26) / endpoints.Count), $"{schedule.Length} slots");
+        Assert.Single(heavy);
+        Assert.Single(light);
+        Assert.True(heavy[0] >= light[0] && light[0] >= 1);
+    }
+
     [Fact]
     public async Task Pick_ThreeEqualEndpointsSequential_SplitsEvenlyInStrictRotation()
     {
