@@ -290,7 +290,8 @@ internal sealed class EndpointSet
                 endpoints[i] = states[i].Endpoint;
             }
 
-            _picker = policy.CreatePicker(new EndpointPickerContext(serviceName, endpoints, this, options));
+            _picker = policy.CreatePicker(new EndpointPickerContext(serviceName, endpoints, this, options))
+                ?? throw new InvalidOperationException($"Service '{serviceName}': load-balancing policy '{policy.Name}' returned no picker from CreatePicker");
         }
 
         public static EndpointGroup Create(string serviceName, List<EndpointState> states, ILoadBalancingPolicy policy, LoadBalancerOptions options) =>

@@ -166,8 +166,17 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     /// <summary>Gets why discovery has failed so far, when its watcher can tell (see <see cref="IReportsDiscoveryError"/>).</summary>
     public string? DiscoveryError => (Volatile.Read(ref _watcher) as IReportsDiscoveryError)?.LastError;
 
-    /// <summary>Creates (does not throw) the error of a call that found no endpoint.</summary>
-    public NoAvailableEndpointException NoEndpoint() => new(Name, _state.Set.EmptyReason);
+    /// <summary>
+    /// Creates (does not throw) the error of a call that found no endpoint: the set's reason, or, when it has candidates,
+    /// that the policy's picker picked none of them (-1).
+    /// </summary>
+    public NoAvailableEndpointException NoEndpoint()
+    {
+        var state = _state;
+        return new(Name, state.Set.Candidates.Length == 0
+            ? state.Set.EmptyReason
+            : $"load-balancing policy '{state.Settings.Policy.Name}' picked none of the {state.Set.Candidates.Length} available endpoints");
+    }
 
     /// <summary>
     /// The shared answer to calls refused up front because <paramref name="set"/>, the service's current endpoint set,

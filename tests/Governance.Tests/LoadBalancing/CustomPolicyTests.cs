@@ -91,6 +91,34 @@ public sealed class CustomPolicyTests
         Assert.Equal(0, a.RequestCount + b.RequestCount);
     }
 
+    [Fact]
+    public async Task Pick_CustomPickerPicksNone_CallFailsNamingThePolicyNotUnavailableEndpoints()
+    {
+        // -1 ("none can be picked") while both endpoints are available: the policy's choice, not an outage.
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", "refusing", a, b),
+            services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy("refusing", offset: -2)));
+
+        var ex = await Assert.ThrowsAsync<NoAvailableEndpointException>(() => governed.Client.GetAsync("http://catalog/items"));
+
+        Assert.Contains("load-balancing policy 'refusing' picked none of the 2 available endpoints", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(0, a.RequestCount + b.RequestCount);
+    }
+
+    [Fact]
+    public void Create_CustomPolicyReturnsNoPicker_FailsWhenTheSetIsBuiltNamingThePolicy()
+    {
+        // Caught where the set is built (startup here; a reload would be rejected), not as a NullReferenceException on
+        // every call.
+        var ex = Assert.Throws<InvalidOperationException>(() => Governed.Create(
+            new Dictionary<string, string?> { ["Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001", ["Services:catalog:LoadBalancer:Policy"] = "null-picker" },
+            services => services.AddSingleton<ILoadBalancingPolicy, NullPickerPolicy>()));
+
+        Assert.Equal("Service 'catalog': load-balancing policy 'null-picker' returned no picker from CreatePicker", ex.Message);
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData(" ")]
@@ -100,6 +128,13 @@ public sealed class CustomPolicyTests
             Governed.Create(new Dictionary<string, string?> { ["Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001" }, services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy(name!))));
 
         Assert.StartsWith($"{typeof(LastEndpointPolicy).FullName} has no Name", ex.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class NullPickerPolicy : ILoadBalancingPolicy
+    {
+        public string Name => "null-picker";
+
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) => null!;
     }
 
     private sealed class ThrowingPolicy : ILoadBalancingPolicy
