@@ -730,6 +730,7 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
 
             var states = new List<EndpointState>(endpoints.Count);
+            List<EndpointState>? created = null;
             var live = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
             HashSet<string>? duplicates = null;
             for (var i = 0; i < endpoints.Count; i++)
@@ -750,14 +751,13 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 if (!_states.TryGetValue(endpoint.Authority, out var state))
                 {
                     state = new EndpointState(endpoint);
-                    _states[endpoint.Authority] = state;
+                    (created ??= []).Add(state);
                     if (resilience.HealthCheck is not null)
                     {
                         // With active health checks, an endpoint takes traffic once its first probe, made at once, passes
                         // (Envoy marks every new host so): at start, in discovery's first answer, after a scale-out or a
                         // reload. Until then it is left out as if not yet discovered (EndpointSet.Create).
                         state.Set(EndpointConditions.AwaitingHealthCheck, true);
-                        LogAwaitingFirstHealthCheck(_logger, settings.Name, state.Authority);
                     }
                 }
 
@@ -777,6 +777,19 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 states.Add(state);
             }
 
+            // The set (a custom policy's CreatePicker may throw) before the endpoints known change: a rebuild that fails
+            // neither forgets an endpoint in service (the next one would take it for a newcomer, without its breaker,
+            // ejection or health) nor keeps one that never took effect.
+            set = EndpointSet.Create(settings.Name, [.. states], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
+            foreach (var state in created ?? [])
+            {
+                _states[state.Authority] = state;
+                if (state.AwaitingFirstHealthCheck)
+                {
+                    LogAwaitingFirstHealthCheck(_logger, settings.Name, state.Authority);
+                }
+            }
+
             // Forget endpoints that left; requests still in flight to them hold their own reference.
             foreach (var authority in _states.Keys.ToArray())
             {
@@ -785,8 +798,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                     _states.Remove(authority);
                 }
             }
-
-            set = EndpointSet.Create(settings.Name, [.. states], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
         }
 
         return new ServiceState(settings, policy, set);

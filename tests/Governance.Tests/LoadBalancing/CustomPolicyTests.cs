@@ -119,6 +119,31 @@ public sealed class CustomPolicyTests
         Assert.Equal("Service 'catalog': load-balancing policy 'null-picker' returned no picker from CreatePicker", ex.Message);
     }
 
+    [Fact]
+    public async Task Reload_CreatePickerThrows_RejectedWithoutForgettingTheEndpointsInService()
+    {
+        // The policy refuses any list with c. A reload from [a, b] to [a, c] is rejected; the next rebuild (here a
+        // refresh, as a health change or an ejection makes) must find b as it was (same state: breaker, ejection, health),
+        // not take it for a newcomer because the failed rebuild had forgotten it.
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var b = await LoopbackServer.StartAsync("b");
+        await using var c = await LoopbackServer.StartAsync("c");
+        var refused = c.Address.GetLeftPart(UriPartial.Authority);
+        await using var governed = Governed.Create(
+            Governed.Service("catalog", "refuses-c", a, b),
+            services => services.AddSingleton<ILoadBalancingPolicy>(new RefusingPolicy("refuses-c", refused)));
+        var service = Traffic.Runtime(governed);
+        var before = Traffic.State(governed, b);
+
+        governed.Configuration["MeshGovernance:Services:catalog:Endpoints:1"] = c.Address.ToString();
+        governed.Configuration.Reload();
+        Assert.Same(before, Traffic.State(governed, b));
+        service.Refresh();
+
+        Assert.Same(before, Traffic.State(governed, b));
+        Assert.Equal(2, service.Endpoints.Candidates.Length);
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData(" ")]
@@ -128,6 +153,14 @@ public sealed class CustomPolicyTests
             Governed.Create(new Dictionary<string, string?> { ["Services:catalog:Endpoints:0"] = "http://127.0.0.1:5001" }, services => services.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy(name!))));
 
         Assert.StartsWith($"{typeof(LastEndpointPolicy).FullName} has no Name", ex.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class RefusingPolicy(string name, string refused) : ILoadBalancingPolicy
+    {
+        public string Name => name;
+
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) =>
+            context.Endpoints.Any(e => e.Authority == refused) ? throw new InvalidOperationException($"{refused} refused") : new LastEndpointPolicy(name).CreatePicker(context);
     }
 
     private sealed class NullPickerPolicy : ILoadBalancingPolicy
