@@ -25,7 +25,7 @@ public readonly struct PickContext
     /// a retry's or hedge's first try); n when a retry or a hedge asks again because the n picks before named endpoints
     /// the call had already tried. A picker that hashes <see cref="HashKey"/> should derive its choice from the key and
     /// the attempt together, so that one key's retries go to the same alternate endpoints, in proportion to their
-    /// weights (Envoy's ring-hash and Maglev balancers do the same with their retry attempt count). Other pickers may
+    /// weights (Envoy's ring-hash and Maglev balancers do the same with their host re-selection count). Other pickers may
     /// ignore it.
     /// </summary>
     public int Attempt { get; }

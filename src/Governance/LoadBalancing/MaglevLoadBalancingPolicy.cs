@@ -17,7 +17,7 @@ internal sealed class MaglevLoadBalancingPolicy : ILoadBalancingPolicy
 {
     internal const int TableSize = 65537;
 
-    /// <summary>The hash seeds of a retry's picks start here (seed 0 is a key's first pick, 2 its zone spill point, 3 where a retry's fallback scan starts).</summary>
+    /// <summary>The hash seeds of a retry's picks start here (seed 0 is a key's first pick, 2 its zone spill point).</summary>
     private const long RetrySeed = 0x5EED_0000;
 
     public string Name => LoadBalancingPolicyNames.ConsistentHash;

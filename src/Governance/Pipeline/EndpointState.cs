@@ -67,6 +67,7 @@ internal sealed class EndpointState
     {
         Endpoint = endpoint;
         Authority = endpoint.Authority;
+        AddressSeed = (long)System.IO.Hashing.XxHash3.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(endpoint.Authority.ToUpperInvariant().AsSpan()));
         Host = endpoint.Address.Host;
         BoxedPort = endpoint.Address.Port;
     }
@@ -75,6 +76,9 @@ internal sealed class EndpointState
     public ServiceEndpoint Endpoint { get; set; }
 
     public string Authority { get; }
+
+    /// <summary>Gets a stable hash of <see cref="Authority"/> (case-insensitive), the endpoint's seed in hashes of a key (the retry fallback of <c>ServiceRuntime.TryPick</c>).</summary>
+    public long AddressSeed { get; }
 
     /// <summary>Gets the host, for the <c>server.address</c> telemetry tag.</summary>
     public string Host { get; }

@@ -114,8 +114,8 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         }
 
         // A retry: ask the policy again a few times, telling it how many picks came before (a hashing policy rehashes
-        // the key with it, so a key's retries go to the same alternates, by weight), then take the first untried
-        // candidate, else repeat an endpoint.
+        // the key with it, so a key's retries go to the same alternates, by weight), then choose among the untried
+        // candidates, else repeat an endpoint.
         for (var attempt = 1; attempt <= 8; attempt++)
         {
             var again = state.Set.Pick(new PickContext(context.HashKey, attempt));
@@ -125,12 +125,32 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
         }
 
-        // Start the scan at a point of the key's (so that a key still keeps one alternate, and keys do not all land on the
-        // first candidate), or at random without a key.
         var candidates = state.Set.Candidates;
-        var start = candidates.Length == 0 ? 0
-            : context.HashKey is { } key ? (int)(MaglevLoadBalancingPolicy.Hash(key, seed: 3) % (ulong)candidates.Length)
-            : Random.Shared.Next(candidates.Length);
+        if (context.HashKey is { } key)
+        {
+            // A key: weighted rendezvous hashing over the untried candidates (each scores weight / -ln(u), u a hash of the
+            // key and the endpoint's address): every client process picks the same alternate for the key, whatever order
+            // discovery lists the endpoints in, each with its weight's share of the keys. O(n), on this rare path only.
+            EndpointState? best = null;
+            var bestScore = 0.0;
+            foreach (var candidate in candidates)
+            {
+                if (!tried.Contains(candidate))
+                {
+                    var u = ((MaglevLoadBalancingPolicy.Hash(key, candidate.AddressSeed) >> 11) + 0.5) * (1.0 / (1UL << 53));
+                    var score = candidate.Endpoint.Weight / -Math.Log(u);
+                    if (best is null || score > bestScore)
+                    {
+                        (best, bestScore) = (candidate, score);
+                    }
+                }
+            }
+
+            return best ?? picked;
+        }
+
+        // Without a key, the first untried candidate from a random point.
+        var start = candidates.Length == 0 ? 0 : Random.Shared.Next(candidates.Length);
         for (var i = 0; i < candidates.Length; i++)
         {
             var candidate = candidates[(start + i) % candidates.Length];

@@ -144,6 +144,80 @@ public sealed class CustomPolicyTests
         Assert.Equal(2, service.Endpoints.Candidates.Length);
     }
 
+    [Fact]
+    public async Task Retry_PickerAskedAgainWithTheAttempt_ItsAnswerForTheAttemptIsTaken()
+    {
+        // The picker names "down" on a first pick and "up2" when asked again (Attempt 1 on): every retry after down's 503
+        // goes to up2. Without the attempt the picker keeps naming down and the fallback takes up1 or up2 at random.
+        var seen = new System.Collections.Concurrent.ConcurrentQueue<int>();
+        await using var down = await LoopbackServer.StartAsync("down", c => { c.Response.StatusCode = 503; return Task.CompletedTask; });
+        await using var up1 = await LoopbackServer.StartAsync("up1");
+        await using var up2 = await LoopbackServer.StartAsync("up2");
+        var settings = Governed.Service("catalog", "by-attempt", down, up1, up2);
+        settings["Services:catalog:OutlierDetection:Enabled"] = "false";
+        settings["Services:catalog:CircuitBreaker:Enabled"] = "false";
+        settings["Services:catalog:Retry:BaseDelay"] = "00:00:00";
+        await using var governed = Governed.Create(settings, services => services.AddSingleton<ILoadBalancingPolicy>(new ByAttemptPolicy(seen)));
+
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal("up2", await governed.GetServerAsync("http://catalog/"));
+        }
+
+        Assert.Equal(10, down.RequestCount);
+        Assert.Equal(0, up1.RequestCount);
+        Assert.Contains(1, seen);
+    }
+
+    [Fact]
+    public async Task TryPick_PickerKeepsNamingTriedEndpoint_KeyedFallbackSameInEveryListOrderAndByWeight()
+    {
+        // A policy that ignores the attempt (it always names the first endpoint, "down"): every retry pick of a keyed call
+        // ends in the fallback, which must give a key the same alternate whatever order discovery lists the endpoints in,
+        // and spread keys by weight (a 3, b 1, c 1: 60/20/20 %).
+        string[] order1 = ["down", "a", "b", "c"];
+        string[] order2 = ["down", "c", "a", "b"];
+        var weights = new Dictionary<string, int> { ["down"] = 5, ["a"] = 3, ["b"] = 1, ["c"] = 1 };
+        var port = new Dictionary<string, int> { ["down"] = 5000, ["a"] = 5001, ["b"] = 5002, ["c"] = 5003 };
+        Dictionary<string, string?> Settings(string[] order)
+        {
+            var settings = new Dictionary<string, string?>
+            {
+                ["Services:catalog:LoadBalancer:Policy"] = "first",
+                ["Services:catalog:LoadBalancer:HashHeader"] = "x-key",
+            };
+            for (var i = 0; i < order.Length; i++)
+            {
+                settings[$"Services:catalog:Endpoints:{i}:Address"] = $"http://127.0.0.1:{port[order[i]]}";
+                settings[$"Services:catalog:Endpoints:{i}:Weight"] = weights[order[i]].ToString(System.Globalization.CultureInfo.InvariantCulture);
+            }
+
+            return settings;
+        }
+
+        var counts = new Dictionary<int, int>();
+        await using var first = Governed.Create(Settings(order1), s => s.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy("first", offset: -3)));
+        await using var second = Governed.Create(Settings(order2), s => s.AddSingleton<ILoadBalancingPolicy>(new LastEndpointPolicy("first", offset: -3)));
+        var service1 = Traffic.Runtime(first);
+        var service2 = Traffic.Runtime(second);
+        var down1 = service1.Endpoints.All.Single(e => e.Endpoint.Address.Port == port["down"]);
+        var down2 = service2.Endpoints.All.Single(e => e.Endpoint.Address.Port == port["down"]);
+        for (var k = 0; k < 5000; k++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "http://catalog/");
+            request.Headers.TryAddWithoutValidation("x-key", $"user-{k}");
+            var alternate = service1.TryPick(request, [down1])!.Endpoint.Address.Port;
+            Assert.Equal(alternate, service1.TryPick(request, [down1])!.Endpoint.Address.Port);
+            Assert.Equal(alternate, service2.TryPick(request, [down2])!.Endpoint.Address.Port);
+            counts[alternate] = counts.GetValueOrDefault(alternate) + 1;
+        }
+
+        // Binomial over 5,000 keys: sigma at most 0.7 points; ±3.5 points is 5 sigma. Ignoring the weights gives 33 %.
+        Assert.InRange(counts[port["a"]] / 5000.0, 0.565, 0.635);
+        Assert.InRange(counts[port["b"]] / 5000.0, 0.165, 0.235);
+        Assert.InRange(counts[port["c"]] / 5000.0, 0.165, 0.235);
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData(" ")]
@@ -161,6 +235,22 @@ public sealed class CustomPolicyTests
 
         public IEndpointPicker CreatePicker(EndpointPickerContext context) =>
             context.Endpoints.Any(e => e.Authority == refused) ? throw new InvalidOperationException($"{refused} refused") : new LastEndpointPolicy(name).CreatePicker(context);
+    }
+
+    private sealed class ByAttemptPolicy(System.Collections.Concurrent.ConcurrentQueue<int> seen) : ILoadBalancingPolicy
+    {
+        public string Name => "by-attempt";
+
+        public IEndpointPicker CreatePicker(EndpointPickerContext context) => new Picker(seen);
+
+        private sealed class Picker(System.Collections.Concurrent.ConcurrentQueue<int> seen) : IEndpointPicker
+        {
+            public int Pick(in PickContext context)
+            {
+                seen.Enqueue(context.Attempt);
+                return context.Attempt == 0 ? 0 : 2;
+            }
+        }
     }
 
     private sealed class NullPickerPolicy : ILoadBalancingPolicy

@@ -134,8 +134,8 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
     public void Pick_RetryAttempt_SameAlternateForAKeyEveryTimeAndAlternatesByWeight()
     {
         // A retry asks again with Attempt 1, 2, ...: the key is hashed again with the attempt, so a key's alternates are
-        // fixed (cache affinity survives a failure) and fall on the table's shares (weights 2:1:1 -> 50/25/25 %),
-        // independent of the first pick.
+        // fixed (while the failing endpoint stays in the table) and fall on the table's shares (weights 2:1:1 ->
+        // 50/25/25 %), independent of the first pick.
         ServiceEndpoint[] endpoints =
         [
             new(new Uri("http://10.0.0.1:8080"), 2),
@@ -193,8 +193,8 @@ public sealed class MaglevLoadBalancingPolicyTests(ITestOutputHelper output)
     public async Task Retry_KeysOfAnEndpointAnswering503_EachRetriedOnOneAlternateEveryTime()
     {
         // "down" answers 503 to everything; ejection and breaking are off so that it keeps its keys. Every call of a key
-        // that hashes to it is retried, and the retry of one key goes to the same alternate every time (its cache stays
-        // warm) instead of to any endpoint left.
+        // that hashes to it is retried, and the retry of one key goes to the same alternate every time instead of to any
+        // endpoint left.
         var servers = await Task.WhenAll(
             LoopbackServer.StartAsync("down", c => { c.Response.StatusCode = 503; return Task.CompletedTask; }),
             LoopbackServer.StartAsync("a"),
