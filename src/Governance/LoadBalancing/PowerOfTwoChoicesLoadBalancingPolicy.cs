@@ -66,9 +66,10 @@ internal sealed class PowerOfTwoChoicesLoadBalancingPolicy : ILoadBalancingPolic
             }
 
             long weightA = weights[a], weightB = weights[b];
-            if (weightA != weightB && (activeA == 0 || activeB == 0))
+            if (weightA != weightB && (activeA == 0) != (activeB == 0))
             {
-                // One of two unequal endpoints is idle: per unit of weight it would always win, so a light endpoint would
+                // One of two unequal endpoints is idle (both idle: the first sample, drawn by weight, wins, so that with
+                // nothing in flight the pick stays exactly weighted random): per unit of weight it would always win, so a light endpoint would
                 // take about one request in flight whenever it is compared (a weight-1 canary beside weight 99: a quarter
                 // of the calls with four in flight). The two share the pick in proportion to weight / (in flight + 1)
                 // instead (Envoy's effective weight for unequal weights), which keeps the weights with little in flight.

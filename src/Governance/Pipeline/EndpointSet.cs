@@ -83,21 +83,28 @@ internal sealed class EndpointSet
         var isAvailable = new bool[all.Length - waiting];
         if (waiting > 0)
         {
-            if (waiting == all.Length)
-            {
-                // Every endpoint is new and unprobed (start, discovery's first answer, every address replaced): calls wait
-                // for the first probe to pass, as they wait for discovery's first answer, rather than fail or go blind.
-                return new EndpointSet(all, [], null, null, null, 0, $"none of its {all.Length} endpoints has answered its first health check yet", isPending: true) { AwaitsHealthChecks = true };
-            }
-
             counted = new EndpointState[all.Length - waiting];
+            var available = 0;
             for (int i = 0, j = 0; i < all.Length; i++)
             {
                 if ((conditions[i] & EndpointConditions.AwaitingHealthCheck) == 0)
                 {
                     isAvailable[j] = conditions[i] == EndpointConditions.None;
+                    available += isAvailable[j] ? 1 : 0;
                     counted[j++] = all[i];
                 }
+            }
+
+            if (available == 0)
+            {
+                // Nothing available but endpoints whose first probe has not answered (start, discovery's first answer,
+                // every address replaced, the first results failures): calls wait for a probe to pass, as they wait for
+                // discovery's first answer (Envoy's cluster warming), rather than fail, or go in panic mode to the
+                // endpoints known to be out, while healthy ones may be a probe away.
+                var waitReason = waiting == all.Length
+                    ? $"none of its {all.Length} endpoints has passed its first health check yet"
+                    : $"none of its {all.Length} endpoints is available and {waiting} have not answered their first health check yet";
+                return new EndpointSet(all, [], null, null, null, 0, waitReason, isPending: true) { AwaitsHealthChecks = true };
             }
         }
         else
@@ -110,7 +117,7 @@ internal sealed class EndpointSet
 
         string reason = emptyReason ?? (all.Length == 0
             ? "discovery returned no endpoints"
-            : $"all {counted.Length} endpoints are unavailable{(waiting > 0 ? $" ({waiting} more wait for their first health check)" : string.Empty)}");
+            : $"all {counted.Length} endpoints are unavailable");
         return Create(serviceName, all, counted, isAvailable, localZone, policy, options, panicThreshold, reason);
     }
 
@@ -146,7 +153,7 @@ internal sealed class EndpointSet
         // is min(1, 1.4 x available / all); while the two together reach 1, the local zone takes its health as its share,
         // the other zones the rest, and panic thresholds are disregarded. Below that the service is degraded: each level
         // takes its health's part of the sum, and a level whose available share is under PanicThreshold uses all its
-        // endpoints again (panic mode). With nothing available anywhere the local zone takes everything. Whether the sum
+        // endpoints again (panic mode); with both levels in panic each takes its share of the endpoints. Whether the sum
         // reaches 1 is decided in integers (health = 7 x available / (5 x all)): in floating point an exact 1 may fall short.
         var remoteTotal = counted.Length - localTotal;
         var localFull = 7L * localAvailable >= 5L * localTotal;

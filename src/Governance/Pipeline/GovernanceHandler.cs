@@ -451,11 +451,14 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
     private async Task<HttpResponseMessage> SendWhenResolvedAsync(ServiceRuntime service, HttpRequestMessage request, Uri logical, long arrivedAt, CancellationToken cancellationToken)
     {
+        // The wait runs from the call's arrival: a call that finds the set pending again (replaced meanwhile) waits only
+        // for what is left.
         var timeout = service.Settings.FirstAnswerTimeout;
+        var left = timeout - service.Policy.Time.GetElapsedTime(arrivedAt);
         bool resolved;
         try
         {
-            resolved = await service.WaitUntilResolvedAsync(timeout, cancellationToken).ConfigureAwait(false);
+            resolved = await service.WaitUntilResolvedAsync(left > TimeSpan.Zero ? left : TimeSpan.Zero, cancellationToken).ConfigureAwait(false);
         }
         catch (OperationCanceledException canceled)
         {
@@ -473,6 +476,12 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                     : $"discovery ({service.Settings.Discovery.Name}) did not resolve the service within {timeout}{cause}");
             service.Instrumentation.RecordWaitEnded(service, service.Policy, request, arrivedAt, refused);
             throw refused;
+        }
+
+        if (service.Endpoints.IsPending)
+        {
+            // Pending again already (every address replaced since): go round on the thread pool, never deeper on this stack.
+            await Task.Yield();
         }
 
         return await SendGoverned(service, request, logical, arrivedAt, cancellationToken).ConfigureAwait(false);

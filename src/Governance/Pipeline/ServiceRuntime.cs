@@ -680,16 +680,19 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     private void Publish(ServiceState state)
     {
         var before = _state.Set;
-        _state = state;
         if (state.Set.IsPending)
         {
+            // The promise first: a call that sees the pending set must find a promise that is not already kept.
             if (_resolved.Task.IsCompleted)
             {
                 _resolved = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             }
+
+            _state = state;
         }
         else
         {
+            _state = state;
             _resolved.TrySetResult();
         }
 

@@ -166,6 +166,29 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Create_NothingCountedAvailableWhileOthersAwaitTheirFirstProbe_PendingNotPanic()
+    {
+        // The first result was a failure: counted alone, the failed endpoint would be 0 of 1 (panic mode, or refusal with
+        // panic off) while the two others may pass a moment later.
+        var failed = new EndpointState(new ServiceEndpoint(new Uri("http://10.0.1.1:8080")));
+        failed.Set(EndpointConditions.FailedHealthCheck, true);
+        var waiting = Enumerable.Range(2, 2).Select(i =>
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i}:8080")));
+            state.Set(EndpointConditions.AwaitingHealthCheck, true);
+            return state;
+        });
+
+        var set = EndpointSet.Create("catalog", [failed, .. waiting], null, new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold: 50);
+
+        Assert.True(set.IsPending);
+        Assert.True(set.AwaitsHealthChecks);
+        Assert.False(set.IsPanic);
+        Assert.Empty(set.Candidates);
+        Assert.Equal("none of its 3 endpoints is available and 2 have not answered their first health check yet", set.EmptyReason);
+    }
+
+    [Fact]
     public void Create_NoApplicationZone_EverythingIsLocal()
     {
         var states = new[]

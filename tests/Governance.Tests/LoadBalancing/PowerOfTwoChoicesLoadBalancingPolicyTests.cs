@@ -83,6 +83,10 @@ public sealed class PowerOfTwoChoicesLoadBalancingPolicyTests(ITestOutputHelper 
     [InlineData(new[] { 99, 1 }, 4, 0.965, 0.025)]
     [InlineData(new[] { 9, 1 }, 4, 0.84, 0.04)]
     [InlineData(new[] { 99, 1 }, 64, 0.985, 0.01)]
+
+    // One in flight: every pick sees every endpoint idle, so it is exactly weighted random, with three endpoints too
+    // (sharing by weight when both candidates are idle counted the weight twice: 67%).
+    [InlineData(new[] { 3, 1, 1 }, 1, 0.60, 0.01)]
     public void Pick_SteadyLoadOnEquallyFastEndpoints_HonoursWeights(int[] weights, int concurrency, double heavyShare, double tolerance)
     {
         // A closed system of requests always in flight to equally fast endpoints: at each step one of them, any one with

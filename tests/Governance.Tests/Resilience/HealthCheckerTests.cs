@@ -363,6 +363,48 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.Equal(EndpointConditions.FailedHealthCheck, Faults.State(governed, serverSick).Conditions);
     }
 
+    [Theory]
+    [InlineData(50)]
+    [InlineData(0)]
+    public async Task Start_FirstProbeResultAFailure_CallsWaitOnForAPassNeitherPanicNorFail(int panicThreshold)
+    {
+        // "dead" refuses connections, so its probe fails first; a's /health answers only once that failure is applied.
+        // Counted alone, dead would be 0 of 1 available: panic mode (every call to it) or, with panic off, every call
+        // refused. The set stays pending while a newcomer may still pass, and the calls go to a once it does.
+        var time = new ObservedTimeProvider();
+        var logs = new CapturingLoggerProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var a = new Backend("a") { HealthGate = release.Task };
+        await using var serverA = await a.StartAsync();
+        using var dead = new RefusingEndpoint();
+        var settings = Faults.Settings(dead.Address, serverA.Address)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("OutlierDetection:PanicThreshold", panicThreshold);
+        await using var governed = Faults.Create(settings, time, logs);
+        CallResult[] results;
+        try
+        {
+            await logs.WaitForAsync(e => e.EventId.Id == GovernanceEventIds.HealthCheckFailed).WaitAsync(Faults.Guard);
+            var service = Faults.Runtime(governed);
+            Assert.True(service.Endpoints.IsPending, $"not pending after dead's failure: {service.Endpoints.EmptyReason}; {service.Endpoints.Candidates.Length} candidates");
+
+            var calls = Faults.SendManyAsync(governed, 10, 4);
+            release.SetResult();
+            results = await calls;
+        }
+        finally
+        {
+            // A failed assertion must not leave a's probe waiting (the server's shutdown would wait for it).
+            release.TrySetResult();
+        }
+
+        output.WriteLine($"10 GETs -> {Faults.Describe(results)}");
+        Assert.All(results, r => Assert.True(r.Succeeded, r.ToString()));
+        Assert.Equal(10, a.Traffic);
+        Assert.Equal(0, logs.Entries.Count(GovernanceEventIds.PanicMode));
+    }
+
     [Fact]
     public async Task Start_OneProbeHangs_TheOthersResultsApplyWithoutWaitingForIt()
     {
@@ -468,6 +510,9 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         /// <summary>Gets or sets a value indicating whether <c>/health</c> never answers (until the client gives up).</summary>
         public bool HealthHangs { get; set; }
 
+        /// <summary>Gets or sets a task that <c>/health</c> awaits before it answers.</summary>
+        public Task? HealthGate { get; set; }
+
         public int Traffic => Volatile.Read(ref _traffic);
 
         public int Port { get; private set; }
@@ -482,6 +527,11 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
                     if (HealthHangs)
                     {
                         return Task.Delay(Timeout.Infinite, context.RequestAborted);
+                    }
+
+                    if (HealthGate is { } gate)
+                    {
+                        return gate.ContinueWith(_ => context.Response.StatusCode = _healthy ? 200 : 503, TaskScheduler.Default);
                     }
 
                     context.Response.StatusCode = _healthy ? 200 : 503;
