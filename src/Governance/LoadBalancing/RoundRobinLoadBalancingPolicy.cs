@@ -79,25 +79,23 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
     private static long Scale(long[] weights, long total, int length)
     {
         var original = (long[])weights.Clone();
+
+        // The largest factor whose slots fit (every endpoint at least one; all ones fit, as length >= n), by bisection:
+        // length / total fits unless the one-slot floor of small weights goes over.
         var factor = (double)length / total;
-        long scaledTotal;
-        while (true)
+        if (Slots(original, factor, weights) > length)
         {
-            scaledTotal = 0;
-            for (var i = 0; i < weights.Length; i++)
+            var (low, high) = (0.0, factor);
+            for (var i = 0; i < 64; i++)
             {
-                weights[i] = Math.Max(1L, (long)(original[i] * factor));
-                scaledTotal += weights[i];
+                var middle = (low + high) / 2;
+                (low, high) = Slots(original, middle, weights) <= length ? (middle, high) : (low, middle);
             }
 
-            if (scaledTotal <= length)
-            {
-                break;
-            }
-
-            // The one-slot floor of small weights went over: shrink the factor (all ones fit, as length >= n).
-            factor *= 0.999 * length / scaledTotal;
+            factor = low;
         }
+
+        var scaledTotal = Slots(original, factor, weights);
 
         // Weight classes: (remainder lost to the floor, weight, size), largest remainder first.
         var classes = new Dictionary<long, (double Remainder, int Size)>();
@@ -111,18 +109,35 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
         order.Sort(static (x, y) => y.Value.Remainder.CompareTo(x.Value.Remainder) is var byRemainder && byRemainder != 0 ? byRemainder : y.Key.CompareTo(x.Key));
         foreach (var (weight, (remainder, size)) in order)
         {
-            if (remainder > 0 && scaledTotal + size <= length)
+            // Stop at the first class that does not fit: skipping it for one further down could give a smaller weight
+            // more slots than a larger one with the same floor (whose remainder is larger).
+            if (remainder <= 0 || scaledTotal + size > length)
             {
-                for (var i = 0; i < weights.Length; i++)
-                {
-                    weights[i] += original[i] == weight ? 1 : 0;
-                }
-
-                scaledTotal += size;
+                break;
             }
+
+            for (var i = 0; i < weights.Length; i++)
+            {
+                weights[i] += original[i] == weight ? 1 : 0;
+            }
+
+            scaledTotal += size;
         }
 
         return scaledTotal;
+    }
+
+    /// <summary>Each weight's slots at <paramref name="factor"/> (at least one) into <paramref name="slots"/>; returns their sum.</summary>
+    private static long Slots(long[] weights, double factor, long[] slots)
+    {
+        var sum = 0L;
+        for (var i = 0; i < weights.Length; i++)
+        {
+            slots[i] = Math.Max(1L, (long)(weights[i] * factor));
+            sum += slots[i];
+        }
+
+        return sum;
     }
 
     private static long Gcd(long a, long b)

@@ -85,9 +85,8 @@ internal sealed partial class GovernanceHandler
         {
             // No endpoint, or the pick's circuit is not closed (and it is not an endpoint panic mode brought back, which is
             // sent to as any): the general attempt (inside the breaker), asynchronously.
-            var first = endpoint is null
-                ? new ValueTask<AttemptResult>(new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null))
-                : AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint);
+            // Without an endpoint the general attempt picks again (and waits if the set went pending meanwhile).
+            var first = AttemptAsync(call, tried: null, attemptNumber: 1, call.CallerToken, endpoint);
             promise = new TaskCompletionSource<HttpResponseMessage>();
             _ = FinishAsync(call, lease, promise, first);
             return promise.Task;

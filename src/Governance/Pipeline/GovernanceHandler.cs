@@ -132,6 +132,14 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
             picked = null;
             if (endpoint is null)
             {
+                // The set went pending since the call started (every address replaced while health checks are on): the
+                // attempt waits for an endpoint to pass its first probe, as the call's start would have, within what is
+                // left of the total timeout.
+                if (call.Service.Endpoints.IsPending && await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
+                {
+                    continue;
+                }
+
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
             }
 
@@ -252,6 +260,23 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Waits until the service's pending set resolves, at most the shorter of its first-answer wait and what is left of
+    /// the call's total timeout; <see langword="false"/> when it did not.
+    /// </summary>
+    private static async ValueTask<bool> WaitForEndpointsAsync(GovernedCall call, CancellationToken outer)
+    {
+        var wait = call.Service.Settings.FirstAnswerTimeout;
+        var remaining = call.Remaining;
+        if (remaining < wait)
+        {
+            wait = remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero;
+        }
+
+        // A cancellation (the caller's, or the attempt's) ends the attempt as any cancellation does.
+        return await call.Service.WaitUntilResolvedAsync(wait, outer).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -468,14 +468,22 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     /// <summary>
-    /// <paramref name="checker"/> found <paramref name="endpoint"/> healthy again or unhealthy. A checker that a reload
-    /// replaced or stopped (it may be past its own stop check when that happens) changes nothing: the checker in force,
-    /// with the settings in force, owns the endpoints' health.
+    /// <paramref name="checker"/> found <paramref name="endpoint"/> healthy again or unhealthy (or decided a newcomer's
+    /// first probe); see <see cref="OnHealthChanged(HealthChecker, IReadOnlyList{ValueTuple{EndpointState, bool}})"/>.
     /// </summary>
-    internal void OnHealthChanged(HealthChecker checker, EndpointState endpoint, bool healthy)
+    internal void OnHealthChanged(HealthChecker checker, EndpointState endpoint, bool healthy) => OnHealthChanged(checker, [(endpoint, healthy)]);
+
+    /// <summary>
+    /// <paramref name="checker"/> decided these endpoints' health (a batch of probe results that ended together): the
+    /// set is rebuilt once for all of them (a rebuild per result made a first round over thousands of endpoints cost
+    /// thousands of rebuilds under the lock). A checker that a reload replaced or stopped (it may be past its own stop
+    /// check when that happens) changes nothing: the checker in force, with the settings in force, owns the endpoints'
+    /// health. Never throws into the checker: a failed rebuild is logged (1101) and the next change rebuilds.
+    /// </summary>
+    internal void OnHealthChanged(HealthChecker checker, IReadOnlyList<(EndpointState Endpoint, bool Healthy)> results)
     {
-        bool changed;
-        bool first;
+        var applied = new (EndpointState Endpoint, bool Healthy, bool First)[results.Count];
+        var rebuild = false;
         lock (_gate)
         {
             if (_disposed || !ReferenceEquals(checker, _healthChecker))
@@ -483,34 +491,43 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
                 return;
             }
 
-            // A newcomer's first probe decides alone; either way it is counted from now on (panic mode, zones), so the
-            // set is rebuilt even when its availability did not change (a failed first probe).
-            first = endpoint.AwaitingFirstHealthCheck;
-            changed = endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy);
-            if (first)
+            for (var i = 0; i < results.Count; i++)
             {
-                endpoint.Set(EndpointConditions.AwaitingHealthCheck, false);
-                changed = true;
+                // A newcomer's first probe decides alone; either way it is counted from now on (panic mode, zones), so
+                // the set is rebuilt even when its availability did not change (a failed first probe).
+                var (endpoint, healthy) = results[i];
+                var first = endpoint.AwaitingFirstHealthCheck;
+                rebuild |= endpoint.Set(EndpointConditions.FailedHealthCheck, !healthy);
+                if (first)
+                {
+                    endpoint.Set(EndpointConditions.AwaitingHealthCheck, false);
+                    rebuild = true;
+                }
+
+                applied[i] = (endpoint, healthy, first);
             }
         }
 
-        // The set first, then the log: whoever reads the log sees the endpoint where it says.
-        if (changed)
+        // The set first, then the logs: whoever reads a log sees the endpoint where it says.
+        if (rebuild)
         {
-            Refresh();
+            RefreshOrLog();
         }
 
-        if (healthy && first)
+        foreach (var (endpoint, healthy, first) in applied)
         {
-            LogHealthFirstPassed(_logger, Name, endpoint.Authority);
-        }
-        else if (healthy)
-        {
-            LogHealthRecovered(_logger, Name, endpoint.Authority);
-        }
-        else
-        {
-            LogHealthFailed(_logger, Name, endpoint.Authority);
+            if (healthy && first)
+            {
+                LogHealthFirstPassed(_logger, Name, endpoint.Authority);
+            }
+            else if (healthy)
+            {
+                LogHealthRecovered(_logger, Name, endpoint.Authority);
+            }
+            else
+            {
+                LogHealthFailed(_logger, Name, endpoint.Authority);
+            }
         }
     }
 

@@ -171,10 +171,13 @@ internal sealed partial class HealthChecker : IAsyncDisposable
             }
 
             // Each result is applied as soon as its probe ends, so that an endpoint whose probe hangs until its Timeout
-            // delays nobody else's (a newcomer waits out of load balancing for its first result).
-            await foreach (var probe in Task.WhenEach(probes).ConfigureAwait(false))
+            // delays nobody else's (a newcomer waits out of load balancing for its first result); the results that ended
+            // together are applied as one batch, with one rebuild of the endpoint set.
+            var pending = new List<Task<(EndpointState Endpoint, bool Healthy)>>(probes);
+            var changes = new List<(EndpointState Endpoint, bool Healthy)>();
+            while (pending.Count > 0)
             {
-                var (endpoint, healthy) = await probe.ConfigureAwait(false);
+                await Task.WhenAny(pending).ConfigureAwait(false);
 
                 // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
                 // checker, with the new settings, owns the endpoints' health from then on.
@@ -183,7 +186,24 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                     return false;
                 }
 
-                Record(endpoint, healthy);
+                for (var i = pending.Count - 1; i >= 0; i--)
+                {
+                    if (pending[i].IsCompleted)
+                    {
+                        var (endpoint, healthy) = await pending[i].ConfigureAwait(false);
+                        pending.RemoveAt(i);
+                        if (Record(endpoint, healthy))
+                        {
+                            changes.Add((endpoint, healthy));
+                        }
+                    }
+                }
+
+                if (changes.Count > 0)
+                {
+                    _service.OnHealthChanged(this, changes);
+                    changes.Clear();
+                }
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)
@@ -231,7 +251,8 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         }
     }
 
-    private void Record(EndpointState endpoint, bool healthy)
+    /// <summary>Counts a probe's result; <see langword="true"/> when it changes the endpoint's health (or decides a newcomer).</summary>
+    private bool Record(EndpointState endpoint, bool healthy)
     {
         if (_counts.Count > 4 * Math.Max(1, _service.Endpoints.All.Length))
         {
@@ -247,19 +268,11 @@ internal sealed partial class HealthChecker : IAsyncDisposable
         counts = healthy ? (0, counts.Successes + 1) : (counts.Failures + 1, 0);
         _counts[endpoint] = counts;
         var flagged = (endpoint.Conditions & EndpointConditions.FailedHealthCheck) != 0;
-        if (endpoint.AwaitingFirstHealthCheck)
-        {
-            // A newcomer held out until now: its first probe decides alone (Envoy's first check bypasses the thresholds).
-            _service.OnHealthChanged(this, endpoint, healthy);
-        }
-        else if (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
-        {
-            _service.OnHealthChanged(this, endpoint, healthy: false);
-        }
-        else if (healthy && flagged && counts.Successes >= _settings.HealthyThreshold)
-        {
-            _service.OnHealthChanged(this, endpoint, healthy: true);
-        }
+
+        // A newcomer held out until now: its first probe decides alone (Envoy's first check bypasses the thresholds).
+        return endpoint.AwaitingFirstHealthCheck
+            || (!healthy && !flagged && counts.Failures >= _settings.UnhealthyThreshold)
+            || (healthy && flagged && counts.Successes >= _settings.HealthyThreshold);
     }
 
     [LoggerMessage(Telemetry.GovernanceEventIds.HealthCheckRoundFailed, LogLevel.Error, "Service {Service}: a round of health checks failed; checks go on at the next interval")]

@@ -290,8 +290,9 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
     }
 
     /// <summary>
-    /// A call that ended while it waited, before any attempt: refused after discovery's first answer did not come, rejected
-    /// by the rate limit after queueing, or cancelled by its caller in either wait. Its span and duration run from
+    /// A call that ended while it waited, before any attempt: refused after discovery's first answer (or a first health
+    /// check's pass, while every endpoint awaited one) did not come, rejected by the rate limit after queueing, or
+    /// cancelled by its caller in either wait. Its span and duration run from
     /// <paramref name="arrivedAt"/> (when it reached governance) to now, with <paramref name="error"/>; a rejection also
     /// counts in the rejections counter and puts its event, with the limiter's <paramref name="retryAfter"/>, on the span.
     /// </summary>

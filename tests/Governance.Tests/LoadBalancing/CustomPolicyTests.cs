@@ -1,6 +1,8 @@
 using Governance.LoadBalancing;
 using Governance.Tests.Infrastructure;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Governance.Tests.LoadBalancing;
 
@@ -216,6 +218,48 @@ public sealed class CustomPolicyTests
         Assert.InRange(counts[port["a"]] / 5000.0, 0.565, 0.635);
         Assert.InRange(counts[port["b"]] / 5000.0, 0.165, 0.235);
         Assert.InRange(counts[port["c"]] / 5000.0, 0.165, 0.235);
+    }
+
+    [Fact]
+    public async Task HealthCheck_RebuildAfterAProbeThrows_LoggedAsAFailedRebuildAndTheChecksGoOn()
+    {
+        // The policy refuses any list with c: the rebuild that c's first passing probe asks for fails. That is the set's
+        // failure (1101, the set in force stays), not the round's: the checker applies the other results and goes on.
+        // c's /health answers once the test saw a admitted (so that a's set builds first).
+        var admitted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var a = await LoopbackServer.StartAsync("a");
+        await using var c = await LoopbackServer.StartAsync("c", async context =>
+        {
+            if (context.Request.Path == "/health")
+            {
+                await admitted.Task;
+            }
+
+            await context.Response.WriteAsync("c");
+        });
+        var logs = new CapturingLoggerProvider();
+        var settings = Governed.Service("catalog", "refuses-c", a, c);
+        settings["Services:catalog:HealthCheck:Path"] = "/health";
+        await using var governed = Governed.Create(settings, services =>
+        {
+            services.AddSingleton<ILoadBalancingPolicy>(new RefusingPolicy("refuses-c", c.Address.GetLeftPart(UriPartial.Authority)));
+            services.AddLogging(l => l.AddProvider(logs).SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Debug));
+        });
+
+        try
+        {
+            await logs.WaitForAsync(e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.HealthCheckFirstPassed).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
+        }
+        finally
+        {
+            admitted.TrySetResult();
+        }
+
+        await logs.WaitForAsync(e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.EndpointSetRebuildFailed).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(0, logs.Entries.Count(e => e.EventId.Id == Governance.Telemetry.GovernanceEventIds.HealthCheckRoundFailed));
+        Assert.Equal("a", await governed.GetServerAsync("http://catalog/"));
     }
 
     [Theory]

@@ -93,6 +93,10 @@ public sealed class RoundRobinLoadBalancingPolicyTests(ITestOutputHelper output)
     [InlineData(4999, 10, 1, 1)]
     // 100 endpoints of weight 1,000 and 100 of 999 (200,... reduced total above 65,536 slots).
     [InlineData(100, 1000, 100, 999)]
+
+    // 1,000 of weight 1,000 and 10 of 999 floor alike (64 slots); the larger remainder's class does not fit in the slots
+    // left, and must not be skipped for the smaller weight's (which would then get 65 against 64).
+    [InlineData(1000, 1000, 10, 999)]
     public void BuildSchedule_ScaledDown_EqualWeightsKeepEqualSlotsAndLargerNeverFewer(int heavyCount, int heavyWeight, int lightCount, int lightWeight)
     {
         var endpoints = new List<ServiceEndpoint>();

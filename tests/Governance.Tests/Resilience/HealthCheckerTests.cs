@@ -455,6 +455,54 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Retry_SetPendingSinceTheCallStarted_TheRetryWaitsForTheNewEndpointsFirstProbe()
+    {
+        // blue's answer to the call switches the service to green (a reload) and is a 503: the retry finds every endpoint
+        // waiting for its first probe, and waits (on the fake clock's first-answer timer) until green's /health, held
+        // until then, passes. Failing the retry at once with "no endpoint" was the old behaviour.
+        var time = new ObservedTimeProvider();
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var green = new Backend("green") { HealthGate = release.Task };
+        await using var serverGreen = await green.StartAsync();
+        Governed? target = null;
+        await using var blue = await LoopbackServer.StartAsync("blue", context =>
+        {
+            if (context.Request.Path != "/health")
+            {
+                var governed = Volatile.Read(ref target)!;
+                governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:0"] = serverGreen.Address.ToString();
+                governed.Configuration.Reload();
+                context.Response.StatusCode = 503;
+            }
+
+            return Task.CompletedTask;
+        });
+        var settings = Faults.Settings(blue)
+            .With("HealthCheck:Path", "/health")
+            .With("HealthCheck:Interval", Interval)
+            .With("Timeout:Enabled", false);
+        await using var governed = Faults.Create(settings, time);
+        Volatile.Write(ref target, governed);
+        await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
+
+        try
+        {
+            var call = Faults.TryGetAsync(governed);
+            await time.WaitForTimersAsync(TimeSpan.FromSeconds(30), 1).WaitAsync(Faults.Guard);
+            release.SetResult();
+            var result = await call.WaitAsync(Faults.Guard);
+
+            output.WriteLine(result.ToString());
+            Assert.True(result.Succeeded, result.ToString());
+            Assert.Equal("green", result.Server);
+        }
+        finally
+        {
+            release.TrySetResult();
+        }
+    }
+
+    [Fact]
     public async Task Reload_HealthChecksOffWhileANewcomerWaits_ItTakesTrafficAtOnce()
     {
         // "late" answers traffic but its /health hangs, so it waits for its first probe for as long as the test wants (the
