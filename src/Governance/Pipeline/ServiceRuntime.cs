@@ -763,11 +763,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
         else
         {
             var answered = !ReferenceEquals(endpoints, _lastEndpoints);
-            if (answered)
-            {
-                _lastEndpoints = endpoints;
-                Instrumentation.RecordDiscovery(settings.Name, settings.Discovery.Name, error: false);
-            }
 
             var states = new List<EndpointState>(endpoints.Count);
             List<EndpointState>? created = null;
@@ -819,8 +814,14 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
 
             // The set (a custom policy's CreatePicker may throw) before the endpoints known change: a rebuild that fails
             // neither forgets an endpoint in service (the next one would take it for a newcomer, without its breaker,
-            // ejection or health) nor keeps one that never took effect.
+            // ejection or health) nor keeps one (or a list, or a discovery answer counted) that never took effect.
             set = EndpointSet.Create(settings.Name, [.. states], settings.LocalZone, settings.Policy, settings.LoadBalancer, resilience.PanicThreshold);
+            if (answered)
+            {
+                _lastEndpoints = endpoints;
+                Instrumentation.RecordDiscovery(settings.Name, settings.Discovery.Name, error: false);
+            }
+
             foreach (var state in created ?? [])
             {
                 _states[state.Authority] = state;
