@@ -6,8 +6,9 @@ namespace Governance.LoadBalancing;
 /// (one period of the sequence, sum of weights / their gcd) is computed once per endpoint set; a pick is then one atomic
 /// increment and an array read. Each picker starts at a random point of the schedule so that many clients do not all
 /// begin on the same endpoint. Schedules longer than <see cref="MaxScheduleLength"/> slots (or, above 1,024 endpoints,
-/// than 2^26 / endpoints, the build budget) are built from weights scaled down by one factor (equal weights keep equal
-/// slots, every endpoint at least one: with few slots per endpoint small weights get more than their share).
+/// than 2^26 / endpoints, which keeps the build near 2^26 steps up to 8,192 endpoints) are built from weights scaled
+/// down by one factor (equal weights keep equal slots, every endpoint at least one: with few slots per endpoint small
+/// weights get more than their share).
 /// </summary>
 internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
 {
@@ -41,7 +42,8 @@ internal sealed class RoundRobinLoadBalancingPolicy : ILoadBalancingPolicy
         }
 
         total /= gcd;
-        // Keep the build under about 2^26 steps: fewer slots per endpoint when there are very many endpoints.
+        // Keep the build near 2^26 steps: fewer slots per endpoint when there are very many endpoints (above 8,192 each
+        // has about one, and the build grows with the square of their number).
         var length = Math.Max(n, Math.Min(MaxScheduleLength, (1 << 26) / n));
         if (total > length)
         {

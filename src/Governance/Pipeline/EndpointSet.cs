@@ -53,12 +53,12 @@ internal sealed class EndpointSet
     public string EmptyReason { get; }
 
     /// <summary>
-    /// Gets a value indicating whether discovery has not answered yet, or every endpoint waits for its first health check
-    /// (<see cref="AwaitsHealthChecks"/>): the first requests wait for an endpoint.
+    /// Gets a value indicating whether discovery has not answered yet, or no endpoint is available while some wait for
+    /// their first health check and the others failed theirs (<see cref="AwaitsHealthChecks"/>): calls wait for an endpoint.
     /// </summary>
     public bool IsPending { get; }
 
-    /// <summary>Gets a value indicating whether the set is pending because every endpoint waits for its first health check.</summary>
+    /// <summary>Gets a value indicating whether the set is pending for health checks: nothing available while endpoints await their first probe.</summary>
     public bool AwaitsHealthChecks { get; private init; }
 
     /// <summary>The set of a service whose discovery has not answered yet.</summary>
@@ -85,22 +85,25 @@ internal sealed class EndpointSet
         {
             counted = new EndpointState[all.Length - waiting];
             var available = 0;
+            var healthOnly = true;
             for (int i = 0, j = 0; i < all.Length; i++)
             {
                 if ((conditions[i] & EndpointConditions.AwaitingHealthCheck) == 0)
                 {
                     isAvailable[j] = conditions[i] == EndpointConditions.None;
                     available += isAvailable[j] ? 1 : 0;
+                    healthOnly &= conditions[i] is EndpointConditions.None or EndpointConditions.FailedHealthCheck;
                     counted[j++] = all[i];
                 }
             }
 
-            if (available == 0)
+            if (available == 0 && healthOnly)
             {
-                // Nothing available but endpoints whose first probe has not answered (start, discovery's first answer,
-                // every address replaced, the first results failures): calls wait for a probe to pass, as they wait for
-                // discovery's first answer (Envoy's cluster warming), rather than fail, or go in panic mode to the
-                // endpoints known to be out, while healthy ones may be a probe away.
+                // Nothing available but endpoints whose first probe has not answered, the others out for failed health
+                // checks alone (start, discovery's first answer, every address replaced, the first results failures):
+                // calls wait for a probe to pass, as they wait for discovery's first answer (Envoy's cluster warming),
+                // rather than fail, or go in panic mode to endpoints the checks found sick, while healthy ones may be a
+                // probe away. An outage that passive signals found (ejections, open circuits) keeps panic mode.
                 var waitReason = waiting == all.Length
                     ? $"none of its {all.Length} endpoints has passed its first health check yet"
                     : $"none of its {all.Length} endpoints is available and {waiting} have not answered their first health check yet";

@@ -135,7 +135,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 // The set went pending since the call started (every address replaced while health checks are on): the
                 // attempt waits for an endpoint to pass its first probe, as the call's start would have, within what is
                 // left of the total timeout.
-                if (call.Service.Endpoints.IsPending && await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
+                // Hedges do not wait: launched every Delay while the first attempt waits, they would all send at once.
+                if (call.Service.Endpoints.IsPending && (hedge is null || attemptNumber == 1) && await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
                 {
                     continue;
                 }
@@ -505,8 +506,9 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
         if (service.Endpoints.IsPending)
         {
-            // Pending again already (every address replaced since): go round on the thread pool, never deeper on this stack.
-            await Task.Yield();
+            // Pending again already (every address replaced since): go round on the thread pool (never the caller's
+            // context), never deeper on this stack.
+            await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
         }
 
         return await SendGoverned(service, request, logical, arrivedAt, cancellationToken).ConfigureAwait(false);

@@ -173,37 +173,44 @@ internal sealed partial class HealthChecker : IAsyncDisposable
             // Each result is applied as soon as its probe ends, so that an endpoint whose probe hangs until its Timeout
             // delays nobody else's (a newcomer waits out of load balancing for its first result); the results that ended
             // together are applied as one batch, with one rebuild of the endpoint set.
-            var pending = new List<Task<(EndpointState Endpoint, bool Healthy)>>(probes);
             var changes = new List<(EndpointState Endpoint, bool Healthy)>();
-            while (pending.Count > 0)
+            var results = Task.WhenEach(probes).GetAsyncEnumerator();
+            try
             {
-                await Task.WhenAny(pending).ConfigureAwait(false);
-
-                // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
-                // checker, with the new settings, owns the endpoints' health from then on.
-                if (_stop.IsCancellationRequested)
+                var next = results.MoveNextAsync();
+                while (await next.ConfigureAwait(false))
                 {
-                    return false;
-                }
+                    var (endpoint, healthy) = await results.Current.ConfigureAwait(false);
 
-                for (var i = pending.Count - 1; i >= 0; i--)
-                {
-                    if (pending[i].IsCompleted)
+                    // A checker replaced by a reload (or disposed) stops at once and applies no more results: the new
+                    // checker, with the new settings, owns the endpoints' health from then on.
+                    if (_stop.IsCancellationRequested)
                     {
-                        var (endpoint, healthy) = await pending[i].ConfigureAwait(false);
-                        pending.RemoveAt(i);
-                        if (Record(endpoint, healthy))
-                        {
-                            changes.Add((endpoint, healthy));
-                        }
+                        return false;
+                    }
+
+                    if (Record(endpoint, healthy))
+                    {
+                        changes.Add((endpoint, healthy));
+                    }
+
+                    next = results.MoveNextAsync();
+                    if (!next.IsCompleted && changes.Count > 0)
+                    {
+                        // No other probe has ended yet: apply what has.
+                        _service.OnHealthChanged(this, changes);
+                        changes.Clear();
                     }
                 }
+            }
+            finally
+            {
+                await results.DisposeAsync().ConfigureAwait(false);
+            }
 
-                if (changes.Count > 0)
-                {
-                    _service.OnHealthChanged(this, changes);
-                    changes.Clear();
-                }
+            if (changes.Count > 0 && !_stop.IsCancellationRequested)
+            {
+                _service.OnHealthChanged(this, changes);
             }
         }
         catch (OperationCanceledException) when (_stop.IsCancellationRequested)

@@ -189,6 +189,27 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Create_EveryServingEndpointEjectedWhileANewcomerAwaitsItsProbe_PanicModeAsBeforeNotAWait()
+    {
+        // An outage found by passive signals (ejections, open circuits) keeps panic mode: a scale-out in the middle of it
+        // must not make every call wait for the newcomer's first probe.
+        var ejected = Enumerable.Range(1, 2).Select(i =>
+        {
+            var state = new EndpointState(new ServiceEndpoint(new Uri($"http://10.0.1.{i}:8080")));
+            state.Set(i == 1 ? EndpointConditions.Ejected : EndpointConditions.CircuitOpen, true);
+            return state;
+        }).ToArray();
+        var newcomer = new EndpointState(new ServiceEndpoint(new Uri("http://10.0.1.3:8080")));
+        newcomer.Set(EndpointConditions.AwaitingHealthCheck, true);
+
+        var set = EndpointSet.Create("catalog", [.. ejected, newcomer], null, new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold: 50);
+
+        Assert.False(set.IsPending);
+        Assert.True(set.IsPanic);
+        Assert.Equal(ejected, set.Candidates);
+    }
+
+    [Fact]
     public void Create_NoApplicationZone_EverythingIsLocal()
     {
         var states = new[]
