@@ -36,7 +36,8 @@ internal sealed record RetrySettings(
 /// <summary>
 /// A service's timeouts. When <see cref="Enabled"/> is <see langword="false"/> (<c>Timeout:Enabled false</c>) governance
 /// arms no timer: attempts are sent with the caller's token and <see cref="Total"/> and <see cref="PerAttempt"/> (still the
-/// configured or default values) bound nothing but the first wait for discovery and a retired limiter's grace period.
+/// configured or default values) bound nothing but the waits for an endpoint (discovery's first answer, or a first
+/// health check's pass, at a call's start and on a retry) and a retired limiter's grace period.
 /// </summary>
 internal sealed record TimeoutSettings(TimeSpan Total, TimeSpan PerAttempt, bool Enabled = true);
 

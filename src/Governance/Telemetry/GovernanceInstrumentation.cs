@@ -291,7 +291,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
 
     /// <summary>
     /// A call that ended while it waited, before any attempt: refused after discovery's first answer (or a first health
-    /// check's pass, while every endpoint awaited one) did not come, rejected by the rate limit after queueing, or
+    /// check's pass, while no endpoint was available and some awaited one) did not come, rejected by the rate limit after queueing, or
     /// cancelled by its caller in either wait. Its span and duration run from
     /// <paramref name="arrivedAt"/> (when it reached governance) to now, with <paramref name="error"/>; a rejection also
     /// counts in the rejections counter and puts its event, with the limiter's <paramref name="retryAfter"/>, on the span.
