@@ -136,9 +136,18 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 // attempt waits for an endpoint to pass its first probe, as the call's start would have, within what is
                 // left of the total timeout.
                 // Hedges do not wait: launched every Delay while the first attempt waits, they would all send at once.
-                if (call.Service.Endpoints.IsPending && (hedge is null || attemptNumber == 1) && await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
+                if (call.Service.Endpoints.IsPending && (hedge is null || attemptNumber == 1))
                 {
-                    continue;
+                    if (await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
+                    {
+                        continue;
+                    }
+
+                    if (call.Remaining <= TimeSpan.Zero)
+                    {
+                        // The wait ran until the total timeout: that is how the call ends, whichever timer fired first.
+                        return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
+                    }
                 }
 
                 return new AttemptResult(Outcome.FromException<HttpResponseMessage>(call.Service.NoEndpoint()), null);
