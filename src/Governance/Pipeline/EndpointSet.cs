@@ -64,6 +64,9 @@ internal sealed class EndpointSet
     /// <summary>The set of a service whose discovery has not answered yet.</summary>
     public static EndpointSet Pending(string reason) => new([], [], null, null, null, 0, reason, isPending: true);
 
+    /// <summary>The set of a service that stopped while calls waited for an endpoint: empty, not pending, saying why.</summary>
+    public static EndpointSet Stopped(string reason) => new([], [], null, null, null, 0, reason);
+
     public static EndpointSet Create(string serviceName, EndpointState[] all, string? localZone, ILoadBalancingPolicy policy, LoadBalancerOptions options, int panicThreshold = 0, string? emptyReason = null)
     {
         // Each endpoint's conditions are read once: a condition that changes meanwhile (a circuit opening) waits for the
@@ -97,13 +100,14 @@ internal sealed class EndpointSet
                 }
             }
 
-            if (available == 0 && healthOnly)
+            if (available == 0 && (healthOnly || panicThreshold == 0))
             {
                 // Nothing available but endpoints whose first probe has not answered, the others out for failed health
                 // checks alone (start, discovery's first answer, every address replaced, the first results failures):
                 // calls wait for a probe to pass, as they wait for discovery's first answer (Envoy's cluster warming),
                 // rather than fail, or go in panic mode to endpoints the checks found sick, while healthy ones may be a
-                // probe away. An outage that passive signals found (ejections, open circuits) keeps panic mode.
+                // probe away. An outage that passive signals found (ejections, open circuits) keeps panic mode, unless
+                // panic mode is off: then waiting for a newcomer beats refusing every call.
                 var waitReason = waiting == all.Length
                     ? $"none of its {all.Length} endpoints has passed its first health check yet"
                     : $"none of its {all.Length} endpoints is available and {waiting} have not answered their first health check yet";

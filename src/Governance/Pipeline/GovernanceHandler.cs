@@ -138,12 +138,13 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
                 // Hedges do not wait: launched every Delay while the first attempt waits, they would all send at once.
                 if (call.Service.Endpoints.IsPending && (hedge is null || attemptNumber == 1))
                 {
-                    if (await WaitForEndpointsAsync(call, outer).ConfigureAwait(false))
+                    var waited = await WaitForEndpointsAsync(call, outer).ConfigureAwait(false);
+                    if (waited == true)
                     {
                         continue;
                     }
 
-                    if (call.Remaining <= TimeSpan.Zero)
+                    if (waited is null)
                     {
                         // The wait ran until the total timeout: that is how the call ends, whichever timer fired first.
                         return new AttemptResult(Outcome.FromException<HttpResponseMessage>(new AttemptTimeoutException(call.Policy.Timeout.Total, isTotal: true, null)), null);
@@ -274,19 +275,22 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
 
     /// <summary>
     /// Waits until the service's pending set resolves, at most the shorter of its first-answer wait and what is left of
-    /// the call's total timeout; <see langword="false"/> when it did not.
+    /// the call's total timeout: <see langword="true"/> when it resolved, <see langword="false"/> when the first-answer
+    /// wait ran out, <see langword="null"/> when the wait was the rest of the total timeout and it ran out (told by which
+    /// limit was set, not by reading the clock again: timers fire a few milliseconds early or late).
     /// </summary>
-    private static async ValueTask<bool> WaitForEndpointsAsync(GovernedCall call, CancellationToken outer)
+    private static async ValueTask<bool?> WaitForEndpointsAsync(GovernedCall call, CancellationToken outer)
     {
         var wait = call.Service.Settings.FirstAnswerTimeout;
         var remaining = call.Remaining;
-        if (remaining < wait)
+        var total = remaining <= wait;
+        if (total)
         {
             wait = remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero;
         }
 
         // A cancellation (the caller's, or the attempt's) ends the attempt as any cancellation does.
-        return await call.Service.WaitUntilResolvedAsync(wait, outer).ConfigureAwait(false);
+        return await call.Service.WaitUntilResolvedAsync(wait, outer).ConfigureAwait(false) ? true : total ? null : false;
     }
 
     /// <summary>

@@ -372,6 +372,13 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
             }
 
             _timers.Clear();
+
+            // Calls waiting for an endpoint (discovery's first answer, a first health check) are refused now, not when
+            // their wait runs out: the set they wake to is empty, not pending, and says why.
+            if (_state.Set.IsPending)
+            {
+                Publish(_state with { Set = EndpointSet.Stopped(removed ? "the service was removed from the configuration" : "governance was stopped") });
+            }
         }
 
         // Outside the lock: disposing the registration waits for a notification in progress, which takes the lock

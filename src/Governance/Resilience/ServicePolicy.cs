@@ -249,8 +249,10 @@ internal sealed class ServicePolicy : IDisposable
                 ActionGenerator = static args =>
                 {
                     // Hedged attempts are extra load, like retries: they spend the same budget, and stop when it is spent.
+                    // No hedge while the service has no endpoint to offer (its set pending): it would fail at once and
+                    // spend the budget that retries need once the service is back.
                     var state = args.PrimaryContext.Properties.GetValue(HedgeState.Key, null!);
-                    if (!state.Call.Policy.Budget.TryRetry())
+                    if (state.Call.Service.Endpoints.IsPending || !state.Call.Policy.Budget.TryRetry())
                     {
                         return null;
                     }

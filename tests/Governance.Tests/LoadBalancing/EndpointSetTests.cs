@@ -207,6 +207,11 @@ public sealed class EndpointSetTests(ITestOutputHelper output)
         Assert.False(set.IsPending);
         Assert.True(set.IsPanic);
         Assert.Equal(ejected, set.Candidates);
+
+        // With panic mode off there is nothing to serve meanwhile: calls wait for the newcomer rather than be refused.
+        var panicOff = EndpointSet.Create("catalog", [.. ejected, newcomer], null, new RandomLoadBalancingPolicy(), new LoadBalancerOptions(), panicThreshold: 0);
+        Assert.True(panicOff.IsPending);
+        Assert.True(panicOff.AwaitsHealthChecks);
     }
 
     [Fact]

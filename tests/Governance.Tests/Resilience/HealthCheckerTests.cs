@@ -503,6 +503,29 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Dispose_WhileCallsWaitForAFirstProbe_TheyAreRefusedAtOnceSayingWhy()
+    {
+        // "late"'s /health never answers, so the call waits for its first probe; on the fake clock that wait would never
+        // end. Stopping governance refuses it at once, naming why.
+        var time = new ObservedTimeProvider();
+        var late = new Backend("late") { HealthHangs = true };
+        await using var serverLate = await late.StartAsync();
+        var settings = Faults.Settings(serverLate).With("HealthCheck:Path", "/health").With("HealthCheck:Interval", Interval);
+        await using var governed = Faults.Create(settings, time);
+        var call = Faults.TryGetAsync(governed);
+        await time.WaitForTimersAsync(TimeSpan.FromSeconds(30), 1).WaitAsync(Faults.Guard);
+
+        // The service stops (as at shutdown, or when a reload removes it) while the client stays.
+        await Faults.Runtime(governed).DisposeAsync();
+        var result = await call.WaitAsync(Faults.Guard);
+
+        output.WriteLine(result.ToString());
+        var refused = Assert.IsType<NoAvailableEndpointException>(result.Error);
+        Assert.Contains("governance was stopped", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(0, late.Traffic);
+    }
+
+    [Fact]
     public async Task Reload_HealthChecksOffWhileANewcomerWaits_ItTakesTrafficAtOnce()
     {
         // "late" answers traffic but its /health hangs, so it waits for its first probe for as long as the test wants (the
