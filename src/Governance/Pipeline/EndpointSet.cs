@@ -54,11 +54,14 @@ internal sealed class EndpointSet
 
     /// <summary>
     /// Gets a value indicating whether discovery has not answered yet, or no endpoint is available while some wait for
-    /// their first health check and the others failed theirs (<see cref="AwaitsHealthChecks"/>): calls wait for an endpoint.
+    /// their first health check (<see cref="AwaitsHealthChecks"/>): calls wait for an endpoint.
     /// </summary>
     public bool IsPending { get; }
 
-    /// <summary>Gets a value indicating whether the set is pending for health checks: nothing available while endpoints await their first probe.</summary>
+    /// <summary>
+    /// Gets a value indicating whether the set is pending for health checks: nothing available while endpoints await their
+    /// first probe and the others are out for failed health checks alone (or panic mode is off).
+    /// </summary>
     public bool AwaitsHealthChecks { get; private init; }
 
     /// <summary>The set of a service whose discovery has not answered yet.</summary>

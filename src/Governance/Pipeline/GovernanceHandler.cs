@@ -14,7 +14,8 @@ namespace Governance.Pipeline;
 /// (GovernanceHandler.Inline.cs) instead of one async layer per concern:
 /// <list type="number">
 ///   <item><description>routing: which service the logical host maps to (first: every stage below is per service, the
-///   span's name and tags included), and for a service whose discovery has not answered yet the wait for its first answer;</description></item>
+///   span's name and tags included), and for a service whose set is pending (discovery has not answered yet, or its
+///   endpoints await a first health check) the wait for an endpoint;</description></item>
 ///   <item><description>tracing: the logical-call span and metrics, measured from when the call reached governance (the
 ///   waits for discovery and in the rate limit's queue included);</description></item>
 ///   <item><description>rate limit: per destination service, once per logical call, before any network work;</description></item>
@@ -53,8 +54,8 @@ internal sealed partial class GovernanceHandler : DelegatingHandler
     /// </summary>
     private Task<HttpResponseMessage> SendGoverned(ServiceRuntime service, HttpRequestMessage request, Uri logical, long? arrivedAt, CancellationToken cancellationToken)
     {
-        // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer; the first
-        // requests to a service whose discovery has not answered yet wait for that answer instead.
+        // Fail fast, before any limiter permit or async layer, when the service has no endpoint to offer; calls to a
+        // service whose set is pending (discovery's first answer, or a first health check, not in yet) wait instead.
         if (service.Endpoints is { Candidates.Length: 0 } empty)
         {
             if (empty.IsPending)

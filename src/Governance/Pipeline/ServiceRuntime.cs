@@ -164,8 +164,9 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     /// <summary>
-    /// Waits until discovery has answered for the first time (off the request path, the watcher resolves; the first
-    /// request waits here), at most <paramref name="timeout"/>; <see langword="false"/> when it did not answer in time.
+    /// Waits until the service's set is no longer pending: discovery's first answer, or a first health check's pass while
+    /// the set awaits one (off the request path, the watcher and the checker resolve it; calls wait here), at most
+    /// <paramref name="timeout"/>; <see langword="false"/> when it did not resolve in time.
     /// </summary>
     public async Task<bool> WaitUntilResolvedAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {

@@ -175,6 +175,7 @@ internal sealed partial class HealthChecker : IAsyncDisposable
             // together are applied as one batch, with one rebuild of the endpoint set.
             var changes = new List<(EndpointState Endpoint, bool Healthy)>();
             var results = Task.WhenEach(probes).GetAsyncEnumerator();
+            var drained = false;
             try
             {
                 var next = results.MoveNextAsync();
@@ -202,10 +203,20 @@ internal sealed partial class HealthChecker : IAsyncDisposable
                         changes.Clear();
                     }
                 }
+
+                drained = true;
             }
             finally
             {
-                await results.DisposeAsync().ConfigureAwait(false);
+                try
+                {
+                    await results.DisposeAsync().ConfigureAwait(false);
+                }
+#pragma warning disable CA1031 // Left early (stopped, or a failure on its way out): that is what is reported, not the enumerator's refusal to be disposed with a MoveNextAsync outstanding.
+                catch (Exception) when (!drained)
+#pragma warning restore CA1031
+                {
+                }
             }
 
             if (changes.Count > 0 && !_stop.IsCancellationRequested)

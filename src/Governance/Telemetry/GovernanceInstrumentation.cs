@@ -62,7 +62,7 @@ internal sealed partial class GovernanceInstrumentation : IDisposable
         RequestDuration = _meter.CreateHistogram(
             GovernanceTelemetry.Instruments.RequestDuration,
             unit: "s",
-            description: "Duration of governed logical calls up to their response headers: all attempts and delays, and waits for discovery and in the rate limit's queue, included.",
+            description: "Duration of governed logical calls up to their response headers: all attempts and delays, and waits for discovery or a first health check and in the rate limit's queue, included.",
             tags: null,
             advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] });
         Attempts = _meter.CreateCounter<long>(GovernanceTelemetry.Instruments.Attempts, "{attempt}", "Attempts sent to endpoints.");
