@@ -23,9 +23,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         await using var serverA = await a.StartAsync();
         await using var serverB = await b.StartAsync();
         await using var serverSick = await sick.StartAsync();
-        var settings = Faults.Settings(serverA, serverB, serverSick)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA, serverB, serverSick)
             .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
             .With("HealthCheck:UnhealthyThreshold", 2)
             .With("HealthCheck:HealthyThreshold", 1);
@@ -91,9 +89,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var b = new Backend("b");
         await using var serverA = await a.StartAsync();
         await using var serverB = await b.StartAsync();
-        var settings = Faults.Settings(serverA, serverB)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA, serverB)
             .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2));
         await using var governed = Faults.Create(settings, time);
         const string PathKey = $"MeshGovernance:Services:{Faults.Service}:HealthCheck:Path";
@@ -134,9 +130,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var flaky = new Backend("flaky");
         await using var serverA = await a.StartAsync();
         await using var serverFlaky = await flaky.StartAsync();
-        var settings = Faults.Settings(serverA, serverFlaky)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA, serverFlaky)
             .With("HealthCheck:UnhealthyThreshold", 1)
             .With("HealthCheck:HealthyThreshold", 1)
             .With("OutlierDetection:Consecutive5xx", 1)
@@ -206,9 +200,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
             return context.Response.WriteAsync($"{context.Request.Protocol}", context.RequestAborted);
         });
         await using var other = await LoopbackServer.StartAsync("other");
-        var settings = Faults.Settings(h2c, other)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(h2c, other)
             .With("HealthCheck:UnhealthyThreshold", 1)
             .With("HealthCheck:Protocol", protocol);
         await using var governed = Faults.Create(settings, time);
@@ -221,6 +213,14 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         Assert.Equal(failed, Faults.Has(state, EndpointConditions.FailedHealthCheck));
         Assert.Equal(failed ? 0 : 1, probes);
     }
+
+    /// <summary>Settings of the service over <paramref name="servers"/> with health checks of <c>/health</c> every <see cref="Interval"/>.</summary>
+    private static Dictionary<string, string?> Checked(params LoopbackServer[] servers) =>
+        Faults.Settings(servers).With("HealthCheck:Path", "/health").With("HealthCheck:Interval", Interval);
+
+    /// <summary>Settings of the service over <paramref name="endpoints"/> with health checks of <c>/health</c> every <see cref="Interval"/>.</summary>
+    private static Dictionary<string, string?> Checked(params Uri[] endpoints) =>
+        Faults.Settings(endpoints).With("HealthCheck:Path", "/health").With("HealthCheck:Interval", Interval);
 
     /// <summary>The service's current health checker (null while checks are off).</summary>
     private static HealthChecker? Checker(Governed governed) => Faults.Runtime(governed).HealthChecker;
@@ -237,9 +237,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var sick = new Backend("sick") { Healthy = false };
         await using var serverA = await a.StartAsync();
         await using var serverSick = await sick.StartAsync();
-        var settings = Faults.Settings(serverA)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA)
             .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
             .With("HealthCheck:UnhealthyThreshold", 1);
         await using var governed = Faults.Create(settings, time, logs);
@@ -287,9 +285,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         await using var fresh1 = await fresh[0].StartAsync();
         await using var fresh2 = await fresh[1].StartAsync();
         await using var fresh3 = await fresh[2].StartAsync();
-        var settings = Faults.Settings(serverA, serverB)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA, serverB)
             .With("HealthCheck:Timeout", TimeSpan.FromSeconds(2))
             .With("HealthCheck:UnhealthyThreshold", 2)
             .With("HealthCheck:HealthyThreshold", 3);
@@ -348,9 +344,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var sick = new Backend("sick") { Healthy = false };
         await using var serverA = await a.StartAsync();
         await using var serverSick = await sick.StartAsync();
-        var settings = Faults.Settings(serverA, serverSick)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverA, serverSick)
             .With("HealthCheck:UnhealthyThreshold", 2);
         await using var governed = Faults.Create(settings, time);
 
@@ -377,9 +371,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var a = new Backend("a") { HealthGate = release.Task };
         await using var serverA = await a.StartAsync();
         using var dead = new RefusingEndpoint();
-        var settings = Faults.Settings(dead.Address, serverA.Address)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(dead.Address, serverA.Address)
             .With("OutlierDetection:PanicThreshold", panicThreshold);
         await using var governed = Faults.Create(settings, time, logs);
         CallResult[] results;
@@ -415,9 +407,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var a = new Backend("a");
         await using var serverStuck = await stuck.StartAsync();
         await using var serverA = await a.StartAsync();
-        var settings = Faults.Settings(serverStuck, serverA)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval);
+        var settings = Checked(serverStuck, serverA);
         await using var governed = Faults.Create(settings, time);
 
         var results = await Faults.SendManyAsync(governed, 10, 2);
@@ -437,9 +427,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var green = new Backend("green");
         await using var serverBlue = await blue.StartAsync();
         await using var serverGreen = await green.StartAsync();
-        var settings = Faults.Settings(serverBlue)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(serverBlue)
             .With("OutlierDetection:PanicThreshold", 0);
         await using var governed = Faults.Create(settings, time);
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
@@ -477,9 +465,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
 
             return Task.CompletedTask;
         });
-        var settings = Faults.Settings(blue)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval)
+        var settings = Checked(blue)
             .With("Timeout:Enabled", false);
         await using var governed = Faults.Create(settings, time);
         Volatile.Write(ref target, governed);
@@ -510,7 +496,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var time = new ObservedTimeProvider();
         var late = new Backend("late") { HealthHangs = true };
         await using var serverLate = await late.StartAsync();
-        var settings = Faults.Settings(serverLate).With("HealthCheck:Path", "/health").With("HealthCheck:Interval", Interval);
+        var settings = Checked(serverLate);
         await using var governed = Faults.Create(settings, time);
         var call = Faults.TryGetAsync(governed);
         await time.WaitForTimersAsync(TimeSpan.FromSeconds(30), 1).WaitAsync(Faults.Guard);
@@ -535,9 +521,7 @@ public sealed class HealthCheckerTests(ITestOutputHelper output)
         var late = new Backend("late") { HealthHangs = true };
         await using var serverA = await a.StartAsync();
         await using var serverLate = await late.StartAsync();
-        var settings = Faults.Settings(serverA)
-            .With("HealthCheck:Path", "/health")
-            .With("HealthCheck:Interval", Interval);
+        var settings = Checked(serverA);
         await using var governed = Faults.Create(settings, time);
         await time.WaitForTimersAsync(Interval, 1).WaitAsync(Faults.Guard);
         governed.Configuration[$"MeshGovernance:Services:{Faults.Service}:Endpoints:1"] = serverLate.Address.ToString();
