@@ -17,7 +17,7 @@ namespace Governance.Pipeline;
 ///   span's name and tags included), and for a service whose set is pending (discovery has not answered yet, or its
 ///   endpoints await a first health check) the wait for an endpoint;</description></item>
 ///   <item><description>tracing: the logical-call span and metrics, measured from when the call reached governance (the
-///   waits for discovery and in the rate limit's queue included);</description></item>
+///   waits for an endpoint and in the rate limit's queue included);</description></item>
 ///   <item><description>rate limit: per destination service, once per logical call, before any network work;</description></item>
 ///   <item><description>total timeout (<c>Timeout:Total</c>), from when the call was admitted;</description></item>
 ///   <item><description>retry (Polly), entered only after a first attempt failed in a retryable way;</description></item>

@@ -476,12 +476,6 @@ internal sealed partial class ServiceRuntime : IAsyncDisposable
     }
 
     /// <summary>
-    /// <paramref name="checker"/> found <paramref name="endpoint"/> healthy again or unhealthy (or decided a newcomer's
-    /// first probe); see <see cref="OnHealthChanged(HealthChecker, IReadOnlyList{ValueTuple{EndpointState, bool}})"/>.
-    /// </summary>
-    internal void OnHealthChanged(HealthChecker checker, EndpointState endpoint, bool healthy) => OnHealthChanged(checker, [(endpoint, healthy)]);
-
-    /// <summary>
     /// <paramref name="checker"/> decided these endpoints' health (a batch of probe results that ended together): the
     /// set is rebuilt once for all of them (a rebuild per result made a first round over thousands of endpoints cost
     /// thousands of rebuilds under the lock). A checker that a reload replaced or stopped (it may be past its own stop

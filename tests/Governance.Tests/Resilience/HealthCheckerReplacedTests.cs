@@ -47,7 +47,7 @@ public sealed class HealthCheckerReplacedTests
         Assert.NotSame(old, service.HealthChecker);
 
         var endpoint = Faults.State(governed, a);
-        service.OnHealthChanged(old!, endpoint, healthy: false);
+        service.OnHealthChanged(old!, [(endpoint, false)]);
 
         Assert.False(Faults.Has(endpoint, EndpointConditions.FailedHealthCheck), "a replaced checker flagged the endpoint");
         Assert.Equal(2, service.Endpoints.Candidates.Length);
