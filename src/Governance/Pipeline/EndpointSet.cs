@@ -78,7 +78,6 @@ internal sealed class EndpointSet
         // hosts): neither a candidate, nor counted by panic mode or zone-aware routing, so a scale-out never looks like
         // an outage; the set keeps it in All, for the health checker and the metrics.
         var conditions = new EndpointConditions[all.Length];
-        var counted = all;
         var waiting = 0;
         for (var i = 0; i < all.Length; i++)
         {
@@ -86,43 +85,38 @@ internal sealed class EndpointSet
             waiting += (conditions[i] & EndpointConditions.AwaitingHealthCheck) != 0 ? 1 : 0;
         }
 
-        var isAvailable = new bool[all.Length - waiting];
-        if (waiting > 0)
+        var counted = waiting == 0 ? all : new EndpointState[all.Length - waiting];
+        var isAvailable = new bool[counted.Length];
+        var available = 0;
+        var healthOnly = true;
+        for (int i = 0, j = 0; i < all.Length; i++)
         {
-            counted = new EndpointState[all.Length - waiting];
-            var available = 0;
-            var healthOnly = true;
-            for (int i = 0, j = 0; i < all.Length; i++)
+            if ((conditions[i] & EndpointConditions.AwaitingHealthCheck) == 0)
             {
-                if ((conditions[i] & EndpointConditions.AwaitingHealthCheck) == 0)
+                isAvailable[j] = conditions[i] == EndpointConditions.None;
+                available += isAvailable[j] ? 1 : 0;
+                healthOnly &= conditions[i] is EndpointConditions.None or EndpointConditions.FailedHealthCheck;
+                if (waiting > 0)
                 {
-                    isAvailable[j] = conditions[i] == EndpointConditions.None;
-                    available += isAvailable[j] ? 1 : 0;
-                    healthOnly &= conditions[i] is EndpointConditions.None or EndpointConditions.FailedHealthCheck;
-                    counted[j++] = all[i];
+                    counted[j] = all[i];
                 }
-            }
 
-            if (available == 0 && (healthOnly || panicThreshold == 0))
-            {
-                // Nothing available but endpoints whose first probe has not answered, the others out for failed health
-                // checks alone (start, discovery's first answer, every address replaced, the first results failures):
-                // calls wait for a probe to pass, as they wait for discovery's first answer (Envoy's cluster warming),
-                // rather than fail, or go in panic mode to endpoints the checks found sick, while healthy ones may be a
-                // probe away. An outage that passive signals found (ejections, open circuits) keeps panic mode, unless
-                // panic mode is off: then waiting for a newcomer beats refusing every call.
-                var waitReason = waiting == all.Length
-                    ? $"none of its {all.Length} endpoints has passed its first health check yet"
-                    : $"none of its {all.Length} endpoints is available and {waiting} have not answered their first health check yet";
-                return new EndpointSet(all, [], null, null, null, 0, waitReason, isPending: true) { AwaitsHealthChecks = true };
+                j++;
             }
         }
-        else
+
+        if (waiting > 0 && available == 0 && (healthOnly || panicThreshold == 0))
         {
-            for (var i = 0; i < all.Length; i++)
-            {
-                isAvailable[i] = conditions[i] == EndpointConditions.None;
-            }
+            // Nothing available but endpoints whose first probe has not answered, the others out for failed health
+            // checks alone (start, discovery's first answer, every address replaced, the first results failures):
+            // calls wait for a probe to pass, as they wait for discovery's first answer (Envoy's cluster warming),
+            // rather than fail, or go in panic mode to endpoints the checks found sick, while healthy ones may be a
+            // probe away. An outage that passive signals found (ejections, open circuits) keeps panic mode, unless
+            // panic mode is off: then waiting for a newcomer beats refusing every call.
+            var waitReason = waiting == all.Length
+                ? $"none of its {all.Length} endpoints has passed its first health check yet"
+                : $"none of its {all.Length} endpoints is available and {waiting} have not answered their first health check yet";
+            return new EndpointSet(all, [], null, null, null, 0, waitReason, isPending: true) { AwaitsHealthChecks = true };
         }
 
         string reason = emptyReason ?? (all.Length == 0
